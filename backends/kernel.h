@@ -1,0 +1,160 @@
+/*
+ * backends/kernel.h - the contract between ops/ and the backends.
+ *
+ * ops/ records nodes; when a node runs, graph/ turns it into a loom__kcall:
+ * the op, its attributes, and plain views (pointer, dtype, shape, strides) of
+ * its input and output buffers. A backend never sees tensors, the DAG or
+ * modules; it sees only this.
+ *
+ * Guarantees ops/ gives every kernel (so kernels stay simple):
+ *   - elementwise ops (binary, unary, where, cast, copy): every input has the
+ *     output's ndim and shape (broadcast dims have stride 0), and every input
+ *     of a binary op or where's two values has the output's dtype, except
+ *     comparisons, whose inputs share one dtype and whose output is bool;
+ *   - the output view is contiguous and freshly allocated (kernels may not
+ *     assume it is zeroed); inputs may have any strides, including 0;
+ *   - reductions: `out` has the input's ndim, with reduced dims of size 1
+ *     and stride 0 (keepdim form), attrs.reduce.mask marks the reduced dims;
+ *   - matmul: in[0] is [..., M, K], in[1] is [..., K, N], out is [..., M, N],
+ *     all with the same ndim >= 2 and batch dims broadcast (stride 0);
+ *   - numel(out) > 0 (graph/ skips empty outputs).
+ */
+#ifndef LOOM_BACKENDS_KERNEL_H
+#define LOOM_BACKENDS_KERNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loom/status.h"
+#include "loom/types.h"
+
+typedef enum loom__op {
+    LOOM_OP_NONE = 0, /* a leaf: its values were given, nothing to compute */
+
+    /* Views: the output shares the input's storage; nothing is computed. */
+    LOOM_OP_VIEW_RESHAPE, /* reshape/view/squeeze/unsqueeze/flatten */
+    LOOM_OP_VIEW_PERMUTE, /* permute/transpose */
+    LOOM_OP_VIEW_SLICE,   /* slice/select */
+    LOOM_OP_VIEW_EXPAND,  /* expand, and the broadcasting ops insert */
+    LOOM_OP_VIEW_ALIAS,   /* a second handle on the same tensor */
+
+    /* Data movement. */
+    LOOM_OP_COPY, /* strided input -> contiguous output, same dtype */
+    LOOM_OP_CAST, /* dtype conversion */
+
+    /* Elementwise binary (inputs broadcast to the output shape). */
+    LOOM_OP_ADD,
+    LOOM_OP_SUB,
+    LOOM_OP_MUL,
+    LOOM_OP_DIV,
+    LOOM_OP_POW,
+    LOOM_OP_MAXIMUM,
+    LOOM_OP_MINIMUM,
+    LOOM_OP_EQ,
+    LOOM_OP_NE,
+    LOOM_OP_GT,
+    LOOM_OP_GE,
+    LOOM_OP_LT,
+    LOOM_OP_LE,
+    LOOM_OP_WHERE, /* in[0] cond (any dtype, nonzero = true), in[1], in[2] */
+
+    /* Elementwise unary. */
+    LOOM_OP_NEG,
+    LOOM_OP_ABS,
+    LOOM_OP_EXP,
+    LOOM_OP_LOG,
+    LOOM_OP_SQRT,
+    LOOM_OP_SIN,
+    LOOM_OP_COS,
+    LOOM_OP_TANH,
+    LOOM_OP_SIGMOID,
+    LOOM_OP_RELU,
+    LOOM_OP_CLAMP,
+
+    /* Linear algebra. */
+    LOOM_OP_MATMUL,
+
+    /* Reductions. */
+    LOOM_OP_SUM,
+    LOOM_OP_MEAN,
+    LOOM_OP_MAX,
+    LOOM_OP_MIN,
+    LOOM_OP_ARGMAX, /* over the reduced dims in row-major order */
+    LOOM_OP_ARGMIN,
+
+    /* Joining and indexing. */
+    LOOM_OP_CAT,          /* n inputs, attrs.axis.dim */
+    LOOM_OP_INDEX_SELECT, /* in[0] source, in[1] 1-D int64 index */
+    LOOM_OP_GATHER,       /* in[0] source, in[1] int64 index, out has index's shape */
+
+    LOOM_OP_COUNT
+} loom__op;
+
+/* Per-op attributes, stored inline in the node. */
+typedef struct loom__attrs {
+    union {
+        struct {
+            double lo, hi;
+        } clamp;
+        struct {
+            uint32_t mask; /* bit d set: input dim d is reduced */
+            bool keepdim;
+        } reduce;
+        struct {
+            int dim;
+        } axis; /* cat, index_select, gather */
+        struct {
+            int perm[LOOM_MAX_DIMS];
+        } permute;
+        struct {
+            int dim;
+            int64_t start, step;
+            bool drop_dim; /* select: the sliced dim was removed */
+        } slice;
+    };
+} loom__attrs;
+
+/* A plain view of a buffer. Strides are in elements. */
+typedef struct loom__tview {
+    void *data; /* the first element */
+    loom_dtype dtype;
+    int ndim;
+    int64_t shape[LOOM_MAX_DIMS];
+    int64_t strides[LOOM_MAX_DIMS];
+} loom__tview;
+
+/* One kernel invocation. */
+typedef struct loom__kcall {
+    loom__op op;
+    const loom__attrs *attrs;
+    int n_in;
+    const loom__tview *in; /* n_in views */
+    loom__tview out;
+    int nthreads; /* threads the kernel may use (its OpenMP team size) */
+} loom__kcall;
+
+typedef loom_status (*loom__kernel_fn)(const loom__kcall *call);
+typedef bool (*loom__supports_fn)(const loom__kcall *call);
+
+/* A backend's entry for one op. run == NULL: the backend lacks the op.
+ * supports == NULL: run accepts every call of the op. */
+typedef struct loom__kernel {
+    loom__supports_fn supports;
+    loom__kernel_fn run;
+} loom__kernel;
+
+/* A backend is a name and a table of LOOM_OP_COUNT kernels indexed by op. */
+typedef struct loom__backend {
+    const char *name;
+    const loom__kernel *kernels;
+} loom__backend;
+
+/* Elements of a view (product of its shape). */
+static inline int64_t loom__tview_numel(const loom__tview *v)
+{
+    int64_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+    return n;
+}
+
+#endif /* LOOM_BACKENDS_KERNEL_H */

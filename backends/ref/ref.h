@@ -1,0 +1,24 @@
+/*
+ * backends/ref/ref.h - the portable C backend: a plain C kernel for every op,
+ * vectorisable by gcc and parallel with OpenMP where that pays.
+ */
+#ifndef LOOM_BACKENDS_REF_H
+#define LOOM_BACKENDS_REF_H
+
+#include "backends/kernel.h"
+
+extern const loom__backend loom__ref_backend;
+
+/* Kernels, one family per file. */
+loom_status loom__ref_copy(const loom__kcall *call);        /* elementwise.c: COPY, CAST */
+loom_status loom__ref_binary(const loom__kcall *call);      /* elementwise.c */
+loom_status loom__ref_compare(const loom__kcall *call);     /* elementwise.c */
+loom_status loom__ref_where(const loom__kcall *call);       /* elementwise.c */
+loom_status loom__ref_unary(const loom__kcall *call);       /* elementwise.c */
+loom_status loom__ref_reduce(const loom__kcall *call);      /* reduce.c */
+loom_status loom__ref_matmul(const loom__kcall *call);      /* matmul.c */
+loom_status loom__ref_cat(const loom__kcall *call);         /* index.c */
+loom_status loom__ref_index_select(const loom__kcall *call); /* index.c */
+loom_status loom__ref_gather(const loom__kcall *call);      /* index.c */
+
+#endif /* LOOM_BACKENDS_REF_H */

@@ -1,0 +1,115 @@
+/*
+ * backends/registry.c - the ordered list of backends, and op names.
+ *
+ * For each node the registry asks the backends in priority order and takes
+ * the first whose kernel accepts the call. The portable C backend comes last
+ * and accepts everything it implements, so it is the fallback for cases a
+ * faster backend rejects. The oneDNN backend (a later issue) goes in front.
+ */
+#include <string.h>
+
+#include "backends/ref/ref.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+static const char *const op_names[] = {
+    [LOOM_OP_NONE] = "leaf",
+    [LOOM_OP_VIEW_RESHAPE] = "reshape",
+    [LOOM_OP_VIEW_PERMUTE] = "permute",
+    [LOOM_OP_VIEW_SLICE] = "slice",
+    [LOOM_OP_VIEW_EXPAND] = "expand",
+    [LOOM_OP_VIEW_ALIAS] = "alias",
+    [LOOM_OP_COPY] = "contiguous",
+    [LOOM_OP_CAST] = "to_dtype",
+    [LOOM_OP_ADD] = "add",
+    [LOOM_OP_SUB] = "sub",
+    [LOOM_OP_MUL] = "mul",
+    [LOOM_OP_DIV] = "div",
+    [LOOM_OP_POW] = "pow",
+    [LOOM_OP_MAXIMUM] = "maximum",
+    [LOOM_OP_MINIMUM] = "minimum",
+    [LOOM_OP_EQ] = "eq",
+    [LOOM_OP_NE] = "ne",
+    [LOOM_OP_GT] = "gt",
+    [LOOM_OP_GE] = "ge",
+    [LOOM_OP_LT] = "lt",
+    [LOOM_OP_LE] = "le",
+    [LOOM_OP_WHERE] = "where",
+    [LOOM_OP_NEG] = "neg",
+    [LOOM_OP_ABS] = "abs",
+    [LOOM_OP_EXP] = "exp",
+    [LOOM_OP_LOG] = "log",
+    [LOOM_OP_SQRT] = "sqrt",
+    [LOOM_OP_SIN] = "sin",
+    [LOOM_OP_COS] = "cos",
+    [LOOM_OP_TANH] = "tanh",
+    [LOOM_OP_SIGMOID] = "sigmoid",
+    [LOOM_OP_RELU] = "relu",
+    [LOOM_OP_CLAMP] = "clamp",
+    [LOOM_OP_MATMUL] = "matmul",
+    [LOOM_OP_SUM] = "sum",
+    [LOOM_OP_MEAN] = "mean",
+    [LOOM_OP_MAX] = "max",
+    [LOOM_OP_MIN] = "min",
+    [LOOM_OP_ARGMAX] = "argmax",
+    [LOOM_OP_ARGMIN] = "argmin",
+    [LOOM_OP_CAT] = "cat",
+    [LOOM_OP_INDEX_SELECT] = "index_select",
+    [LOOM_OP_GATHER] = "gather",
+};
+_Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
+
+const char *loom__op_name(loom__op op)
+{
+    if ((int)op < 0 || op >= LOOM_OP_COUNT || !op_names[op]) return "?";
+    return op_names[op];
+}
+
+bool loom__backend_parse(const char *name, loom__backend_choice *out)
+{
+    if (!name || !*name || strcmp(name, "auto") == 0) {
+        *out = LOOM__BACKEND_AUTO;
+        return true;
+    }
+    if (strcmp(name, "ref") == 0) {
+        *out = LOOM__BACKEND_REF;
+        return true;
+    }
+    return false;
+}
+
+/* Priority order for LOOM__BACKEND_AUTO. */
+static const loom__backend *const auto_order[] = {
+    &loom__ref_backend,
+};
+
+static const loom__kernel *try_backend(const loom__backend *b, const loom__kcall *call)
+{
+    const loom__kernel *k = &b->kernels[call->op];
+    if (!k->run) return NULL;
+    if (k->supports && !k->supports(call)) return NULL;
+    return k;
+}
+
+const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom__kcall *call,
+                                        const char **backend_name)
+{
+    LOOM_ASSERT(call->op > LOOM_OP_NONE && call->op < LOOM_OP_COUNT);
+    const loom__backend *const *list = auto_order;
+    size_t n = sizeof auto_order / sizeof auto_order[0];
+    static const loom__backend *const ref_only[] = {&loom__ref_backend};
+    if (choice == LOOM__BACKEND_REF) {
+        list = ref_only;
+        n = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const loom__kernel *k = try_backend(list[i], call);
+        if (k) {
+            if (backend_name) *backend_name = list[i]->name;
+            return k;
+        }
+    }
+    loom__set_error(LOOM_ERR_BACKEND, "%s: no backend has a kernel for %s inputs of this layout",
+                    loom__op_name(call->op), call->n_in ? loom_dtype_name(call->in[0].dtype) : "these");
+    return NULL;
+}

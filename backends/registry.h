@@ -1,0 +1,27 @@
+/*
+ * backends/registry.h - picks, per node, the first backend whose kernel
+ * supports the call (oneDNN's "implementation list" idea).
+ */
+#ifndef LOOM_BACKENDS_REGISTRY_H
+#define LOOM_BACKENDS_REGISTRY_H
+
+#include "backends/kernel.h"
+
+/* Backend choice of a context. */
+typedef enum loom__backend_choice {
+    LOOM__BACKEND_AUTO = 0, /* first that supports the call, in priority order */
+    LOOM__BACKEND_REF,      /* the portable C backend only */
+} loom__backend_choice;
+
+/* Parses "auto"/"ref" (NULL = auto). Returns false for an unknown name. */
+bool loom__backend_parse(const char *name, loom__backend_choice *out);
+
+/* The kernel to run `call`, or NULL (with loom_last_error() set) if no
+ * backend has one. *backend_name (if not NULL) receives the chosen name. */
+const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom__kcall *call,
+                                        const char **backend_name);
+
+/* The op's name ("add"), for messages. */
+const char *loom__op_name(loom__op op);
+
+#endif /* LOOM_BACKENDS_REGISTRY_H */

@@ -1,0 +1,142 @@
+/*
+ * graph/context.c - creating and freeing contexts.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <unistd.h>
+
+#include "backends/registry.h"
+#include "graph/tensor_impl.h"
+#include "loom/loom.h"
+#include "runtime/error.h"
+
+
+const char *loom_version(void) { return "0.1.0"; }
+
+/* Cores this process may run on. */
+static int available_cores(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_num_procs();
+#else
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    return n > 0 ? (int)n : 1;
+}
+
+/* Parses a positive int from an environment variable; 0 if unset, -1 if bad. */
+static int env_threads(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < 1 || n > 4096) return -1;
+    return (int)n;
+}
+
+loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
+{
+    loom_ctx_options o = {0};
+    if (opts) o = *opts;
+    if (o.num_threads < 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_create: num_threads is %d; it must be >= 0 (0 = all cores)",
+                        o.num_threads);
+        return NULL;
+    }
+    int threads = o.num_threads;
+    if (threads == 0) {
+        threads = env_threads("LOOM_NUM_THREADS");
+        if (threads < 0) {
+            loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_create: LOOM_NUM_THREADS=\"%s\" is not a thread count between 1 and 4096",
+                            getenv("LOOM_NUM_THREADS"));
+            return NULL;
+        }
+        if (threads == 0) threads = available_cores();
+    }
+    const char *bname = o.backend;
+    if (!bname) bname = getenv("LOOM_BACKEND");
+    loom__backend_choice choice;
+    if (!loom__backend_parse(bname, &choice)) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_create: unknown backend \"%s\" (expected \"auto\" or \"ref\")", bname);
+        return NULL;
+    }
+
+    loom__mem mem;
+    loom__mem_init(&mem, o.allocator);
+    loom_ctx *ctx = loom__mem_alloc(&mem, sizeof *ctx);
+    loom__scope *root = ctx ? loom__mem_alloc(&mem, sizeof *root) : NULL;
+    if (!root) {
+        loom__mem_free(&mem, ctx);
+        loom__set_error(LOOM_ERR_NOMEM, "ctx_create: out of memory");
+        return NULL;
+    }
+    memset(ctx, 0, sizeof *ctx);
+    ctx->mem = mem; /* the counters are zero; copying them is fine */
+    atomic_init(&ctx->mem.live_bytes, 0);
+    atomic_init(&ctx->mem.peak_bytes, 0);
+    ctx->num_threads = threads;
+    ctx->backend = choice;
+    ctx->rng_seed = o.seed;
+    ctx->rng_offset = 0;
+    root->parent = NULL;
+    root->head = NULL;
+    ctx->scope = root;
+    ctx->scope_depth = 0;
+    atomic_init(&ctx->live_tensors, 0);
+    atomic_init(&ctx->nodes_run, 0);
+    return ctx;
+}
+
+void loom_ctx_free(loom_ctx *ctx)
+{
+    if (!ctx) return;
+    while (ctx->scope_depth > 0) loom_scope_end(ctx);
+    loom__scope_clear(ctx->scope);
+    loom__mem free_with = ctx->mem;
+    loom__mem_free(&free_with, ctx->scope);
+    loom__mem_free(&free_with, ctx);
+}
+
+int loom_ctx_num_threads(const loom_ctx *ctx) { return ctx ? ctx->num_threads : 0; }
+
+const char *loom_ctx_backend(const loom_ctx *ctx)
+{
+    return ctx && ctx->backend == LOOM__BACKEND_REF ? "ref" : "auto";
+}
+
+void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
+{
+    if (!ctx || !out) return;
+    out->live_tensors = atomic_load_explicit(&ctx->live_tensors, memory_order_relaxed);
+    out->live_bytes = atomic_load_explicit(&ctx->mem.live_bytes, memory_order_relaxed);
+    out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
+    out->nodes_run = atomic_load_explicit(&ctx->nodes_run, memory_order_relaxed);
+}
+
+void loom_manual_seed(loom_ctx *ctx, uint64_t seed)
+{
+    if (!ctx) return;
+    ctx->rng_seed = seed;
+    ctx->rng_offset = 0;
+}
+
+void loom_rng_get_state(const loom_ctx *ctx, loom_rng_state *out)
+{
+    if (!ctx || !out) return;
+    out->seed = ctx->rng_seed;
+    out->offset = ctx->rng_offset;
+}
+
+void loom_rng_set_state(loom_ctx *ctx, const loom_rng_state *state)
+{
+    if (!ctx || !state) return;
+    ctx->rng_seed = state->seed;
+    ctx->rng_offset = state->offset;
+}

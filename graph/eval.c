@@ -1,0 +1,159 @@
+/*
+ * graph/eval.c - evaluation of the recorded DAG.
+ *
+ * loom__eval walks the pending part of the DAG below a tensor (iteratively:
+ * an unrolled RNN makes chains thousands of nodes deep), orders it so that
+ * every node comes after its inputs, and runs the nodes one by one. The
+ * runtime issue replaces the loop in run_order() by the work-stealing
+ * scheduler; loom__run_node() is the unit both use.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/registry.h"
+#include "graph/eval.h"
+#include "runtime/error.h"
+
+static bool is_view_op(loom__op op)
+{
+    return op >= LOOM_OP_VIEW_RESHAPE && op <= LOOM_OP_VIEW_ALIAS;
+}
+
+static void view_of(const loom_tensor *t, loom__tview *v)
+{
+    v->data = loom__tensor_ptr(t);
+    v->dtype = t->dtype;
+    v->ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) {
+        v->shape[d] = t->shape[d];
+        v->strides[d] = t->strides[d];
+    }
+}
+
+static loom_status fail(loom_tensor *t, loom_status st)
+{
+    t->err = st;
+    free(t->errmsg);
+    const char *msg = loom_last_error();
+    size_t len = strlen(msg) + 1;
+    t->errmsg = malloc(len); /* NULL is fine: the status alone is reported */
+    if (t->errmsg) memcpy(t->errmsg, msg, len);
+    atomic_store_explicit(&t->state, LOOM__FAILED, memory_order_release);
+    return st;
+}
+
+loom_status loom__run_node(loom_tensor *t)
+{
+    loom__node *n = &t->node;
+    if (!is_view_op(n->op) && loom__numel(t->ndim, t->shape) > 0) {
+        loom__storage *s = t->storage;
+        if (!s->data) {
+            s->data = loom__mem_alloc_data(s->mem, s->nbytes);
+            if (!s->data) {
+                char sh[LOOM__SHAPE_STR_MAX];
+                loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the output of shape %s",
+                                loom__op_name(n->op), s->nbytes,
+                                loom__fmt_shape(sh, sizeof sh, t->ndim, t->shape));
+                return fail(t, LOOM_ERR_NOMEM);
+            }
+        }
+        loom__tview inline_views[LOOM__INLINE_INPUTS];
+        loom__tview *views = inline_views;
+        if (n->n_in > LOOM__INLINE_INPUTS) {
+            views = malloc(sizeof *views * (size_t)n->n_in);
+            if (!views) {
+                loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(n->op));
+                return fail(t, LOOM_ERR_NOMEM);
+            }
+        }
+        for (int i = 0; i < n->n_in; i++) view_of(n->in[i], &views[i]);
+        loom__kcall call = {
+            .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->num_threads,
+        };
+        view_of(t, &call.out);
+        const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, NULL);
+        loom_status st = k ? k->run(&call) : LOOM_ERR_BACKEND;
+        if (views != inline_views) free(views);
+        if (st != LOOM_OK) return fail(t, st);
+    }
+    loom__node_release_inputs(t);
+    atomic_fetch_add_explicit(&t->ctx->nodes_run, 1, memory_order_relaxed);
+    atomic_store_explicit(&t->state, LOOM__READY, memory_order_release);
+    return LOOM_OK;
+}
+
+static loom_status report_failed(loom_tensor *t)
+{
+    return loom__set_error(t->err, "%s", t->errmsg ? t->errmsg : loom_status_str(t->err));
+}
+
+/* Appends to *order every pending tensor below root (inputs first).
+ * Iterative DFS: the stack holds (tensor, next input to visit). */
+typedef struct frame {
+    loom_tensor *t;
+    int next;
+} frame;
+
+static loom_status topo_order(loom_tensor *root, loom_tensor ***order_out, size_t *n_out)
+{
+    loom_ctx *ctx = root->ctx;
+    uint64_t epoch = ++ctx->epoch;
+    size_t cap = 64, n = 0, scap = 64, sp = 0;
+    loom_tensor **order = malloc(sizeof *order * cap);
+    frame *stack = malloc(sizeof *stack * scap);
+    if (!order || !stack) goto nomem;
+    root->mark = epoch;
+    stack[sp++] = (frame){root, 0};
+    while (sp) {
+        frame *f = &stack[sp - 1];
+        loom_tensor *t = f->t;
+        if (f->next < t->node.n_in) {
+            loom_tensor *in = t->node.in[f->next++];
+            int st = atomic_load_explicit(&in->state, memory_order_acquire);
+            if (st == LOOM__FAILED) {
+                free(order);
+                free(stack);
+                return report_failed(in);
+            }
+            if (st == LOOM__PENDING && in->mark != epoch) {
+                in->mark = epoch;
+                if (sp == scap) {
+                    frame *g = realloc(stack, sizeof *stack * (scap *= 2));
+                    if (!g) goto nomem;
+                    stack = g;
+                }
+                stack[sp++] = (frame){in, 0};
+            }
+            continue;
+        }
+        sp--;
+        if (n == cap) {
+            loom_tensor **g = realloc(order, sizeof *order * (cap *= 2));
+            if (!g) goto nomem;
+            order = g;
+        }
+        order[n++] = t;
+    }
+    free(stack);
+    *order_out = order;
+    *n_out = n;
+    return LOOM_OK;
+nomem:
+    free(order);
+    free(stack);
+    return loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory ordering the graph");
+}
+
+loom_status loom__eval(loom_tensor *t)
+{
+    int st = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (st == LOOM__READY) return LOOM_OK;
+    if (st == LOOM__FAILED) return report_failed(t);
+    loom_tensor **order = NULL;
+    size_t n = 0;
+    loom_status s = topo_order(t, &order, &n);
+    if (s != LOOM_OK) return s;
+    for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i]);
+    free(order);
+    return s;
+}

@@ -1,0 +1,314 @@
+/*
+ * graph/tensor.c - tensor objects: creation, reference counting, properties
+ * and data access.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/eval.h"
+#include "graph/print.h"
+#include "graph/tensor_impl.h"
+#include "loom/ops.h"
+#include "loom/tensor.h"
+#include "runtime/error.h"
+
+int loom_dtype_size(loom_dtype dtype)
+{
+    switch (dtype) {
+    case LOOM_FLOAT32: return 4;
+    case LOOM_INT64: return 8;
+    case LOOM_BOOL: return 1;
+    default: return 0;
+    }
+}
+
+const char *loom_dtype_name(loom_dtype dtype)
+{
+    switch (dtype) {
+    case LOOM_FLOAT32: return "float32";
+    case LOOM_INT64: return "int64";
+    case LOOM_BOOL: return "bool";
+    default: return "?";
+    }
+}
+
+void loom__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
+{
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= shape[d] > 1 ? shape[d] : 1;
+    }
+}
+
+bool loom__is_contiguous(int ndim, const int64_t *shape, const int64_t *strides)
+{
+    /* As PyTorch: size-1 dims may have any stride. */
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        if (shape[d] == 0) return true;
+        if (shape[d] != 1 && strides[d] != s) return false;
+        s *= shape[d];
+    }
+    return true;
+}
+
+loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape)
+{
+    loom_tensor *t = loom__mem_alloc(&ctx->mem, sizeof *t);
+    if (!t) {
+        loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating a tensor");
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->refs, 1);
+    atomic_init(&t->state, LOOM__READY);
+    t->ctx = ctx;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    loom__contiguous_strides(ndim, t->shape, t->strides);
+    t->node.in = t->node.in_inline;
+    atomic_fetch_add_explicit(&ctx->live_tensors, 1, memory_order_relaxed);
+    loom__scope_add(ctx->scope, t);
+    return t;
+}
+
+loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
+{
+    loom__mem *mem = &t->ctx->mem;
+    loom__storage *s = loom__mem_alloc(mem, sizeof *s);
+    if (!s) return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating a storage");
+    atomic_init(&s->refs, 1);
+    s->mem = mem;
+    s->nbytes = (size_t)loom__numel(t->ndim, t->shape) * (size_t)loom_dtype_size(t->dtype);
+    s->data = NULL;
+    if (allocate) {
+        s->data = loom__mem_alloc_data(mem, s->nbytes);
+        if (!s->data) {
+            loom__mem_free(mem, s);
+            char sh[LOOM__SHAPE_STR_MAX];
+            return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating %zu bytes for a %s tensor of shape %s",
+                                   s->nbytes, loom_dtype_name(t->dtype),
+                                   loom__fmt_shape(sh, sizeof sh, t->ndim, t->shape));
+        }
+    }
+    t->storage = s;
+    return LOOM_OK;
+}
+
+void loom__tensor_share_storage(loom_tensor *t, loom__storage *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    t->storage = s;
+}
+
+static void storage_decref(loom__storage *s)
+{
+    if (!s) return;
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    loom__mem_free_data(s->mem, s->data);
+    loom__mem_free(s->mem, s);
+}
+
+void loom__tensor_incref(loom_tensor *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+/* Frees the tensor object itself; its inputs are handed back through
+ * `pending` (the caller decrefs them) so that a long chain is released
+ * iteratively, never by deep recursion. */
+static void tensor_destroy(loom_tensor *t, loom_tensor ***pending, int *npending, int *cap,
+                           loom_tensor **stackbuf)
+{
+    loom__mem *mem = &t->ctx->mem;
+    for (int i = 0; i < t->node.n_in; i++) {
+        if (*npending == *cap) {
+            int ncap = *cap * 2;
+            loom_tensor **grown = malloc(sizeof *grown * (size_t)ncap);
+            if (!grown) {
+                /* Out of memory while freeing: fall back to recursion for
+                 * this input rather than leak it. */
+                loom__tensor_decref(t->node.in[i]);
+                continue;
+            }
+            memcpy(grown, *pending, sizeof *grown * (size_t)*npending);
+            if (*pending != stackbuf) free(*pending);
+            *pending = grown;
+            *cap = ncap;
+        }
+        (*pending)[(*npending)++] = t->node.in[i];
+    }
+    if (t->node.in != t->node.in_inline) loom__mem_free(mem, t->node.in);
+    storage_decref(t->storage);
+    free(t->errmsg);
+    atomic_fetch_sub_explicit(&t->ctx->live_tensors, 1, memory_order_relaxed);
+    loom__mem_free(mem, t);
+}
+
+void loom__tensor_decref(loom_tensor *t)
+{
+    loom_tensor *stackbuf[64];
+    loom_tensor **pending = stackbuf;
+    int npending = 0, cap = 64;
+    while (t) {
+        if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+            tensor_destroy(t, &pending, &npending, &cap, stackbuf);
+        t = npending ? pending[--npending] : NULL;
+    }
+    if (pending != stackbuf) free(pending);
+}
+
+void loom__node_release_inputs(loom_tensor *t)
+{
+    int n = t->node.n_in;
+    loom_tensor **in = t->node.in;
+    t->node.n_in = 0;
+    for (int i = 0; i < n; i++) loom__tensor_decref(in[i]);
+    if (in != t->node.in_inline) {
+        loom__mem_free(&t->ctx->mem, in);
+        t->node.in = t->node.in_inline;
+    }
+}
+
+void loom_tensor_free(loom_tensor *t)
+{
+    if (!t) return;
+    if (t->scope) loom__scope_remove(t);
+    loom__tensor_decref(t);
+}
+
+/* ---- properties ------------------------------------------------------ */
+
+loom_ctx *loom_tensor_ctx(const loom_tensor *t) { return t ? t->ctx : NULL; }
+loom_dtype loom_tensor_dtype(const loom_tensor *t) { return t ? t->dtype : LOOM_DTYPE_COUNT; }
+int loom_tensor_ndim(const loom_tensor *t) { return t ? t->ndim : -1; }
+
+int64_t loom_tensor_size(const loom_tensor *t, int d)
+{
+    if (!t) return -1;
+    if (d < 0) d += t->ndim;
+    if (d < 0 || d >= t->ndim) return -1;
+    return t->shape[d];
+}
+
+int64_t loom_tensor_stride(const loom_tensor *t, int d)
+{
+    if (!t) return -1;
+    if (d < 0) d += t->ndim;
+    if (d < 0 || d >= t->ndim) return -1;
+    return t->strides[d];
+}
+
+void loom_tensor_shape(const loom_tensor *t, int64_t *out)
+{
+    if (!t || !out) return;
+    memcpy(out, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+}
+
+int64_t loom_tensor_numel(const loom_tensor *t) { return t ? loom__numel(t->ndim, t->shape) : -1; }
+
+bool loom_tensor_is_contiguous(const loom_tensor *t)
+{
+    return t && loom__is_contiguous(t->ndim, t->shape, t->strides);
+}
+
+bool loom_tensor_shares_storage(const loom_tensor *a, const loom_tensor *b)
+{
+    return a && b && a->storage == b->storage;
+}
+
+/* ---- data access ----------------------------------------------------- */
+
+loom_status loom_tensor_eval(loom_tensor *t)
+{
+    if (!t) {
+        if (loom_last_status() != LOOM_OK) return loom_last_status();
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "eval: tensor is NULL");
+    }
+    return loom__eval(t);
+}
+
+const void *loom_tensor_data(loom_tensor *t)
+{
+    if (loom_tensor_eval(t) != LOOM_OK) return NULL;
+    return loom__tensor_ptr(t);
+}
+
+loom_status loom_tensor_copy_to(loom_tensor *t, void *dst, size_t dst_bytes)
+{
+    if (!t) return loom_tensor_eval(t);
+    if (!dst) return loom__set_error(LOOM_ERR_INVALID_ARG, "copy_to: destination is NULL");
+    size_t need = (size_t)loom_tensor_numel(t) * (size_t)loom_dtype_size(t->dtype);
+    if (dst_bytes < need)
+        return loom__set_error(LOOM_ERR_INVALID_ARG,
+                               "copy_to: destination holds %zu bytes, the tensor needs %zu",
+                               dst_bytes, need);
+    if (need == 0) return loom_tensor_eval(t);
+    loom_tensor *c = t;
+    if (!loom_tensor_is_contiguous(t)) {
+        /* A temporary contiguous copy, freed before we return. */
+        c = loom_scope_detach(loom_contiguous(t));
+        if (!c) return loom_last_status();
+    }
+    loom_status st = loom_tensor_eval(c);
+    if (st == LOOM_OK) memcpy(dst, loom__tensor_ptr(c), need);
+    if (c != t) loom_tensor_free(c);
+    return st;
+}
+
+loom_status loom_tensor_item(loom_tensor *t, double *out)
+{
+    if (!t) return loom_tensor_eval(t);
+    if (!out) return loom__set_error(LOOM_ERR_INVALID_ARG, "item: output pointer is NULL");
+    if (loom_tensor_numel(t) != 1) {
+        char sh[LOOM__SHAPE_STR_MAX];
+        return loom__set_error(LOOM_ERR_SHAPE,
+                               "item: a tensor with %lld elements (shape %s) cannot be converted to a scalar",
+                               (long long)loom_tensor_numel(t),
+                               loom__fmt_shape(sh, sizeof sh, t->ndim, t->shape));
+    }
+    loom_status st = loom_tensor_eval(t);
+    if (st != LOOM_OK) return st;
+    const void *p = loom__tensor_ptr(t);
+    switch (t->dtype) {
+    case LOOM_FLOAT32: *out = *(const float *)p; break;
+    case LOOM_INT64: *out = (double)*(const int64_t *)p; break;
+    case LOOM_BOOL: *out = *(const uint8_t *)p ? 1.0 : 0.0; break;
+    default: return loom__set_error(LOOM_ERR_DTYPE, "item: invalid dtype");
+    }
+    return LOOM_OK;
+}
+
+char *loom_tensor_to_string(loom_tensor *t)
+{
+    if (!t) {
+        loom_tensor_eval(t);
+        return NULL;
+    }
+    size_t bytes = (size_t)loom_tensor_numel(t) * (size_t)loom_dtype_size(t->dtype);
+    void *buf = malloc(bytes ? bytes : 1);
+    if (!buf) {
+        loom__set_error(LOOM_ERR_NOMEM, "to_string: out of memory");
+        return NULL;
+    }
+    if (loom_tensor_copy_to(t, buf, bytes) != LOOM_OK) {
+        free(buf);
+        return NULL;
+    }
+    char *s = loom__format_tensor(t->dtype, buf, t->ndim, t->shape);
+    free(buf);
+    if (!s) loom__set_error(LOOM_ERR_NOMEM, "to_string: out of memory");
+    return s;
+}
+
+loom_status loom_tensor_print(loom_tensor *t, FILE *f)
+{
+    if (!f) return loom__set_error(LOOM_ERR_INVALID_ARG, "print: FILE is NULL");
+    char *s = loom_tensor_to_string(t);
+    if (!s) return loom_last_status() != LOOM_OK ? loom_last_status() : LOOM_ERR_INVALID_ARG;
+    fprintf(f, "%s\n", s);
+    free(s);
+    return LOOM_OK;
+}

@@ -1,0 +1,138 @@
+/*
+ * graph/tensor_impl.h - what a tensor is inside Loom: a view on a storage,
+ * plus the node (op, inputs, attributes) that computes it while it is
+ * pending. Internal; ops/ and graph/ use it, backends never do.
+ *
+ * Reference counting. A tensor's `refs` counts its owners: the scope that
+ * holds its handle (or the caller, once detached) and every pending node that
+ * reads it. Storages are counted by the tensors that view them. When a
+ * pending node has run, it drops its inputs, so intermediates die as soon as
+ * their handles are freed. Counts are atomic because nodes may complete on
+ * worker threads.
+ *
+ * The node lives inside the tensor it produces (one output per node), as in
+ * ggml: one allocation per op, and `t->node` is the DAG edge list.
+ */
+#ifndef LOOM_GRAPH_TENSOR_IMPL_H
+#define LOOM_GRAPH_TENSOR_IMPL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/kernel.h"
+#include "loom/context.h"
+#include "runtime/mem.h"
+
+typedef struct loom__storage {
+    atomic_int refs;
+    void *data;    /* 64-byte aligned; NULL until the producing node runs */
+    size_t nbytes; /* bytes to allocate */
+    loom__mem *mem;
+} loom__storage;
+
+typedef enum loom__tstate {
+    LOOM__READY = 0, /* values are in storage */
+    LOOM__PENDING,   /* node not yet run */
+    LOOM__FAILED,    /* node ran and failed; err/errmsg say why */
+} loom__tstate;
+
+#define LOOM__INLINE_INPUTS 3
+
+typedef struct loom__node {
+    loom__op op;
+    loom__attrs attrs;
+    int n_in;
+    loom_tensor **in; /* in_inline, or a heap array for cat */
+    loom_tensor *in_inline[LOOM__INLINE_INPUTS];
+} loom__node;
+
+typedef struct loom__scope loom__scope;
+
+struct loom_tensor {
+    atomic_int refs;
+    loom_ctx *ctx;
+    loom_dtype dtype;
+    int ndim;
+    int64_t shape[LOOM_MAX_DIMS];
+    int64_t strides[LOOM_MAX_DIMS]; /* elements */
+    int64_t offset;                 /* elements from storage->data */
+    loom__storage *storage;
+
+    _Atomic int state; /* loom__tstate */
+    loom_status err;   /* when FAILED */
+    char *errmsg;      /* when FAILED: heap copy of the message, may be NULL */
+    loom__node node;   /* meaningful while PENDING */
+
+    uint64_t mark; /* graph walks: the epoch that last visited it */
+
+    /* Scope membership (user-thread only). scope == NULL: detached/unowned. */
+    loom__scope *scope;
+    loom_tensor *sprev, *snext;
+};
+
+struct loom__scope {
+    loom__scope *parent;
+    loom_tensor *head; /* doubly linked through sprev/snext */
+};
+
+/* The context. Defined here so that graph/ and ops/ share it. */
+struct loom_ctx {
+    loom__mem mem;
+    int num_threads;
+    int backend; /* loom__backend_choice */
+    uint64_t rng_seed;
+    uint64_t rng_offset; /* 128-bit Philox blocks consumed */
+    loom__scope *scope;  /* innermost; the root scope has parent == NULL */
+    int scope_depth;
+    uint64_t epoch; /* for graph walks */
+    _Atomic int64_t live_tensors;
+    _Atomic int64_t nodes_run;
+};
+
+/* ---- tensor lifetime (graph/tensor.c) --------------------------------- */
+
+/* A new tensor object with refs = 1, owned by ctx's current scope, with
+ * `ndim`/`shape`, contiguous strides, state READY, no node, no storage.
+ * NULL (message set) if allocation fails. */
+loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape);
+
+/* Gives t a new storage of numel * dtype size bytes; if `allocate`, the data
+ * is allocated now (eager tensors), else when its node runs. */
+loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate);
+
+/* Makes t view `s` (taking a reference on it). */
+void loom__tensor_share_storage(loom_tensor *t, loom__storage *s);
+
+void loom__tensor_incref(loom_tensor *t);
+/* Drops a reference; frees t (and, iteratively, what only it kept alive)
+ * when it was the last. */
+void loom__tensor_decref(loom_tensor *t);
+
+/* Releases a pending node's inputs (after it ran, or on free). */
+void loom__node_release_inputs(loom_tensor *t);
+
+/* Pointer to t's first element (storage must be allocated). */
+static inline void *loom__tensor_ptr(const loom_tensor *t)
+{
+    return (char *)t->storage->data + t->offset * loom_dtype_size(t->dtype);
+}
+
+static inline int64_t loom__numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    return n;
+}
+
+/* Row-major contiguous strides for shape. */
+void loom__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+bool loom__is_contiguous(int ndim, const int64_t *shape, const int64_t *strides);
+
+/* Scope bookkeeping (graph/scope.c). */
+void loom__scope_add(loom__scope *s, loom_tensor *t);
+void loom__scope_remove(loom_tensor *t);
+/* Drops every tensor of s (s itself stays). */
+void loom__scope_clear(loom__scope *s);
+
+#endif /* LOOM_GRAPH_TENSOR_IMPL_H */

@@ -1,0 +1,134 @@
+/*
+ * loom/context.h - the context that owns tensors, settings and memory.
+ *
+ * A loom_ctx holds everything a program's tensors share: the thread count,
+ * the backend choice, the default random generator, the allocator, and a
+ * stack of scopes that own the tensors created under them.
+ *
+ * Scopes make a leak-free training loop the natural way to write one:
+ *
+ *     for (int step = 0; step < steps; step++) {
+ *         loom_scope_begin(ctx);
+ *         loom_tensor *y = loom_matmul(x, w);          // owned by the scope
+ *         ...
+ *         loom_scope_end(ctx);                        // frees every tensor above
+ *     }
+ *
+ * Every function that returns a new loom_tensor* gives it to the innermost
+ * open scope of its context (the context's root scope if none is open).
+ * A tensor lives until its scope ends, loom_tensor_free() is called on it,
+ * or the context is freed, whichever comes first. loom_scope_keep() moves a
+ * tensor to the enclosing scope; loom_scope_detach() takes it out of every
+ * scope, and the caller then frees it with loom_tensor_free().
+ *
+ * Internally tensors are reference counted: freeing a handle that a pending
+ * computation still reads is safe; the data lives until that computation is
+ * done.
+ *
+ * A context is used from one thread at a time (the thread that records ops);
+ * Loom's own worker threads are internal to it.
+ */
+#ifndef LOOM_CONTEXT_H
+#define LOOM_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loom/status.h"
+#include "loom/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct loom_ctx loom_ctx;
+typedef struct loom_tensor loom_tensor;
+
+/* A replaceable allocator (like uv_replace_allocator). Both functions must be
+ * thread-safe: Loom's worker threads allocate and free tensor data. Loom
+ * aligns tensor data to 64 bytes itself, so alloc needs only malloc's
+ * alignment. alloc returns NULL on failure. */
+typedef struct loom_allocator {
+    void *(*alloc)(size_t size, void *user);
+    void (*free)(void *ptr, void *user);
+    void *user;
+} loom_allocator;
+
+/* Options for loom_ctx_create. Zero-initialise and set what you need:
+ *     loom_ctx_options o = {.num_threads = 4};
+ */
+typedef struct loom_ctx_options {
+    /* Threads for computation. 0: the LOOM_NUM_THREADS environment variable
+     * if set, else every core the process may run on. */
+    int num_threads;
+    /* Seed of the context's default random generator. */
+    uint64_t seed;
+    /* Backend: NULL or "auto" picks the first backend that supports each
+     * node (oneDNN where built and applicable, then the portable C one);
+     * "ref" forces the portable C backend. NULL also honours LOOM_BACKEND. */
+    const char *backend;
+    /* NULL: malloc/free. The pointed-to struct is copied. */
+    const loom_allocator *allocator;
+} loom_ctx_options;
+
+/* Creates a context. opts may be NULL (defaults). Returns NULL on failure
+ * (bad option, no memory) with loom_last_error() set.
+ * Free with loom_ctx_free(). */
+loom_ctx *loom_ctx_create(const loom_ctx_options *opts);
+
+/* Frees the context and every tensor still owned by its scopes, and ends any
+ * open scopes. Tensors detached from scopes must have been freed before.
+ * NULL is a no-op. */
+void loom_ctx_free(loom_ctx *ctx);
+
+/* The number of compute threads the context uses. */
+int loom_ctx_num_threads(const loom_ctx *ctx);
+
+/* The name of the forced backend ("ref"), or "auto". */
+const char *loom_ctx_backend(const loom_ctx *ctx);
+
+/* Counters for leak checks and memory reports. */
+typedef struct loom_ctx_stats {
+    int64_t live_tensors; /* tensor handles not yet freed */
+    int64_t live_bytes;   /* bytes of tensor data allocated now */
+    int64_t peak_bytes;   /* the most live_bytes ever reached */
+    int64_t nodes_run;    /* nodes computed since the context was created */
+} loom_ctx_stats;
+void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out);
+
+/* Opens a scope: tensors created from now on belong to it. */
+loom_status loom_scope_begin(loom_ctx *ctx);
+
+/* Closes the innermost scope and frees every tensor it still owns.
+ * LOOM_ERR_STATE if no scope is open. */
+loom_status loom_scope_end(loom_ctx *ctx);
+
+/* The number of open scopes (0 = only the root scope). */
+int loom_scope_depth(const loom_ctx *ctx);
+
+/* Moves t from its scope to the enclosing one (to the root scope if t's
+ * scope is the outermost). Returns t (NULL stays NULL). */
+loom_tensor *loom_scope_keep(loom_tensor *t);
+
+/* Takes t out of every scope: the caller owns it and must call
+ * loom_tensor_free() before loom_ctx_free(). Returns t. */
+loom_tensor *loom_scope_detach(loom_tensor *t);
+
+/* Random numbers. The default generator is counter based (Philox4x32-10):
+ * the numbers a call draws depend only on the seed and on how many numbers
+ * were drawn before, never on the thread count. */
+void loom_manual_seed(loom_ctx *ctx, uint64_t seed);
+
+/* The generator's state, for checkpoints: its seed and how many 128-bit
+ * counter blocks were consumed. Restoring it replays the same numbers. */
+typedef struct loom_rng_state {
+    uint64_t seed;
+    uint64_t offset;
+} loom_rng_state;
+void loom_rng_get_state(const loom_ctx *ctx, loom_rng_state *out);
+void loom_rng_set_state(loom_ctx *ctx, const loom_rng_state *state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_CONTEXT_H */

@@ -1,0 +1,113 @@
+/*
+ * loom/ops.h - tensor operations.
+ *
+ * Every op records a node and returns a new lazy tensor owned by the
+ * innermost open scope (see loom/context.h); values are computed on demand.
+ * Shape and dtype errors are detected here, when the op is recorded: the op
+ * returns NULL and loom_last_error() names the op and the shapes, e.g.
+ * "add: shapes [2, 3] and [4] cannot be broadcast". A NULL input makes an op
+ * return NULL and keeps the earlier error, so chains need one check.
+ *
+ * Broadcasting follows NumPy/PyTorch: shapes are aligned on the right, and a
+ * dim of size 1 (or a missing leading dim) stretches to the other size.
+ *
+ * Type promotion: bool < int64 < float32; the result of an arithmetic op has
+ * the larger input type. Arithmetic on bool computes in int64 (PyTorch keeps
+ * bool for add/mul). div and the float functions (exp, log, sqrt, sin, cos,
+ * tanh, sigmoid) give float32 for integer inputs, as PyTorch does.
+ * Comparisons give bool. Both inputs must belong to the same context.
+ */
+#ifndef LOOM_OPS_H
+#define LOOM_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loom/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- elementwise, binary, broadcasting ------------------------------- */
+loom_tensor *loom_add(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_sub(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_mul(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_div(loom_tensor *a, loom_tensor *b); /* true division */
+loom_tensor *loom_pow(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_maximum(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_minimum(loom_tensor *a, loom_tensor *b);
+/* Comparisons: bool results. */
+loom_tensor *loom_eq(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_ne(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_gt(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_ge(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_lt(loom_tensor *a, loom_tensor *b);
+loom_tensor *loom_le(loom_tensor *a, loom_tensor *b);
+
+/* With a scalar operand (a 0-dim tensor of a's dtype class: a float value
+ * makes an int64 tensor float32 only if the value is not integral, as in
+ * PyTorch's `t + 0.5`). */
+loom_tensor *loom_add_scalar(loom_tensor *a, double s);
+loom_tensor *loom_sub_scalar(loom_tensor *a, double s);
+loom_tensor *loom_mul_scalar(loom_tensor *a, double s);
+loom_tensor *loom_div_scalar(loom_tensor *a, double s);
+loom_tensor *loom_pow_scalar(loom_tensor *a, double exponent);
+
+/* cond ? a : b, broadcasting all three; cond is bool (or nonzero of any dtype). */
+loom_tensor *loom_where(loom_tensor *cond, loom_tensor *a, loom_tensor *b);
+
+/* ---- elementwise, unary ---------------------------------------------- */
+loom_tensor *loom_neg(loom_tensor *t);
+loom_tensor *loom_abs(loom_tensor *t);
+loom_tensor *loom_exp(loom_tensor *t);
+loom_tensor *loom_log(loom_tensor *t);
+loom_tensor *loom_sqrt(loom_tensor *t);
+loom_tensor *loom_sin(loom_tensor *t);
+loom_tensor *loom_cos(loom_tensor *t);
+loom_tensor *loom_tanh(loom_tensor *t);
+loom_tensor *loom_sigmoid(loom_tensor *t);
+loom_tensor *loom_relu(loom_tensor *t);
+/* Clamps to [min, max]; pass -INFINITY / INFINITY to leave a side open. */
+loom_tensor *loom_clamp(loom_tensor *t, double min, double max);
+/* Converts to dtype (float->int truncates toward zero; nonzero->true). */
+loom_tensor *loom_to_dtype(loom_tensor *t, loom_dtype dtype);
+
+/* ---- matrix product -------------------------------------------------- */
+/* torch.matmul: 1-D x 1-D dot product; 2-D x 2-D matrix product; batched
+ * when either has more than 2 dims, broadcasting the batch dims; a 1-D
+ * operand is promoted to a matrix and the added dim removed. float32. */
+loom_tensor *loom_matmul(loom_tensor *a, loom_tensor *b);
+
+/* ---- reductions -------------------------------------------------------- */
+/* Reduce over `ndims` dims listed in `dims` (negative from the end);
+ * ndims == 0 reduces over every dim. keepdim keeps reduced dims as size 1.
+ * sum of bool/int64 gives int64; mean gives float32. */
+loom_tensor *loom_sum(loom_tensor *t, int ndims, const int *dims, bool keepdim);
+loom_tensor *loom_mean(loom_tensor *t, int ndims, const int *dims, bool keepdim);
+
+/* LOOM_DIM_ALL as `dim` reduces over every element (flattened). */
+#define LOOM_DIM_ALL (-1000)
+/* Max/min values along dim (NaN propagates, as in PyTorch). */
+loom_tensor *loom_max(loom_tensor *t, int dim, bool keepdim);
+loom_tensor *loom_min(loom_tensor *t, int dim, bool keepdim);
+/* int64 index of the first max/min along dim (of the flattened tensor for
+ * LOOM_DIM_ALL). */
+loom_tensor *loom_argmax(loom_tensor *t, int dim, bool keepdim);
+loom_tensor *loom_argmin(loom_tensor *t, int dim, bool keepdim);
+
+/* ---- joining and indexing -------------------------------------------- */
+/* Concatenates n tensors of one dtype along dim (all other dims equal). */
+loom_tensor *loom_cat(loom_tensor *const *ts, int n, int dim);
+/* Stacks n tensors of one shape along a new dim. */
+loom_tensor *loom_stack(loom_tensor *const *ts, int n, int dim);
+/* Rows `index` (1-D int64) of dim, as torch.index_select. */
+loom_tensor *loom_index_select(loom_tensor *t, int dim, loom_tensor *index);
+/* out[i][j][k] = t[index[i][j][k]][j][k] for dim 0, etc. (torch.gather);
+ * index is int64 with t's ndim and sizes <= t's outside dim. */
+loom_tensor *loom_gather(loom_tensor *t, int dim, loom_tensor *index);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_OPS_H */

@@ -1,0 +1,65 @@
+/*
+ * ops/ops_internal.h - what every op definition shares: input checks, shape
+ * and dtype inference helpers, and recording a node.
+ *
+ * An op in ops/ validates its inputs, infers the output's shape and dtype,
+ * inserts the casts and broadcasting views its kernel contract needs (see
+ * backends/kernel.h), and records one node. It computes nothing.
+ */
+#ifndef LOOM_OPS_INTERNAL_H
+#define LOOM_OPS_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "backends/kernel.h"
+#include "graph/tensor_impl.h"
+#include "loom/ops.h"
+#include "runtime/error.h"
+
+/* True if all n inputs are non-NULL and share one context. A NULL input
+ * returns false and keeps the earlier error (or sets one if there is none);
+ * mixed contexts set LOOM_ERR_INVALID_ARG. */
+bool loom__check_inputs(const char *op, int n, loom_tensor *const *ts);
+
+/* Checks ndim and shape of a tensor to be created. */
+loom_status loom__check_shape(const char *op, int ndim, const int64_t *shape);
+
+/* Normalises dim (negative counts from the end) for a tensor of ndim dims.
+ * LOOM_ERR_RANGE with a message naming op if it is out of range. A 0-dim
+ * tensor accepts dims 0 and -1, as in PyTorch. */
+loom_status loom__norm_dim(const char *op, int dim, int ndim, int *out);
+
+/* NumPy broadcasting of two shapes. */
+loom_status loom__broadcast(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                            int *nout, int64_t *out);
+
+/* Records a compute node: a new pending tensor (contiguous, its storage
+ * allocated when the node runs) with the given inputs, each of which gains a
+ * reference. The result belongs to the current scope. */
+loom_tensor *loom__record(loom__op op, const loom__attrs *attrs, int n_in, loom_tensor *const *in,
+                          loom_dtype dtype, int ndim, const int64_t *shape);
+
+/* Records a view node: a new tensor sharing in's storage with the given
+ * shape, strides and offset (elements). */
+loom_tensor *loom__record_view(loom__op op, const loom__attrs *attrs, loom_tensor *in, int ndim,
+                               const int64_t *shape, const int64_t *strides, int64_t offset);
+
+/* Internal temporaries (inserted casts and expands) are handed to the node
+ * that consumes them: call loom__drop(tmp) after recording that node. */
+static inline void loom__drop(loom_tensor *t) { loom_tensor_free(t); }
+
+/* t converted to dtype: t itself if it already has it, else a new temporary
+ * (to be dropped). NULL on failure. */
+loom_tensor *loom__cast_to(loom_tensor *t, loom_dtype dtype);
+
+/* t broadcast to shape: t itself if the shape is equal, else a new temporary
+ * expand view (to be dropped). */
+loom_tensor *loom__expand_to(loom_tensor *t, int ndim, const int64_t *shape);
+
+/* Type promotion: bool < int64 < float32. */
+loom_dtype loom__promote(loom_dtype a, loom_dtype b);
+
+/* Formats a tensor's shape into buf for messages. */
+char *loom__shape_str(char *buf, size_t size, const loom_tensor *t);
+
+#endif /* LOOM_OPS_INTERNAL_H */

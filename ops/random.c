@@ -1,0 +1,81 @@
+/*
+ * ops/random.c - rand, randn, randint from the context's Philox generator.
+ *
+ * Every element is a pure function of (seed, offset + its index), so the
+ * fill is parallel and the values are the same for any thread count. Each
+ * call then advances the context's offset past the blocks it used.
+ * (The numbers differ from PyTorch's mt19937 CPU generator.)
+ */
+#include <math.h>
+
+#include "ops/ops_internal.h"
+#include "ops/philox.h"
+
+loom_tensor *loom__new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape);
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 65536
+
+loom_tensor *loom_rand(loom_ctx *ctx, int ndim, const int64_t *shape)
+{
+    loom_tensor *t = loom__new_ready("rand", ctx, LOOM_FLOAT32, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = loom__numel(ndim, shape);
+    float *f = t->storage->data;
+    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
+    /* Four floats per counter block. */
+#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
+    for (int64_t blk = 0; blk < (n + 3) / 4; blk++) {
+        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+        for (int j = 0; j < 4 && blk * 4 + j < n; j++) f[blk * 4 + j] = loom__u32_to_unit(r.v[j]);
+    }
+    ctx->rng_offset += (uint64_t)(n + 3) / 4;
+    return t;
+}
+
+loom_tensor *loom_randn(loom_ctx *ctx, int ndim, const int64_t *shape)
+{
+    loom_tensor *t = loom__new_ready("randn", ctx, LOOM_FLOAT32, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = loom__numel(ndim, shape);
+    float *f = t->storage->data;
+    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
+    /* Box-Muller in double: one block (two 64-bit uniforms) gives two normals. */
+#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
+    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
+        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+        uint64_t a = ((uint64_t)r.v[0] << 32 | r.v[1]) >> 11, b = ((uint64_t)r.v[2] << 32 | r.v[3]) >> 11;
+        double u1 = ((double)a + 1.0) * 0x1p-53; /* (0, 1]: log(u1) is finite */
+        double u2 = (double)b * 0x1p-53;
+        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925 * u2;
+        f[2 * blk] = (float)(rad * cos(th));
+        if (2 * blk + 1 < n) f[2 * blk + 1] = (float)(rad * sin(th));
+    }
+    ctx->rng_offset += (uint64_t)(n + 1) / 2;
+    return t;
+}
+
+loom_tensor *loom_randint(loom_ctx *ctx, int64_t low, int64_t high, int ndim, const int64_t *shape)
+{
+    if (ctx && high <= low) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "randint: high (%lld) must be greater than low (%lld)", (long long)high,
+                        (long long)low);
+        return NULL;
+    }
+    loom_tensor *t = loom__new_ready("randint", ctx, LOOM_INT64, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = loom__numel(ndim, shape);
+    int64_t *q = t->storage->data;
+    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
+    uint64_t range = (uint64_t)high - (uint64_t)low;
+    /* Two 64-bit draws per block. Modulo bias is below range / 2^64. */
+#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
+    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
+        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+        uint64_t a = (uint64_t)r.v[0] << 32 | r.v[1], b = (uint64_t)r.v[2] << 32 | r.v[3];
+        q[2 * blk] = (int64_t)((uint64_t)low + a % range);
+        if (2 * blk + 1 < n) q[2 * blk + 1] = (int64_t)((uint64_t)low + b % range);
+    }
+    ctx->rng_offset += (uint64_t)(n + 1) / 2;
+    return t;
+}
