@@ -86,10 +86,11 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
     if (allocate) {
         s->data = loom__mem_alloc_data(mem, s->nbytes);
         if (!s->data) {
+            size_t nbytes = s->nbytes;
             loom__mem_free(mem, s);
             char sh[LOOM__SHAPE_STR_MAX];
             return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating %zu bytes for a %s tensor of shape %s",
-                                   s->nbytes, loom_dtype_name(t->dtype),
+                                   nbytes, loom_dtype_name(t->dtype),
                                    loom__fmt_shape(sh, sizeof sh, t->ndim, t->shape));
         }
     }

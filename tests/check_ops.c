@@ -305,13 +305,24 @@ START_TEST(test_promotion)
     EXPECT_F32(loom_add(B8(ctx, LOOM_SHAPE(2), 1, 0), F32(ctx, LOOM_SHAPE(2), 0.5f, 0.5f)), TOL, 1.5f, 0.5f);
     /* bool / bool: true division, float32. */
     EXPECT_F32(loom_div(B8(ctx, LOOM_SHAPE(2), 1, 0), B8(ctx, LOOM_SHAPE(2), 1, 1)), TOL, 1, 0);
-    /* maximum/minimum of bools stay bool (as torch.maximum). */
-    EXPECT_BOOL(loom_maximum(B8(ctx, LOOM_SHAPE(3), 1, 0, 0), B8(ctx, LOOM_SHAPE(3), 0, 0, 1)), 1, 0, 1);
-    EXPECT_BOOL(loom_minimum(B8(ctx, LOOM_SHAPE(3), 1, 0, 1), B8(ctx, LOOM_SHAPE(3), 1, 1, 0)), 1, 0, 0);
     /* Comparisons across dtypes compare the promoted values. */
     EXPECT_BOOL(loom_lt(i, F32(ctx, LOOM_SHAPE(3), 1.5f, 2, 2.5f)), 1, 0, 0);
     EXPECT_BOOL(loom_eq(B8(ctx, LOOM_SHAPE(2), 1, 0), I64(ctx, LOOM_SHAPE(2), 1, 2)), 1, 0);
     EXPECT_BOOL(loom_ge(F32(ctx, LOOM_SHAPE(2), 0.5f, 1), B8(ctx, LOOM_SHAPE(2), 1, 1)), 0, 1);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* maximum/minimum of two bool tensors stay bool (as torch.maximum), and
+ * with int64 promote to int64. */
+START_TEST(test_bool_extremum)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    loom_tensor *p = B8(ctx, LOOM_SHAPE(3), 1, 0, 0), *q = B8(ctx, LOOM_SHAPE(3), 0, 0, 1);
+    EXPECT_I64(loom_maximum(p, I64(ctx, LOOM_SHAPE(3), 0, -1, 2)), 1, 0, 2);
+    EXPECT_I64(loom_minimum(p, I64(ctx, LOOM_SHAPE(3), 0, -1, 2)), 0, -1, 0);
+    EXPECT_BOOL(loom_maximum(p, q), 1, 0, 1);
+    EXPECT_BOOL(loom_minimum(p, q), 0, 0, 0);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -1315,7 +1326,7 @@ START_TEST(test_nc_binary_unary)
     strided_values(BASE12, 2, (const int64_t[]){4, 3}, (const int64_t[]){1, 4}, 0, tv);
     /* Sliced with step 2 along dim 1: [3,2], strides [4,2]. */
     strided_values(BASE12, 2, (const int64_t[]){3, 2}, (const int64_t[]){4, 2}, 0, sv);
-    /* Row 1 expanded to [4,4]? No: row 1 ([1,4] view at offset 4) expanded to [3,4]. */
+    /* Row 1 (a [1,4] view at offset 4) expanded to [3,4]: strides [0,1]. */
     strided_values(BASE12, 2, (const int64_t[]){3, 4}, (const int64_t[]){0, 1}, 4, ev);
     loom_tensor *tr = loom_transpose(base, 0, 1);
     loom_tensor *sl = loom_slice(base, 1, 0, 4, 2);
@@ -1690,6 +1701,7 @@ Suite *loom_suite_ops(void)
     tcase_add_loop_test(tc, test_int64_exact, 0, NCFG);
     tcase_add_loop_test(tc, test_div_by_zero, 0, NCFG);
     tcase_add_loop_test(tc, test_promotion, 0, NCFG);
+    tcase_add_loop_test(tc, test_bool_extremum, 0, NCFG);
     tcase_add_loop_test(tc, test_scalar_forms, 0, NCFG);
     tcase_add_loop_test(tc, test_compare, 0, NCFG);
     tcase_add_loop_test(tc, test_where, 0, NCFG);

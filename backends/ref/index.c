@@ -68,7 +68,8 @@ loom_status loom__ref_cat(const loom__kcall *call)
                                (long long)total, dim, (long long)out->shape[dim]);
 
     const int nt = loom__ref_team(call->nthreads, loom__tview_numel(out), COPY_GRAIN);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    (void)nt; /* unused without OpenMP */
+    LOOM__OMP_PARALLEL(nt)
     {
         /* Every thread copies its part of every input: balanced even when one
          * input is much larger than the others. */
@@ -173,13 +174,14 @@ static loom_status run_gather(const gather_job *job, int nthreads, const char *n
 {
     int64_t first = INT64_MAX, first_val = 0;
     const int nt = loom__ref_team(nthreads, job->it.numel, COPY_GRAIN);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    (void)nt; /* unused without OpenMP */
+    LOOM__OMP_PARALLEL(nt)
     {
         int64_t begin, end, val = 0;
         loom__nditer_part(job->it.numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
         const int64_t at = gather_range(job, begin, end, &val);
         if (at >= 0) {
-#pragma omp critical(loom_ref_gather_error)
+            LOOM__OMP_CRITICAL(loom_ref_gather_error)
             if (at < first) {
                 first = at;
                 first_val = val;

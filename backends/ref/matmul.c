@@ -19,6 +19,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backends/ref/nditer.h"
 #include "backends/ref/ref.h"
@@ -42,6 +43,7 @@ typedef struct mm_plan {
 /* Checks the call and fills the plan. */
 static loom_status make_plan(const loom__kcall *call, mm_plan *p)
 {
+    memset(p, 0, sizeof *p);
     if (call->n_in != 2)
         return loom__set_error(LOOM_ERR_INVALID_ARG, "matmul: expected 2 inputs, got %d", call->n_in);
     const loom__tview *a = &call->in[0], *b = &call->in[1], *c = &call->out;
@@ -166,7 +168,7 @@ loom_status loom__ref_matmul(const loom__kcall *call)
                                total);
 
     loom_status fail = LOOM_OK;
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    LOOM__OMP_PARALLEL(nt)
     {
         int64_t begin, end;
         const int t = loom__omp_thread();
@@ -179,7 +181,7 @@ loom_status loom__ref_matmul(const loom__kcall *call)
                                         p.csb, 0.0f, c + oc, p.rsc, gemm_threads, my_ws,
                                         per > 0 ? per : 64);
             if (s != LOOM_OK) {
-#pragma omp critical(loom_ref_matmul_error)
+                LOOM__OMP_CRITICAL(loom_ref_matmul_error)
                 if (fail == LOOM_OK) fail = s;
                 break;
             }

@@ -26,7 +26,7 @@
  *
  *     loom__nditer it;
  *     loom__nditer_init(&it, ndim, shape, 3, views);
- *     #pragma omp parallel num_threads(nt) if (nt > 1)
+ *     LOOM__OMP_PARALLEL(nt)
  *     {
  *         int64_t begin, end;
  *         loom__nditer_part(it.numel, loom__omp_thread(), loom__omp_nthreads(),
@@ -202,6 +202,19 @@ static inline void loom__nditer_copy_range(const loom__nditer *it, int64_t begin
         }
     }
 }
+
+/* `LOOM__OMP_PARALLEL(nt)` opens a team of nt threads (none when nt <= 1);
+ * `LOOM__OMP_CRITICAL(name)` is a named critical section. Both vanish
+ * without OpenMP, so a build without -fopenmp has no unknown-pragma
+ * warnings and runs every region on the calling thread. */
+#ifdef _OPENMP
+#define LOOM__PRAGMA(x) _Pragma(#x)
+#define LOOM__OMP_PARALLEL(nt) LOOM__PRAGMA(omp parallel num_threads(nt) if ((nt) > 1))
+#define LOOM__OMP_CRITICAL(name) LOOM__PRAGMA(omp critical(name))
+#else
+#define LOOM__OMP_PARALLEL(nt)
+#define LOOM__OMP_CRITICAL(name)
+#endif
 
 /* OpenMP thread id and team size (0 and 1 without OpenMP). */
 static inline int loom__omp_thread(void)

@@ -179,11 +179,22 @@ static void col_sum_f32(const rplan *pl, const char *in, char *out, int64_t nc)
     double acc[COLS];
     for (int64_t j = 0; j < nc; j++) acc[j] = 0.0;
     int64_t idx[LOOM_MAX_DIMS] = {0}, off = 0;
-    for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off))
-        for (int64_t t = 0; t < pl->rlen; t++) {
-            const float *restrict x = (const float *)(in + off + t * pl->rstride * 4);
-            for (int64_t j = 0; j < nc; j++) acc[j] += x[j];
+    const int64_t rs = pl->rstride;
+    for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off)) {
+        const float *x = (const float *)(in + off);
+        int64_t t = 0;
+        /* Four rows per pass over acc: the same left-to-right additions as
+         * one row at a time, with a quarter of the acc loads and stores. */
+        for (; t + 4 <= pl->rlen; t += 4) {
+            const float *restrict x0 = x + t * rs, *restrict x1 = x0 + rs;
+            const float *restrict x2 = x1 + rs, *restrict x3 = x2 + rs;
+            for (int64_t j = 0; j < nc; j++) acc[j] = (((acc[j] + x0[j]) + x1[j]) + x2[j]) + x3[j];
         }
+        for (; t < pl->rlen; t++) {
+            const float *restrict x0 = x + t * rs;
+            for (int64_t j = 0; j < nc; j++) acc[j] += x0[j];
+        }
+    }
     float *restrict o = (float *)out;
     if (pl->mean)
         for (int64_t j = 0; j < nc; j++) o[j] = (float)(acc[j] / (double)pl->n_red);
@@ -231,24 +242,81 @@ static inline int is_nan_u8(uint8_t x) { (void)x; return 0; }
 /* MAX / MIN: m = better(x, m) ? x : m, where a NaN x is always better and
  * nothing beats a NaN m, so the result is NaN as soon as one is seen. The
  * identity (INIT) is -inf / +inf or the integer extreme. */
-#define MINMAX(NAME, SUF, T, CMP, INIT)                                                   \
-    static inline T NAME##_upd_##SUF(T m, T x) { return (x CMP m || is_nan_##SUF(x)) ? x : m; } \
+static inline float upd_max_f32(float m, float x) { return (x > m || x != x) ? x : m; }
+static inline float upd_min_f32(float m, float x) { return (x < m || x != x) ? x : m; }
+
+/* Extreme of one float run. gcc does not vectorise a NaN-propagating
+ * max/min reduction written in plain C (it is not a MAX_EXPR without
+ * -ffinite-math-only), so unit-stride runs use GCC vector extensions: two
+ * vector accumulators updated with a compare-and-blend. max/min are exact,
+ * so the lane order does not change the result. */
+#if defined(__GNUC__)
+#if defined(__AVX__)
+#define VF 8 /* floats per vector: one ymm register */
+#else
+#define VF 4 /* SSE: 16-byte vectors keep the ABI of the target */
+#endif
+typedef float f32xv __attribute__((vector_size(VF * 4)));
+typedef int32_t i32xv __attribute__((vector_size(VF * 4)));
+
+static inline f32xv upd_f32xv(f32xv m, f32xv x, bool is_max)
+{
+    const i32xv take = (is_max ? (x > m) : (x < m)) | (x != x);
+    return (f32xv)((take & (i32xv)x) | (~take & (i32xv)m));
+}
+#endif
+
+static inline float extreme_run_f32(const float *x, int64_t n, int64_t s, bool is_max)
+{
+    float m = is_max ? -INFINITY : INFINITY;
+    int64_t i = 0;
+#if defined(__GNUC__)
+    if (s == 1 && n >= 2 * VF) {
+        f32xv a, b, v0, v1;
+        for (int j = 0; j < VF; j++) a[j] = m;
+        b = a;
+        for (; i + 2 * VF <= n; i += 2 * VF) {
+            memcpy(&v0, x + i, sizeof v0); /* unaligned loads */
+            memcpy(&v1, x + i + VF, sizeof v1);
+            a = upd_f32xv(a, v0, is_max);
+            b = upd_f32xv(b, v1, is_max);
+        }
+        a = upd_f32xv(a, b, is_max);
+        for (int j = 0; j < VF; j++) m = is_max ? upd_max_f32(m, a[j]) : upd_min_f32(m, a[j]);
+    }
+#endif
+    for (; i < n; i++) m = is_max ? upd_max_f32(m, x[i * s]) : upd_min_f32(m, x[i * s]);
+    return m;
+}
+static inline float max_run_f32(const float *x, int64_t n, int64_t s) { return extreme_run_f32(x, n, s, true); }
+static inline float min_run_f32(const float *x, int64_t n, int64_t s) { return extreme_run_f32(x, n, s, false); }
+
+/* Integer runs: gcc vectorises these plain loops itself. */
+#define INT_EXTREME(NAME, SUF, T, CMP, INIT)                                   \
+    static inline T upd_##NAME##_##SUF(T m, T x) { return x CMP m ? x : m; }   \
+    static inline T NAME##_run_##SUF(const T *x, int64_t n, int64_t s)         \
+    {                                                                          \
+        T m = (INIT);                                                          \
+        if (s == 1)                                                            \
+            for (int64_t i = 0; i < n; i++) m = upd_##NAME##_##SUF(m, x[i]);   \
+        else                                                                   \
+            for (int64_t i = 0; i < n; i++) m = upd_##NAME##_##SUF(m, x[i * s]); \
+        return m;                                                              \
+    }
+
+INT_EXTREME(max, i64, int64_t, >, INT64_MIN)
+INT_EXTREME(min, i64, int64_t, <, INT64_MAX)
+INT_EXTREME(max, u8, uint8_t, >, 0)
+INT_EXTREME(min, u8, uint8_t, <, 1) /* bool: min is 1 unless a 0 is seen */
+
+#define MINMAX(NAME, SUF, T, INIT)                                                        \
     static void row_##NAME##_##SUF(const rplan *pl, const char *in, char *out)            \
     {                                                                                     \
         int64_t idx[LOOM_MAX_DIMS] = {0}, off = 0;                                        \
-        const int64_t n = pl->rlen, s = pl->rstride;                                      \
-        T l[LANES];                                                                       \
-        for (int j = 0; j < LANES; j++) l[j] = (INIT);                                    \
-        for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off)) {           \
-            const T *x = (const T *)(in + off);                                           \
-            int64_t i = 0;                                                                \
-            if (s == 1)                                                                   \
-                for (; i + LANES <= n; i += LANES)                                        \
-                    for (int j = 0; j < LANES; j++) l[j] = NAME##_upd_##SUF(l[j], x[i + j]); \
-            for (; i < n; i++) l[0] = NAME##_upd_##SUF(l[0], x[i * s]);                   \
-        }                                                                                 \
-        for (int j = 1; j < LANES; j++) l[0] = NAME##_upd_##SUF(l[0], l[j]);              \
-        *(T *)out = l[0];                                                                 \
+        T m = (INIT);                                                                     \
+        for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off))             \
+            m = upd_##NAME##_##SUF(m, NAME##_run_##SUF((const T *)(in + off), pl->rlen, pl->rstride)); \
+        *(T *)out = m;                                                                    \
     }                                                                                     \
     static void col_##NAME##_##SUF(const rplan *pl, const char *in, char *out, int64_t nc) \
     {                                                                                     \
@@ -258,22 +326,25 @@ static inline int is_nan_u8(uint8_t x) { (void)x; return 0; }
         for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off))             \
             for (int64_t t = 0; t < pl->rlen; t++) {                                      \
                 const T *restrict x = (const T *)(in + off + t * pl->rstride * (int64_t)sizeof(T)); \
-                for (int64_t j = 0; j < nc; j++) acc[j] = NAME##_upd_##SUF(acc[j], x[j]); \
+                for (int64_t j = 0; j < nc; j++) acc[j] = upd_##NAME##_##SUF(acc[j], x[j]); \
             }                                                                             \
         memcpy(out, acc, (size_t)nc * sizeof(T));                                         \
     }
 
-MINMAX(max, f32, float, >, -INFINITY)
-MINMAX(min, f32, float, <, INFINITY)
-MINMAX(max, i64, int64_t, >, INT64_MIN)
-MINMAX(min, i64, int64_t, <, INT64_MAX)
-MINMAX(max, u8, uint8_t, >, 0)
-MINMAX(min, u8, uint8_t, <, 1) /* bool: min is 1 unless a 0 is seen */
+MINMAX(max, f32, float, -INFINITY)
+MINMAX(min, f32, float, INFINITY)
+MINMAX(max, i64, int64_t, INT64_MIN)
+MINMAX(min, i64, int64_t, INT64_MAX)
+MINMAX(max, u8, uint8_t, 0)
+MINMAX(min, u8, uint8_t, 1)
 
 /* ARGMAX / ARGMIN: the first position p (row-major over the reduced dims)
  * whose value is strictly better than all before it; a NaN is better than
- * any number and nothing beats a NaN, so the first NaN wins. */
-#define ARG(NAME, SUF, T, CMP)                                                            \
+ * any number and nothing beats a NaN, so the first NaN wins. A long dense
+ * run is done in two passes: its extreme with the vectorised run function
+ * above, then the first position holding it (exact: == on the same values,
+ * or the first NaN). */
+#define ARG(NAME, EXT, SUF, T, CMP)                                                       \
     static inline int NAME##_better_##SUF(T x, T b)                                       \
     {                                                                                     \
         return x CMP b || (is_nan_##SUF(x) && !is_nan_##SUF(b));                          \
@@ -283,12 +354,24 @@ MINMAX(min, u8, uint8_t, <, 1) /* bool: min is 1 unless a 0 is seen */
         int64_t idx[LOOM_MAX_DIMS] = {0}, off = 0, pos = 0, bi = 0;                       \
         const int64_t n = pl->rlen, s = pl->rstride;                                      \
         T b = *(const T *)in;                                                             \
-        for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off)) {           \
+        for (int64_t r = 0; r < pl->nruns; r++, off = next_run(pl, idx, off), pos += n) { \
             const T *x = (const T *)(in + off);                                           \
-            for (int64_t i = 0; i < n; i++, pos++)                                        \
+            if (s == 1 && n >= 32) {                                                      \
+                const T e = EXT##_run_##SUF(x, n, 1);                                     \
+                if (r > 0 && !NAME##_better_##SUF(e, b)) continue; /* ties: earlier wins */ \
+                int64_t i = 0; /* e is one of x[0..n), so the scan stops */               \
+                if (is_nan_##SUF(e))                                                      \
+                    while (!is_nan_##SUF(x[i])) i++;                                      \
+                else                                                                      \
+                    while (x[i] != e) i++;                                                \
+                b = e;                                                                    \
+                bi = pos + i;                                                             \
+                continue;                                                                 \
+            }                                                                             \
+            for (int64_t i = 0; i < n; i++)                                               \
                 if (NAME##_better_##SUF(x[i * s], b)) {                                   \
                     b = x[i * s];                                                         \
-                    bi = pos;                                                             \
+                    bi = pos + i;                                                         \
                 }                                                                         \
         }                                                                                 \
         *(int64_t *)out = bi;                                                             \
@@ -311,12 +394,12 @@ MINMAX(min, u8, uint8_t, <, 1) /* bool: min is 1 unless a 0 is seen */
             }                                                                             \
     }
 
-ARG(argmax, f32, float, >)
-ARG(argmin, f32, float, <)
-ARG(argmax, i64, int64_t, >)
-ARG(argmin, i64, int64_t, <)
-ARG(argmax, u8, uint8_t, >)
-ARG(argmin, u8, uint8_t, <)
+ARG(argmax, max, f32, float, >)
+ARG(argmin, min, f32, float, <)
+ARG(argmax, max, i64, int64_t, >)
+ARG(argmin, min, i64, int64_t, <)
+ARG(argmax, max, u8, uint8_t, >)
+ARG(argmin, min, u8, uint8_t, <)
 
 /* ---- drivers --------------------------------------------------------------- */
 
@@ -338,7 +421,8 @@ static void drive_rows(const rplan *pl, row_fn fn, const char *in, char *out, in
 {
     int nt = loom__ref_team(nthreads, pl->n_out * (pl->n_red > 0 ? pl->n_red : 1), RED_GRAIN);
     if (nt > pl->n_out) nt = (int)pl->n_out;
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    (void)nt; /* unused without OpenMP */
+    LOOM__OMP_PARALLEL(nt)
     {
         int64_t begin, end, idx[LOOM_MAX_DIMS], ioff, ooff;
         loom__nditer_part(pl->n_out, loom__omp_thread(), loom__omp_nthreads(), 1, &begin, &end);
@@ -364,7 +448,8 @@ static void drive_cols(const rplan *pl, col_fn fn, const char *in, char *out, in
     const int64_t nblk = (inner + COLS - 1) / COLS, ntask = (pl->n_out / inner) * nblk;
     int nt = loom__ref_team(nthreads, pl->n_out * pl->n_red, RED_GRAIN);
     if (nt > ntask) nt = (int)ntask;
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    (void)nt; /* unused without OpenMP */
+    LOOM__OMP_PARALLEL(nt)
     {
         int64_t begin, end, idx[LOOM_MAX_DIMS], ioff, ooff;
         loom__nditer_part(ntask, loom__omp_thread(), loom__omp_nthreads(), 1, &begin, &end);

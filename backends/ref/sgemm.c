@@ -17,11 +17,27 @@
  * aligned buffer. beta is applied by the first k block (pc == 0), which also
  * means beta == 0 never reads C.
  *
+ * Packing writes contiguous slivers: row-major A and column-major B are read
+ * VL x VL at a time and transposed in registers; the other layouts are a
+ * straight copy (B) or a gather of MR values per k (A).
+ *
  * Threads: C is cut into tm x tn rectangles (one per thread, tm * tn ==
  * threads used); every thread packs its own A block and B panel into its own
  * slice of the workspace, so the parallel region needs no barrier. B (or A)
  * is packed redundantly by the tm (tn) threads that share it, which costs
- * O(k * (m + n)) next to the O(m * n * k) product.
+ * O(k * (m + n)) next to the O(m * n * k) product. Problems under about
+ * 2 * LOOM_SGEMM_MIN_WORK flops per thread use fewer threads.
+ *
+ * Skinny products (m <= 4, or n <= 4 by computing C^T = B^T A^T) skip the
+ * packed path, which would pad to MR / NR and copy all of B to use it m
+ * times: they stream B through an axpy kernel (row-major B) or a
+ * dot-product kernel (column-major B), threads splitting the columns.
+ *
+ * Workspace (bytes; see loom__sgemm_workspace_size): with T threads used
+ * and the per-call block sizes mc <= MC, kc <= KC, nc <= NC,
+ *   T * (round64(4 * mc * kc + 64) + round64(4 * kc * nc)),
+ * or, when m <= 4 or n <= 4, the larger of that and round64(4 * r * k),
+ * r = the small dimension. At most about T * 4.2 MiB with AVX2 blocking.
  *
  * The micro-kernel uses GCC vector extensions (also understood by clang):
  * 64-byte vectors under AVX-512F, 32 under AVX/AVX2, 16 otherwise; the
@@ -39,6 +55,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+#include "runtime/error.h"
 
 /* ---------------------------------------------------------------- config */
 
@@ -112,21 +130,20 @@
 
 #define SG_ALIGN 64
 
-/* A thread's share must be worth a fork: about 2 * 64^3 flops. */
+/* A thread's share must be worth a fork: about 2 * 2 * 32^3 flops (measured:
+ * 64^3 gains from 2 threads, 48^3 barely). */
 #ifndef LOOM_SGEMM_MIN_WORK
-#define LOOM_SGEMM_MIN_WORK (64 * 64 * 64)
+#define LOOM_SGEMM_MIN_WORK (2 * 32 * 32 * 32)
 #endif
 #define SG_MIN_WORK_PER_THREAD ((int64_t)LOOM_SGEMM_MIN_WORK)
 
 #if defined(__GNUC__)
 #define SG_LIKELY(x) __builtin_expect(!!(x), 1)
-#define SG_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define SG_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #define SG_PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
 #define SG_ASSUME_ALIGNED(p, n) __builtin_assume_aligned((p), (n))
 #else
 #define SG_LIKELY(x) (x)
-#define SG_UNLIKELY(x) (x)
 #define SG_PREFETCH_W(p) ((void)0)
 #define SG_PREFETCH_R(p) ((void)0)
 #define SG_ASSUME_ALIGNED(p, n) (p)
@@ -181,11 +198,10 @@ static void sg_kernel(int64_t kc, const float *restrict ap, const float *restric
         for (int v = 0; v < SG_NV; v++)
             acc[r][v] = (sg_vf){0};
 
-    if (mr == SG_MR) {
-        for (int r = 0; r < SG_MR; r++) {
-            SG_PREFETCH_W(c + r * rsc);
-            SG_PREFETCH_W(c + r * rsc + SG_NR - 1);
-        }
+    /* the C tile is needed after the loop: start fetching it now */
+    for (int r = 0; r < mr; r++) {
+        SG_PREFETCH_W(c + r * rsc);
+        SG_PREFETCH_W(c + r * rsc + nr - 1);
     }
 
 #pragma GCC unroll 4
@@ -217,7 +233,8 @@ static void sg_kernel(int64_t kc, const float *restrict ap, const float *restric
             for (int r = 0; r < SG_MR; r++)
                 for (int v = 0; v < SG_NV; v++) {
                     sg_vfu *cp = (sg_vfu *)(c + r * rsc + v * SG_VL);
-                    *cp = *cp * beta + acc[r][v];
+                    const sg_vf cv = *cp;
+                    *cp = SG_FMA(SG_BCAST(beta), cv, acc[r][v]);
                 }
         }
     } else {
@@ -496,7 +513,7 @@ sg_small_axpy_m(const int M, int64_t k, const float *restrict ap, const float *r
     float *tf = (float *)tmp;    /* row i at tf + i * W */
     for (int64_t jc = j0; jc < j1; jc += W) {
         const int w = (int)sg_min(W, j1 - jc);
-        const int wv = w / SG_VL, wr = sg_cdiv(w, SG_VL);
+        const int wv = w / SG_VL, wr = (w + SG_VL - 1) / SG_VL;
         const float *bc = b + jc;
         for (int i = 0; i < M; i++)
             for (int v = 0; v < wr; v++)
@@ -571,6 +588,28 @@ sg_small_dot_r(const int R, int64_t k, const float *restrict ap, const float *re
     const int64_t kv = k / SG_VL * SG_VL;
     for (int64_t j = j0; j < j1; j += cb) {
         const int cols = (int)sg_min(cb, j1 - j);
+        if (R == 1 && cols == 1) {
+            /* a plain dot product: split the sum over four accumulators */
+            const float *bj = b + j * csb;
+            sg_vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            int64_t p = 0;
+            for (; p + 4 * SG_VL <= k; p += 4 * SG_VL) {
+                s0 = SG_FMA(*(const sg_vfu *)(ap + p), *(const sg_vfu *)(bj + p), s0);
+                s1 = SG_FMA(*(const sg_vfu *)(ap + p + SG_VL), *(const sg_vfu *)(bj + p + SG_VL), s1);
+                s2 = SG_FMA(*(const sg_vfu *)(ap + p + 2 * SG_VL),
+                            *(const sg_vfu *)(bj + p + 2 * SG_VL), s2);
+                s3 = SG_FMA(*(const sg_vfu *)(ap + p + 3 * SG_VL),
+                            *(const sg_vfu *)(bj + p + 3 * SG_VL), s3);
+            }
+            for (; p + SG_VL <= k; p += SG_VL)
+                s0 = SG_FMA(*(const sg_vfu *)(ap + p), *(const sg_vfu *)(bj + p), s0);
+            s0 = (s0 + s1) + (s2 + s3);
+            float sum = sg_hsum(&s0);
+            for (; p < k; p++)
+                sum += ap[p] * bj[p];
+            sg_small_store(c + j * csc, beta, sum);
+            continue;
+        }
         const float *bq[CB];
         sg_vf acc[CB];
         for (int q = 0; q < CB; q++) {
@@ -606,7 +645,9 @@ static void sg_small_cols(int m, int64_t k, const float *ap, const float *b, int
                           int64_t csb, float beta, float *c, int64_t rsc, int64_t csc,
                           int64_t j0, int64_t j1)
 {
-    if (csb == 1) {
+    /* both strides 1 happens for a vector (n == 1 or k == 1): take the kernel
+     * that vectorises along the longer one */
+    if (csb == 1 && (rsb != 1 || j1 - j0 >= k)) {
         switch (m) {
         case 1: sg_small_axpy_m(1, k, ap, b, rsb, beta, c, rsc, csc, j0, j1); break;
         case 2: sg_small_axpy_m(2, k, ap, b, rsb, beta, c, rsc, csc, j0, j1); break;
@@ -665,25 +706,30 @@ static int64_t sg_balance(int64_t len, int64_t cap, int64_t q)
 static sg_plan sg_make_plan(int64_t m, int64_t n, int64_t k, int nthreads)
 {
     sg_plan pl;
+    memset(&pl, 0, sizeof pl);
     int nt = sg_threads(m, n, k, nthreads, sg_cdiv(m, SG_MR) * sg_cdiv(n, SG_NR));
     /* factor nt = tm * tn minimising the largest rectangle plus packing;
-     * ties go to more row groups (each thread's A block in its own L2) */
+     * ties go to more row groups (each thread's A block in its own L2).
+     * If every factorisation would leave a thread without rows or columns
+     * (a prime nt on a narrow C, say), try one thread fewer. */
     int best_tm = 1;
-    double best_cost = -1.0;
-    for (int tm = nt; tm >= 1; tm--) {
-        if (nt % tm) continue;
-        const int tn = nt / tm;
-        const int64_t mt = sg_rup(sg_cdiv(m, tm), SG_MR);
-        const int64_t ntc = sg_rup(sg_cdiv(n, tn), SG_NR);
-        if ((tm - 1) * mt >= m || (tn - 1) * ntc >= n) continue; /* idle thread */
-        const double cost = (double)mt * (double)ntc + 16.0 * ((double)mt + (double)ntc);
-        if (best_cost < 0 || cost < best_cost) {
-            best_cost = cost;
-            best_tm = tm;
+    for (; nt > 1; nt--) {
+        double best_cost = -1.0;
+        for (int tm = nt; tm >= 1; tm--) {
+            if (nt % tm) continue;
+            const int tn = nt / tm;
+            const int64_t mt = sg_rup(sg_cdiv(m, tm), SG_MR);
+            const int64_t ntc = sg_rup(sg_cdiv(n, tn), SG_NR);
+            if ((tm - 1) * mt >= m || (tn - 1) * ntc >= n) continue; /* idle thread */
+            const double cost = (double)mt * (double)ntc + 16.0 * ((double)mt + (double)ntc);
+            if (best_cost < 0 || cost < best_cost) {
+                best_cost = cost;
+                best_tm = tm;
+            }
         }
+        if (best_cost >= 0) break;
     }
-    if (best_cost < 0) /* every factorisation idles a thread */
-        nt = 1;
+    if (nt == 1) best_tm = 1;
     pl.nt = nt;
     pl.tm = best_tm;
     pl.tn = nt / best_tm;
@@ -853,15 +899,22 @@ loom_status loom__sgemm(int64_t m, int64_t n, int64_t k, float alpha,
                         int nthreads, void *ws, size_t ws_size)
 {
     if (m < 0 || n < 0 || k < 0 || rsa < 0 || csa < 0 || rsb < 0 || csb < 0)
-        return LOOM_ERR_INVALID_ARG;
+        return loom__set_error(LOOM_ERR_INVALID_ARG,
+                               "sgemm: negative size or stride (m=%lld n=%lld k=%lld, strides "
+                               "%lld %lld %lld %lld)",
+                               (long long)m, (long long)n, (long long)k, (long long)rsa,
+                               (long long)csa, (long long)rsb, (long long)csb);
     if (m == 0 || n == 0) return LOOM_OK;
-    if (c == NULL) return LOOM_ERR_INVALID_ARG;
+    if (c == NULL) return loom__set_error(LOOM_ERR_INVALID_ARG, "sgemm: C is NULL");
     if (k == 0 || alpha == 0.0f) {
         sg_scale_c(m, n, beta, c, rsc);
         return LOOM_OK;
     }
-    if (a == NULL || b == NULL) return LOOM_ERR_INVALID_ARG;
-    if (ws != NULL && ((uintptr_t)ws % SG_ALIGN) != 0) return LOOM_ERR_INVALID_ARG;
+    if (a == NULL || b == NULL)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "sgemm: A or B is NULL");
+    if (ws != NULL && ((uintptr_t)ws % SG_ALIGN) != 0)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "sgemm: workspace %p is not %d-byte aligned",
+                               ws, SG_ALIGN);
 
     sg_args g;
     g.m = m; g.n = n; g.k = k;
@@ -872,11 +925,17 @@ loom_status loom__sgemm(int64_t m, int64_t n, int64_t k, float alpha,
     int small = 0;     /* 1: skinny in m, 2: skinny in n (run transposed) */
     size_t need;
     sg_plan pl;
+    memset(&pl, 0, sizeof pl);
 #if SG_SMALL
-    if (m <= SG_SMALL_M && (csb == 1 || rsb == 1))
-        small = 1;
-    else if (n <= SG_SMALL_M && (csa == 1 || rsa == 1))
-        small = 2;
+    {
+        const int s1 = m <= SG_SMALL_M && (csb == 1 || rsb == 1);
+        const int s2 = n <= SG_SMALL_M && (csa == 1 || rsa == 1);
+        /* both skinny (say 4 x k x 4): prefer the dot-product kernel along k */
+        if (s1 && s2 && k >= n && rsb != 1 && csa == 1)
+            small = 2;
+        else
+            small = s1 ? 1 : s2 ? 2 : 0;
+    }
 #endif
     if (small) {
         need = sg_align_bytes((size_t)(small == 1 ? m : n) * (size_t)k * sizeof(float));
@@ -888,10 +947,14 @@ loom_status loom__sgemm(int64_t m, int64_t n, int64_t k, float alpha,
     void *owned = NULL;
     if (ws == NULL) {
         owned = aligned_alloc(SG_ALIGN, need);
-        if (owned == NULL) return LOOM_ERR_NOMEM;
+        if (owned == NULL)
+            return loom__set_error(LOOM_ERR_NOMEM, "sgemm: cannot allocate %zu bytes of workspace",
+                                   need);
         ws = owned;
     } else if (ws_size < need) {
-        return LOOM_ERR_INVALID_ARG;
+        return loom__set_error(LOOM_ERR_INVALID_ARG,
+                               "sgemm: workspace of %zu bytes is smaller than the %zu needed",
+                               ws_size, need);
     }
 
 #if SG_SMALL

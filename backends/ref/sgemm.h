@@ -22,7 +22,11 @@ extern "C" {
 
 /* Bytes of workspace loom__sgemm needs for these sizes and thread count
  * (0 when it needs none, e.g. when m, n or k is 0). Deterministic: the same
- * arguments always give the same size. */
+ * arguments always give the same size, whatever the strides. With T threads
+ * actually used (<= nthreads) and the balanced blocks mc <= MC, kc <= KC,
+ * nc <= NC it is T * (round64(4*mc*kc + 64) + round64(4*kc*nc)), or for
+ * m <= 4 or n <= 4 at least round64(4 * that small size * k): about
+ * 4.2 MB per thread at most with the AVX2 / AVX-512 blocking. */
 size_t loom__sgemm_workspace_size(int64_t m, int64_t n, int64_t k, int nthreads);
 
 /* C (m x n) = alpha * A (m x k) * B (k x n) + beta * C.
