@@ -168,6 +168,16 @@ loom_status loom__ref_matmul(const loom__kcall *call)
                                total);
 
     loom_status fail = LOOM_OK;
+    if (nt == 1) {
+        for (int64_t i = 0; i < p.batch && fail == LOOM_OK; i++) {
+            int64_t oa, ob, oc;
+            batch_offsets(&p, i, &oa, &ob, &oc);
+            fail = loom__sgemm(p.m, p.n, p.k, 1.0f, a + oa, p.rsa, p.csa, b + ob, p.rsb,
+                               p.csb, 0.0f, c + oc, p.rsc, gemm_threads, ws, per > 0 ? per : 64);
+        }
+        free(ws);
+        return fail;
+    }
     LOOM__OMP_PARALLEL(nt)
     {
         int64_t begin, end;
