@@ -45,6 +45,14 @@ static loom_status fail(loom_tensor *t, loom_status st)
 loom_status loom__run_node(loom_tensor *t)
 {
     loom__node *n = &t->node;
+    for (int i = 0; i < n->n_in && i < LOOM__INLINE_INPUTS; i++) {
+        if (n->in[i]->storage->version != n->in_version[i]) {
+            loom__set_error(LOOM_ERR_STATE,
+                            "%s: input %d was modified in place (loom_tensor_assign) after this op was recorded",
+                            loom__op_name(n->op), i);
+            return fail(t, LOOM_ERR_STATE);
+        }
+    }
     if (!is_view_op(n->op) && loom__numel(t->ndim, t->shape) > 0) {
         loom__storage *s = t->storage;
         if (!s->data) {
@@ -76,7 +84,7 @@ loom_status loom__run_node(loom_tensor *t)
         if (views != inline_views) free(views);
         if (st != LOOM_OK) return fail(t, st);
     }
-    loom__node_release_inputs(t);
+    if (!t->grad_fn) loom__node_release_inputs(t); /* else backward needs them */
     atomic_fetch_add_explicit(&t->ctx->nodes_run, 1, memory_order_relaxed);
     atomic_store_explicit(&t->state, LOOM__READY, memory_order_release);
     return LOOM_OK;

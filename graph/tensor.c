@@ -142,6 +142,16 @@ static void tensor_destroy(loom_tensor *t, loom_tensor ***pending, int *npending
         (*pending)[(*npending)++] = t->node.in[i];
     }
     if (t->node.in != t->node.in_inline) loom__mem_free(mem, t->node.in);
+    /* A leaf's gradient: decref'd through the same worklist. */
+    loom_tensor *owned[2] = {t->grad, t->gacc};
+    for (int i = 0; i < 2; i++) {
+        if (!owned[i]) continue;
+        if (*npending == *cap) {
+            loom__tensor_decref(owned[i]);
+            continue;
+        }
+        (*pending)[(*npending)++] = owned[i];
+    }
     storage_decref(t->storage);
     free(t->errmsg);
     atomic_fetch_sub_explicit(&t->ctx->live_tensors, 1, memory_order_relaxed);

@@ -26,6 +26,7 @@
 
 typedef struct loom__storage {
     atomic_int refs;
+    uint32_t version; /* bumped by loom_tensor_assign (user thread only) */
     void *data;    /* 64-byte aligned; NULL until the producing node runs */
     size_t nbytes; /* bytes to allocate */
     loom__mem *mem;
@@ -45,6 +46,10 @@ typedef struct loom__node {
     int n_in;
     loom_tensor **in; /* in_inline, or a heap array for cat */
     loom_tensor *in_inline[LOOM__INLINE_INPUTS];
+    /* Storage versions of the inputs when the node was recorded (the
+     * first LOOM__INLINE_INPUTS only): a mismatch means an input was
+     * assigned in place in between. */
+    uint32_t in_version[LOOM__INLINE_INPUTS];
 } loom__node;
 
 typedef struct loom__scope loom__scope;
@@ -62,7 +67,16 @@ struct loom_tensor {
     _Atomic int state; /* loom__tstate */
     loom_status err;   /* when FAILED */
     char *errmsg;      /* when FAILED: heap copy of the message, may be NULL */
-    loom__node node;   /* meaningful while PENDING */
+    loom__node node;   /* meaningful while PENDING, or while kept for backward */
+
+    /* Autograd. A tensor with grad_fn was computed from tensors that
+     * require grad: its node (inputs included) is kept after it runs until
+     * backward has used it (graph_freed then). */
+    bool requires_grad;
+    bool grad_fn;
+    bool graph_freed;
+    loom_tensor *grad; /* leaves: the accumulated gradient (owned reference) */
+    loom_tensor *gacc; /* during backward: the gradient flowing in (owned) */
 
     uint64_t mark; /* graph walks: the epoch that last visited it */
 
@@ -86,6 +100,7 @@ struct loom_ctx {
     loom__scope *scope;  /* innermost; the root scope has parent == NULL */
     int scope_depth;
     uint64_t epoch; /* for graph walks */
+    int no_grad_depth; /* > 0: ops record no gradient information */
     _Atomic int64_t live_tensors;
     _Atomic int64_t nodes_run;
 };

@@ -94,6 +94,17 @@ static loom_tensor *new_node_tensor(loom__op op, const loom__attrs *attrs, int n
         t->node.in[i] = in[i];
     }
     t->node.n_in = n_in;
+    for (int i = 0; i < n_in && i < LOOM__INLINE_INPUTS; i++)
+        t->node.in_version[i] = in[i]->storage ? in[i]->storage->version : 0;
+    if (ctx->no_grad_depth == 0 && dtype == LOOM_FLOAT32 && loom__op_differentiable(op)) {
+        for (int i = 0; i < n_in; i++) {
+            if (in[i]->requires_grad) {
+                t->requires_grad = true;
+                t->grad_fn = true;
+                break;
+            }
+        }
+    }
     atomic_store_explicit(&t->state, LOOM__PENDING, memory_order_relaxed);
     return t;
 }
@@ -120,7 +131,7 @@ loom_tensor *loom__record_view(loom__op op, const loom__attrs *attrs, loom_tenso
     loom__tensor_share_storage(t, in->storage);
     /* A view of a computed tensor is computed too: no node needs to run. */
     if (atomic_load_explicit(&in->state, memory_order_acquire) == LOOM__READY) {
-        loom__node_release_inputs(t);
+        if (!t->grad_fn) loom__node_release_inputs(t);
         atomic_store_explicit(&t->state, LOOM__READY, memory_order_relaxed);
     }
     return t;

@@ -22,6 +22,9 @@
 #include "loom/context.h"
 #include "loom/tensor.h"
 #include "loom/ops.h"
+#include "loom/autograd.h"
+#include "loom/nn.h"
+#include "loom/optim.h"
 
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1

@@ -1,0 +1,321 @@
+/*
+ * graph/autograd.c - the backward pass, grad mode, and in-place assignment.
+ *
+ * backward(root): order the nodes that lead from leaves requiring grad to
+ * root, walk them from root back to the leaves, and let each node's gradient
+ * rule (ops/grad.c) record the gradients of its inputs, summing what arrives
+ * from several consumers. Leaves add theirs to .grad. Everything is recorded
+ * lazily, then all the new leaf gradients are evaluated together, so the
+ * backward DAG runs like any other.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/registry.h"
+#include "graph/eval.h"
+#include "loom/autograd.h"
+#include "graph/tensor_impl.h"
+#include "ops/ops_internal.h"
+#include "runtime/error.h"
+
+loom_status loom_tensor_set_requires_grad(loom_tensor *t, bool requires_grad)
+{
+    if (!t) return loom__set_error(LOOM_ERR_INVALID_ARG, "set_requires_grad: tensor is NULL");
+    if (t->grad_fn)
+        return loom__set_error(LOOM_ERR_STATE, "set_requires_grad: only leaf tensors can change requires_grad "
+                                               "(this one was computed from tensors that require grad; use detach)");
+    if (requires_grad && t->dtype != LOOM_FLOAT32)
+        return loom__set_error(LOOM_ERR_DTYPE, "set_requires_grad: only float32 tensors can require grad, not %s",
+                               loom_dtype_name(t->dtype));
+    t->requires_grad = requires_grad;
+    return LOOM_OK;
+}
+
+bool loom_tensor_requires_grad(const loom_tensor *t) { return t && t->requires_grad; }
+bool loom_tensor_is_leaf(const loom_tensor *t) { return t && !t->grad_fn; }
+bool loom_tensor_has_grad(const loom_tensor *t) { return t && t->grad; }
+
+loom_tensor *loom_tensor_grad(loom_tensor *t)
+{
+    if (!loom__check_inputs("grad", 1, &t)) return NULL;
+    if (!t->grad) {
+        loom__set_error(LOOM_ERR_STATE, "grad: the tensor has no gradient (it is not a leaf that requires grad, or "
+                                        "backward has not reached it)");
+        return NULL;
+    }
+    return loom_alias(t->grad);
+}
+
+void loom_tensor_zero_grad(loom_tensor *t)
+{
+    if (!t || !t->grad) return;
+    loom_tensor *g = t->grad;
+    t->grad = NULL;
+    loom__tensor_decref(g);
+}
+
+void loom_no_grad_begin(loom_ctx *ctx)
+{
+    if (ctx) ctx->no_grad_depth++;
+}
+
+void loom_no_grad_end(loom_ctx *ctx)
+{
+    if (ctx && ctx->no_grad_depth > 0) ctx->no_grad_depth--;
+}
+
+bool loom_grad_enabled(const loom_ctx *ctx) { return ctx && ctx->no_grad_depth == 0; }
+
+loom_tensor *loom_detach(loom_tensor *t)
+{
+    if (!loom__check_inputs("detach", 1, &t)) return NULL;
+    loom_ctx *ctx = t->ctx;
+    ctx->no_grad_depth++;
+    loom_tensor *d = loom__record_view(LOOM_OP_VIEW_ALIAS, NULL, t, t->ndim, t->shape, t->strides, t->offset);
+    ctx->no_grad_depth--;
+    return d;
+}
+
+/* ---- backward ------------------------------------------------------------ */
+
+/* Nodes that lead to root through tensors requiring grad, inputs first.
+ * Iterative DFS, as in eval.c. */
+static loom_status grad_order(loom_tensor *root, loom_tensor ***out, size_t *n_out)
+{
+    loom_ctx *ctx = root->ctx;
+    uint64_t epoch = ++ctx->epoch;
+    size_t cap = 64, n = 0, scap = 64, sp = 0;
+    loom_tensor **order = malloc(sizeof *order * cap);
+    struct frame {
+        loom_tensor *t;
+        int next;
+    } *stack = malloc(sizeof *stack * scap);
+    if (!order || !stack) goto nomem;
+    root->mark = epoch;
+    stack[sp++] = (struct frame){root, 0};
+    while (sp) {
+        struct frame *f = &stack[sp - 1];
+        loom_tensor *t = f->t;
+        if (t->grad_fn && f->next < t->node.n_in) {
+            loom_tensor *in = t->node.in[f->next++];
+            if (in->requires_grad && in->mark != epoch) {
+                in->mark = epoch;
+                if (sp == scap) {
+                    void *g = realloc(stack, sizeof *stack * (scap *= 2));
+                    if (!g) goto nomem;
+                    stack = g;
+                }
+                stack[sp++] = (struct frame){in, 0};
+            }
+            continue;
+        }
+        sp--;
+        if (n == cap) {
+            void *g = realloc(order, sizeof *order * (cap *= 2));
+            if (!g) goto nomem;
+            order = g;
+        }
+        order[n++] = t;
+    }
+    free(stack);
+    *out = order;
+    *n_out = n;
+    return LOOM_OK;
+nomem:
+    free(order);
+    free(stack);
+    return loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory ordering the graph");
+}
+
+/* dst->gacc += g (taking a reference on g). */
+static loom_status accumulate(loom_tensor *dst, loom_tensor *g)
+{
+    if (!dst->gacc) {
+        loom__tensor_incref(g);
+        dst->gacc = g;
+        return LOOM_OK;
+    }
+    loom_tensor *sum = loom_add(dst->gacc, g);
+    if (!sum) return loom_last_status();
+    loom__tensor_decref(dst->gacc);
+    loom__tensor_incref(sum);
+    dst->gacc = sum;
+    return LOOM_OK;
+}
+
+static void drop_gacc(loom_tensor **order, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (order[i]->gacc) {
+            loom__tensor_decref(order[i]->gacc);
+            order[i]->gacc = NULL;
+        }
+    }
+}
+
+static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tensor **order, size_t n,
+                                bool retain)
+{
+    for (size_t i = 0; i < n; i++)
+        if (order[i]->grad_fn && order[i]->graph_freed)
+            return loom__set_error(LOOM_ERR_STATE, "backward: the graph was already freed by an earlier backward "
+                                                   "(pass retain_graph the first time to run backward twice)");
+    loom_status st = accumulate(root, seed);
+    /* Leaf gradients that this pass produced: evaluated together at the end. */
+    loom_tensor *stackbuf[16];
+    loom_tensor **leaves = stackbuf;
+    size_t nleaves = 0, lcap = 16;
+    for (size_t k = n; k-- > 0 && st == LOOM_OK;) {
+        loom_tensor *t = order[k];
+        loom_tensor *g = t->gacc;
+        if (!g) continue; /* no gradient reached it */
+        if (!t->grad_fn) {
+            /* A leaf: .grad += g, owned by the leaf, outside any scope. */
+            loom_tensor *ng = t->grad ? loom_add(t->grad, g) : loom_alias(g);
+            if (!ng) {
+                st = loom_last_status();
+                break;
+            }
+            loom_scope_detach(ng);
+            if (t->grad) loom__tensor_decref(t->grad);
+            t->grad = ng;
+            if (nleaves == lcap) {
+                loom_tensor **grown = malloc(sizeof *grown * lcap * 2);
+                if (!grown) {
+                    st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+                    break;
+                }
+                memcpy(grown, leaves, sizeof *grown * nleaves);
+                if (leaves != stackbuf) free(leaves);
+                leaves = grown;
+                lcap *= 2;
+            }
+            leaves[nleaves++] = ng;
+            continue;
+        }
+        for (int i = 0; i < t->node.n_in && i < LOOM__INLINE_INPUTS; i++) {
+            if (t->node.in[i]->storage->version != t->node.in_version[i]) {
+                st = loom__set_error(LOOM_ERR_STATE,
+                                     "backward: input %d of %s, needed for its gradient, was modified in place "
+                                     "(loom_tensor_assign) after the op was recorded",
+                                     i, loom__op_name(t->node.op));
+                break;
+            }
+        }
+        if (st != LOOM_OK) break;
+        loom_tensor *ginline[LOOM__INLINE_INPUTS];
+        loom_tensor **gin = ginline;
+        if (t->node.n_in > LOOM__INLINE_INPUTS) {
+            gin = malloc(sizeof *gin * (size_t)t->node.n_in);
+            if (!gin) {
+                st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+                break;
+            }
+        }
+        st = loom__grad_rule(t, g, gin);
+        for (int i = 0; i < t->node.n_in && st == LOOM_OK; i++)
+            if (gin[i]) st = accumulate(t->node.in[i], gin[i]);
+        if (gin != ginline) free(gin);
+        /* This node's incoming gradient is no longer needed. */
+        loom__tensor_decref(t->gacc);
+        t->gacc = NULL;
+    }
+    for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) st = loom_tensor_eval(leaves[i]);
+    if (leaves != stackbuf) free(leaves);
+    drop_gacc(order, n);
+    if (st == LOOM_OK && !retain) {
+        for (size_t i = 0; i < n; i++) {
+            loom_tensor *t = order[i];
+            if (!t->grad_fn) continue;
+            /* Values computed and gradient taken: let the saved inputs go. */
+            if (atomic_load_explicit(&t->state, memory_order_acquire) == LOOM__READY) {
+                loom__node_release_inputs(t);
+                t->graph_freed = true;
+            }
+        }
+    }
+    (void)root;
+    return st;
+}
+
+loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts)
+{
+    if (!root) return loom_tensor_eval(root);
+    char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+    if (!root->requires_grad)
+        return loom__set_error(LOOM_ERR_STATE, "backward: the tensor does not require grad (no leaf it depends on "
+                                               "requires grad, or it was computed in no-grad mode)");
+    if (!grad && loom__numel(root->ndim, root->shape) != 1)
+        return loom__set_error(LOOM_ERR_SHAPE, "backward: grad can be implied only for one-element outputs; got shape "
+                                               "%s (pass grad)", loom__shape_str(s1, sizeof s1, root));
+    if (grad && (grad->ndim != root->ndim || memcmp(grad->shape, root->shape, sizeof(int64_t) * (size_t)root->ndim)))
+        return loom__set_error(LOOM_ERR_SHAPE, "backward: grad has shape %s but the tensor has shape %s",
+                               loom__shape_str(s1, sizeof s1, grad), loom__shape_str(s2, sizeof s2, root));
+    if (grad && grad->ctx != root->ctx)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "backward: grad belongs to another context");
+    loom_ctx *ctx = root->ctx;
+    /* The forward values are needed by the rules; computing them first
+     * also reports forward errors as such. */
+    loom_status st = loom_tensor_eval(root);
+    if (st != LOOM_OK) return st;
+    loom_tensor **order = NULL;
+    size_t n = 0;
+    if ((st = grad_order(root, &order, &n)) != LOOM_OK) return st;
+    if ((st = loom_scope_begin(ctx)) != LOOM_OK) {
+        free(order);
+        return st;
+    }
+    ctx->no_grad_depth++;
+    loom_tensor *seed = grad ? loom_to_dtype(grad, LOOM_FLOAT32) : loom_full(ctx, LOOM_FLOAT32, root->ndim, root->shape, 1.0);
+    st = seed ? run_backward(root, seed, order, n, opts && opts->retain_graph) : loom_last_status();
+    ctx->no_grad_depth--;
+    loom_scope_end(ctx); /* the backward temporaries; leaf grads are owned by their leaves */
+    free(order);
+    return st;
+}
+
+/* ---- in-place assignment ------------------------------------------------ */
+
+loom_status loom_tensor_assign(loom_tensor *dst, loom_tensor *src)
+{
+    loom_tensor *in[2] = {dst, src};
+    if (!loom__check_inputs("assign", 2, in)) return loom_last_status();
+    char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+    if (dst->ndim != src->ndim || memcmp(dst->shape, src->shape, sizeof(int64_t) * (size_t)dst->ndim))
+        return loom__set_error(LOOM_ERR_SHAPE, "assign: source shape %s differs from destination shape %s",
+                               loom__shape_str(s1, sizeof s1, src), loom__shape_str(s2, sizeof s2, dst));
+    if (dst->grad_fn)
+        return loom__set_error(LOOM_ERR_STATE, "assign: the destination was computed from tensors that require "
+                                               "grad; assign to leaves (parameters) only");
+    loom_status st = loom_tensor_eval(dst);
+    if (st != LOOM_OK) return st;
+    loom_ctx *ctx = dst->ctx;
+    ctx->no_grad_depth++;
+    /* src in dst's dtype, contiguous: a temporary we own. */
+    loom_tensor *cast = loom__cast_to(src, dst->dtype); /* src itself, or a new temporary */
+    loom_tensor *c = cast ? loom_scope_detach(loom_contiguous(cast)) : NULL;
+    if (cast && cast != src) loom_tensor_free(cast);
+    ctx->no_grad_depth--;
+    if (!c) return loom_last_status();
+    st = loom_tensor_eval(c);
+    if (st == LOOM_OK) {
+        int es = loom_dtype_size(dst->dtype);
+        const char *from = loom__tensor_ptr(c);
+        char *to = loom__tensor_ptr(dst);
+        if (loom__is_contiguous(dst->ndim, dst->shape, dst->strides)) {
+            memcpy(to, from, (size_t)loom__numel(dst->ndim, dst->shape) * (size_t)es);
+        } else {
+            /* Scatter row-major values through dst's strides. */
+            int64_t idx[LOOM_MAX_DIMS] = {0}, n = loom__numel(dst->ndim, dst->shape);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t off = 0;
+                for (int d = 0; d < dst->ndim; d++) off += idx[d] * dst->strides[d];
+                memcpy(to + off * es, from + i * es, (size_t)es);
+                for (int d = dst->ndim - 1; d >= 0 && ++idx[d] == dst->shape[d]; d--) idx[d] = 0;
+            }
+        }
+        dst->storage->version++;
+    }
+    loom_tensor_free(c);
+    return st;
+}

@@ -1,0 +1,103 @@
+/*
+ * loom/optim.h - optimizers and learning-rate schedulers with PyTorch's
+ * exact update rules.
+ *
+ * An optimizer holds borrowed parameter tensors (the module keeps owning
+ * them) in parameter groups, and its own state (momentum buffers, Adam's
+ * moments), which it frees in loom_optimizer_free(). step() updates every
+ * parameter that has a gradient, in place (loom_tensor_assign), in no-grad
+ * mode; parameters without a gradient or not requiring grad are skipped.
+ * State is created per parameter on the first step that has a gradient for
+ * it, and each parameter counts its own steps (Adam's t), as in PyTorch.
+ * The state tensors are outside every scope: call loom_optimizer_free()
+ * before loom_ctx_free(). The parameters must outlive the optimizer's last
+ * step/zero_grad call.
+ *
+ *     loom_tensor *params[16];
+ *     int n = loom_module_parameters(net, params, NULL, 16);
+ *     loom_optimizer *opt = loom_adam(ctx, n, params, NULL);  // lr 1e-3
+ *     for (...) { loom_optimizer_zero_grad(opt); ...; loom_backward(loss, NULL, NULL); loom_optimizer_step(opt); }
+ */
+#ifndef LOOM_OPTIM_H
+#define LOOM_OPTIM_H
+
+#include <stdbool.h>
+
+#include "loom/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct loom_optimizer loom_optimizer;
+
+/* torch.optim.SGD. lr is required (> 0); the rest default to 0/false.
+ * Options are required (NULL fails: there is no default lr). */
+typedef struct loom_sgd_options {
+    double lr, momentum, dampening, weight_decay;
+    bool nesterov;
+} loom_sgd_options;
+
+/* torch.optim.Adam / AdamW. Every field is used as given: start from
+ * loom_adam_defaults() / loom_adamw_defaults() (PyTorch's defaults: lr 1e-3,
+ * betas (0.9, 0.999), eps 1e-8, weight_decay 0 for Adam and 1e-2 for AdamW)
+ * and change what you need. NULL options mean those defaults. */
+typedef struct loom_adam_options {
+    double lr, beta1, beta2, eps, weight_decay;
+    bool amsgrad;
+} loom_adam_options;
+loom_adam_options loom_adam_defaults(void);
+loom_adam_options loom_adamw_defaults(void);
+
+/* Each creates an optimizer whose first group holds the n parameters.
+ * NULL with LOOM_ERR_INVALID_ARG for no parameters, or a learning rate,
+ * momentum, beta or eps that is negative or not finite. In detail: lr must
+ * be finite and > 0 (0 is refused here: it is what an options struct whose
+ * lr was never set holds); momentum, dampening, weight_decay and eps finite
+ * and >= 0; betas in [0, 1); nesterov needs momentum > 0 and dampening 0
+ * (PyTorch's rule); a NULL parameter, one of another context, or one listed
+ * twice (in any group) is refused too. */
+loom_optimizer *loom_sgd(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_sgd_options *opts);
+loom_optimizer *loom_adam(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_adam_options *opts);
+loom_optimizer *loom_adamw(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_adam_options *opts);
+
+/* Another parameter group with its own learning rate (other settings as the
+ * first group). Returns the group's index, or -1 (error set) on the
+ * creation checks above. */
+int loom_optimizer_add_group(loom_optimizer *opt, int n, loom_tensor *const *params, double lr);
+int loom_optimizer_num_groups(const loom_optimizer *opt);
+/* A group's current lr; NaN with LOOM_ERR_RANGE for a bad group index. */
+double loom_optimizer_lr(const loom_optimizer *opt, int group);
+/* lr must be finite and >= 0 (schedulers may anneal it to 0). */
+loom_status loom_optimizer_set_lr(loom_optimizer *opt, int group, double lr);
+
+/* One update of every parameter with a gradient. On failure the parameters
+ * before the failing one have been updated, the rest have not. */
+loom_status loom_optimizer_step(loom_optimizer *opt);
+/* Drops the gradients of every parameter (set_to_none). */
+void loom_optimizer_zero_grad(loom_optimizer *opt);
+void loom_optimizer_free(loom_optimizer *opt);
+
+/* ---- schedulers (call step() once per epoch, after the optimizer's) --- */
+
+/* A scheduler borrows opt (which must outlive its step() calls) and sets the
+ * lr of each group that exists when it is created, from the group's initial
+ * lr (PyTorch's group['initial_lr']: the lr when the first scheduler was
+ * created on the optimizer). Creating it applies epoch 0, and each step()
+ * the next epoch, using PyTorch's closed forms. */
+
+typedef struct loom_scheduler loom_scheduler;
+/* lr = initial_lr * gamma^(epoch / step_size), per group (integer division).
+ * step_size >= 1; gamma finite and > 0. */
+loom_scheduler *loom_step_lr(loom_optimizer *opt, int step_size, double gamma);
+/* lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2,
+ * also beyond T_max (the curve rises again, as PyTorch's closed form does).
+ * t_max >= 1; eta_min finite and >= 0. */
+loom_scheduler *loom_cosine_annealing_lr(loom_optimizer *opt, int t_max, double eta_min);
+loom_status loom_scheduler_step(loom_scheduler *s);
+void loom_scheduler_free(loom_scheduler *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_OPTIM_H */
