@@ -153,6 +153,57 @@ static void drop_gacc(loom_tensor **order, size_t n)
     }
 }
 
+/* True if op's gradient rule (ops/grad.c) reads the values of input i; the
+ * others need only shapes (views, add, sum, cat, ...), so assigning to them
+ * after the op was recorded does not make the gradient wrong. A view of a
+ * parameter made once and reused after optimizer steps must keep working. */
+/* Whether op's gradient rule reads the op's own output values. */
+static bool rule_reads_output(loom__op op)
+{
+    switch (op) {
+    case LOOM_OP_EXP:
+    case LOOM_OP_SQRT:
+    case LOOM_OP_TANH:
+    case LOOM_OP_SIGMOID:
+    case LOOM_OP_RELU:
+    case LOOM_OP_POW:
+    case LOOM_OP_MAX:
+    case LOOM_OP_MIN: return true;
+    default: return false;
+    }
+}
+
+static bool rule_reads_input(loom__op op, int i)
+{
+    switch (op) {
+    case LOOM_OP_VIEW_RESHAPE:
+    case LOOM_OP_VIEW_PERMUTE:
+    case LOOM_OP_VIEW_SLICE:
+    case LOOM_OP_VIEW_EXPAND:
+    case LOOM_OP_VIEW_ALIAS:
+    case LOOM_OP_COPY:
+    case LOOM_OP_CAST:
+    case LOOM_OP_ADD:
+    case LOOM_OP_SUB:
+    case LOOM_OP_NEG:
+    case LOOM_OP_EXP: /* reads its output, not its input */
+    case LOOM_OP_SQRT:
+    case LOOM_OP_TANH:
+    case LOOM_OP_SIGMOID:
+    case LOOM_OP_RELU:
+    case LOOM_OP_SUM:
+    case LOOM_OP_MEAN:
+    case LOOM_OP_CAT:
+    case LOOM_OP_SLICE_SCATTER: return false;
+    case LOOM_OP_WHERE: /* the condition */
+    case LOOM_OP_INDEX_SELECT: /* the index */
+    case LOOM_OP_GATHER:
+    case LOOM_OP_INDEX_ADD:
+    case LOOM_OP_SCATTER_ADD: return i == (op == LOOM_OP_WHERE ? 0 : 1);
+    default: return true;
+    }
+}
+
 static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tensor **order, size_t n,
                                 bool retain)
 {
@@ -170,8 +221,13 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         loom_tensor *g = t->gacc;
         if (!g) continue; /* no gradient reached it */
         if (!t->grad_fn) {
-            /* A leaf: .grad += g, owned by the leaf, outside any scope. */
-            loom_tensor *ng = t->grad ? loom_add(t->grad, g) : loom_alias(g);
+            /* A leaf: .grad += g, owned by the leaf, outside any scope. The
+             * first time, a copy: g may be a view (a broadcast of one value,
+             * the grad passed to backward, a buffer another leaf's gradient
+             * aliases too), and the leaf's gradient must be its own dense
+             * tensor, safe to overwrite in place (gradient clipping). */
+            loom_tensor *ng = t->grad ? loom_add(t->grad, g)
+                                      : loom__record(LOOM_OP_COPY, NULL, 1, &g, g->dtype, g->ndim, g->shape);
             if (!ng) {
                 st = loom_last_status();
                 break;
@@ -193,8 +249,15 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
             leaves[nleaves++] = ng;
             continue;
         }
-        for (int i = 0; i < t->node.n_in && i < LOOM__INLINE_INPUTS; i++) {
-            if (t->node.in[i]->storage->version != t->node.in_version[i]) {
+        if (rule_reads_output(t->node.op) && t->storage->version != t->node.out_version) {
+            st = loom__set_error(LOOM_ERR_STATE,
+                                 "backward: the output of %s, needed for its gradient, was modified in place "
+                                 "(loom_tensor_assign) after the op was recorded",
+                                 loom__op_name(t->node.op));
+            break;
+        }
+        for (int i = 0; i < t->node.n_in; i++) {
+            if (rule_reads_input(t->node.op, i) && t->node.in[i]->storage->version != t->node.in_version[i]) {
                 st = loom__set_error(LOOM_ERR_STATE,
                                      "backward: input %d of %s, needed for its gradient, was modified in place "
                                      "(loom_tensor_assign) after the op was recorded",

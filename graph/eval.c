@@ -45,7 +45,7 @@ static loom_status fail(loom_tensor *t, loom_status st)
 loom_status loom__run_node(loom_tensor *t)
 {
     loom__node *n = &t->node;
-    for (int i = 0; i < n->n_in && i < LOOM__INLINE_INPUTS; i++) {
+    for (int i = 0; i < n->n_in; i++) {
         if (n->in[i]->storage->version != n->in_version[i]) {
             loom__set_error(LOOM_ERR_STATE,
                             "%s: input %d was modified in place (loom_tensor_assign) after this op was recorded",

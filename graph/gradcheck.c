@@ -40,7 +40,13 @@ static loom_status eval_at(loom_grad_fn fn, int n, loom_tensor *const *inputs, v
     loom_scope_begin(ctx);
     loom_no_grad_begin(ctx);
     memcpy(in, inputs, sizeof *in * (size_t)n);
-    if (values) in[k] = loom_tensor_from_array(ctx, LOOM_FLOAT32, values, inputs[k]->ndim, inputs[k]->shape);
+    if (values) {
+        /* The same tensor passed in several slots is one variable: nudge it
+         * everywhere, as backward sums its gradient over the slots. */
+        loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, values, inputs[k]->ndim, inputs[k]->shape);
+        for (int j = 0; j < n; j++)
+            if (inputs[j] == inputs[k]) in[j] = x;
+    }
     loom_tensor *y = in[k] ? fn(in, n, user) : NULL;
     loom_status st = y ? weighted_sum(y, r, ny, out) : (loom_last_status() ? loom_last_status() : LOOM_ERR_INVALID_ARG);
     loom_no_grad_end(ctx);

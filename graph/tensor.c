@@ -69,6 +69,7 @@ loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const i
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     loom__contiguous_strides(ndim, t->shape, t->strides);
     t->node.in = t->node.in_inline;
+    t->node.in_version = t->node.in_version_inline;
     atomic_fetch_add_explicit(&ctx->live_tensors, 1, memory_order_relaxed);
     loom__scope_add(ctx->scope, t);
     return t;
@@ -80,6 +81,7 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
     loom__storage *s = loom__mem_alloc(mem, sizeof *s);
     if (!s) return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating a storage");
     atomic_init(&s->refs, 1);
+    s->version = 0;
     s->mem = mem;
     s->nbytes = (size_t)loom__numel(t->ndim, t->shape) * (size_t)loom_dtype_size(t->dtype);
     s->data = NULL;
@@ -180,6 +182,7 @@ void loom__node_release_inputs(loom_tensor *t)
     if (in != t->node.in_inline) {
         loom__mem_free(&t->ctx->mem, in);
         t->node.in = t->node.in_inline;
+        t->node.in_version = t->node.in_version_inline;
     }
 }
 

@@ -46,10 +46,13 @@ typedef struct loom__node {
     int n_in;
     loom_tensor **in; /* in_inline, or a heap array for cat */
     loom_tensor *in_inline[LOOM__INLINE_INPUTS];
-    /* Storage versions of the inputs when the node was recorded (the
-     * first LOOM__INLINE_INPUTS only): a mismatch means an input was
-     * assigned in place in between. */
-    uint32_t in_version[LOOM__INLINE_INPUTS];
+    /* Storage versions of the inputs, and of the output's storage, when
+     * the node was recorded: a mismatch means a tensor was assigned in
+     * place in between. in_version points at in_version_inline, or into
+     * the heap block that holds `in` for nodes with many inputs. */
+    uint32_t *in_version;
+    uint32_t in_version_inline[LOOM__INLINE_INPUTS];
+    uint32_t out_version;
 } loom__node;
 
 typedef struct loom__scope loom__scope;

@@ -79,7 +79,9 @@ static loom_tensor *new_node_tensor(loom__op op, const loom__attrs *attrs, int n
     loom_tensor *t = loom__tensor_new(ctx, dtype, ndim, shape);
     if (!t) return NULL;
     if (n_in > LOOM__INLINE_INPUTS) {
-        t->node.in = loom__mem_alloc(&ctx->mem, sizeof *t->node.in * (size_t)n_in);
+        /* One block: the input pointers, then their versions. */
+        t->node.in = loom__mem_alloc(&ctx->mem, (sizeof *t->node.in + sizeof(uint32_t)) * (size_t)n_in);
+        if (t->node.in) t->node.in_version = (uint32_t *)(t->node.in + n_in);
         if (!t->node.in) {
             t->node.in = t->node.in_inline;
             loom_tensor_free(t);
@@ -94,8 +96,7 @@ static loom_tensor *new_node_tensor(loom__op op, const loom__attrs *attrs, int n
         t->node.in[i] = in[i];
     }
     t->node.n_in = n_in;
-    for (int i = 0; i < n_in && i < LOOM__INLINE_INPUTS; i++)
-        t->node.in_version[i] = in[i]->storage ? in[i]->storage->version : 0;
+    for (int i = 0; i < n_in; i++) t->node.in_version[i] = in[i]->storage ? in[i]->storage->version : 0;
     if (ctx->no_grad_depth == 0 && dtype == LOOM_FLOAT32 && loom__op_differentiable(op)) {
         for (int i = 0; i < n_in; i++) {
             if (in[i]->requires_grad) {
@@ -129,6 +130,7 @@ loom_tensor *loom__record_view(loom__op op, const loom__attrs *attrs, loom_tenso
     for (int d = 0; d < ndim; d++) t->strides[d] = strides[d];
     t->offset = offset;
     loom__tensor_share_storage(t, in->storage);
+    t->node.out_version = in->storage->version;
     /* A view of a computed tensor is computed too: no node needs to run. */
     if (atomic_load_explicit(&in->state, memory_order_acquire) == LOOM__READY) {
         if (!t->grad_fn) loom__node_release_inputs(t);

@@ -73,9 +73,11 @@ static loom_status binary_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin
         if (need(t, 1)) gin[1] = loom_neg(loom_div(loom_mul(g, a), loom_mul(b, b)));
         break;
     case LOOM_OP_POW:
-        /* d a^b / da = b a^(b-1); d/db = a^b log a, taken as 0 where a == 0
-         * (PyTorch's convention, which avoids 0 * -inf). */
-        if (need(t, 0)) gin[0] = loom_mul(g, loom_mul(b, loom_pow(a, loom_sub_scalar(b, 1.0))));
+        /* d a^b / da = b a^(b-1), taken as 0 where b == 0 (else 0 * inf at
+         * a == 0); d/db = a^b log a, taken as 0 where a == 0 (PyTorch's
+         * conventions, which avoid 0 * -inf). */
+        if (need(t, 0))
+            gin[0] = masked(loom_ne(b, num(b, 0.0)), loom_mul(g, loom_mul(b, loom_pow(a, loom_sub_scalar(b, 1.0)))));
         if (need(t, 1))
             gin[1] = masked(loom_ne(a, num(a, 0.0)), loom_mul(g, loom_mul(t, loom_log(a))));
         break;

@@ -59,7 +59,28 @@ loom_tensor *loom__expand_to(loom_tensor *t, int ndim, const int64_t *shape);
 /* Type promotion: bool < int64 < float32. */
 loom_dtype loom__promote(loom_dtype a, loom_dtype b);
 
+/* ---- autograd (ops/grad.c) ---------------------------------------------- */
+
+/* True if gradients flow through op (not comparisons, argmax, ...). */
+bool loom__op_differentiable(loom__op op);
+
+/* Records the gradients of t's node inputs given g = dL/dt (t's shape):
+ * gin[i] receives a new tensor (owned by the current scope) for each input
+ * that requires grad, NULL for the others. Grad mode must be off. */
+loom_status loom__grad_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
+
 /* Formats a tensor's shape into buf for messages. */
 char *loom__shape_str(char *buf, size_t size, const loom_tensor *t);
+
+/* ---- adjoints of slice/select (ops/index.c) ------------------------------ */
+
+/* A new tensor of `shape` (ndim >= 1), zero except along dim, where
+ * out[.., start + i * step, ..] = src[.., i, ..] (torch.slice_scatter on
+ * zeros): the adjoint of loom_slice, and of loom_select after unsqueezing
+ * the gradient at dim. src has `shape` outside dim and n elements along it,
+ * with start >= 0, step >= 1 and start + (n - 1) * step < shape[dim]. Any
+ * dtype; shape errors at record time. */
+loom_tensor *loom__slice_scatter(loom_tensor *src, int ndim, const int64_t *shape, int dim, int64_t start,
+                                 int64_t step);
 
 #endif /* LOOM_OPS_INTERNAL_H */

@@ -55,13 +55,10 @@ static loom_tensor *reduce(loom__op op, loom_tensor *t, uint32_t mask, bool keep
         }
     }
     loom_tensor *r;
-    if (extent == 0 && loom__numel(t->ndim, shape) > 0) {
-        /* Summing nothing: 0 (mean: 0/0 = NaN), as PyTorch gives. */
-        r = loom_full(t->ctx, out_dt, t->ndim, shape, op == LOOM_OP_MEAN ? NAN : 0.0);
-    } else {
-        loom__attrs a = {.reduce = {mask, keepdim}};
-        r = loom__record(op, &a, 1, &src, out_dt, t->ndim, shape);
-    }
+    /* An empty reduced extent still records the node (the kernel writes 0,
+     * or NaN for mean, as PyTorch gives) so that gradients flow. */
+    loom__attrs a = {.reduce = {mask, keepdim}};
+    r = loom__record(op, &a, 1, &src, out_dt, t->ndim, shape);
     if (src != t) loom__drop(src);
     return finish(r, mask, keepdim);
 }
