@@ -212,9 +212,15 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
             return loom__set_error(LOOM_ERR_STATE, "backward: the graph was already freed by an earlier backward "
                                                    "(pass retain_graph the first time to run backward twice)");
     loom_status st = accumulate(root, seed);
-    /* Leaf gradients that this pass produced: evaluated together at the end. */
-    loom_tensor *stackbuf[16];
-    loom_tensor **leaves = stackbuf;
+    /* New leaf gradients, installed only if the whole pass succeeds: a
+     * failed backward leaves every .grad as it was (and a pending gradient
+     * left on a leaf would keep the forward graph, and so the leaf itself,
+     * alive through a reference cycle). */
+    typedef struct leaf_grad {
+        loom_tensor *leaf, *grad;
+    } leaf_grad;
+    leaf_grad stackbuf[16];
+    leaf_grad *leaves = stackbuf;
     size_t nleaves = 0, lcap = 16;
     for (size_t k = n; k-- > 0 && st == LOOM_OK;) {
         loom_tensor *t = order[k];
@@ -233,11 +239,10 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
                 break;
             }
             loom_scope_detach(ng);
-            if (t->grad) loom__tensor_decref(t->grad);
-            t->grad = ng;
             if (nleaves == lcap) {
-                loom_tensor **grown = malloc(sizeof *grown * lcap * 2);
+                leaf_grad *grown = malloc(sizeof *grown * lcap * 2);
                 if (!grown) {
+                    loom__tensor_decref(ng);
                     st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
                     break;
                 }
@@ -246,7 +251,7 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
                 leaves = grown;
                 lcap *= 2;
             }
-            leaves[nleaves++] = ng;
+            leaves[nleaves++] = (leaf_grad){t, ng};
             continue;
         }
         if (rule_reads_output(t->node.op) && t->storage->version != t->node.out_version) {
@@ -283,7 +288,13 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         loom__tensor_decref(t->gacc);
         t->gacc = NULL;
     }
-    for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) st = loom_tensor_eval(leaves[i]);
+    for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) st = loom_tensor_eval(leaves[i].grad);
+    for (size_t i = 0; i < nleaves; i++) {
+        loom_tensor *keep = st == LOOM_OK ? leaves[i].grad : leaves[i].leaf->grad;
+        loom_tensor *drop = st == LOOM_OK ? leaves[i].leaf->grad : leaves[i].grad;
+        leaves[i].leaf->grad = keep;
+        if (drop) loom__tensor_decref(drop);
+    }
     if (leaves != stackbuf) free(leaves);
     drop_gacc(order, n);
     if (st == LOOM_OK && !retain) {

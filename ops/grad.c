@@ -33,10 +33,13 @@ bool loom__op_differentiable(loom__op op)
 }
 
 /* A float32 scalar in t's context. */
-static loom_tensor *num(const loom_tensor *t, double v) { return loom_scalar(t->ctx, LOOM_FLOAT32, v); }
+static loom_tensor *num(const loom_tensor *t, double v) { return t ? loom_scalar(t->ctx, LOOM_FLOAT32, v) : NULL; }
 
 /* where(mask, x, 0). */
-static loom_tensor *masked(loom_tensor *mask, loom_tensor *x) { return loom_where(mask, x, num(x, 0.0)); }
+static loom_tensor *masked(loom_tensor *mask, loom_tensor *x)
+{
+    return mask && x ? loom_where(mask, x, num(x, 0.0)) : NULL; /* NULL keeps the sub-op's error */
+}
 
 static bool need(const loom_tensor *t, int i) { return t->node.in[i]->requires_grad; }
 

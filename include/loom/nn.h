@@ -34,17 +34,29 @@ typedef struct loom_module loom_module;
  * scope) or NULL with the error set. */
 typedef loom_tensor *(*loom_forward_fn)(loom_module *m, loom_tensor *x, void *user);
 
-/* A custom module of type `type` ("SimpleNN"). free_user (may be NULL) is
- * called on `user` by loom_module_free. NULL on failure. */
+/* A custom module of type `type` ("SimpleNN"; NULL: "Module"). forward may
+ * be NULL for a pure container (loom_module_forward then fails). free_user
+ * (may be NULL) is called on `user` by loom_module_free. NULL on failure
+ * (user is then still the caller's). Modules start in training mode. */
 loom_module *loom_module_create(loom_ctx *ctx, const char *type, loom_forward_fn forward, void *user,
                                 void (*free_user)(void *user));
 
 /* Registers t as parameter `name` of m: m takes ownership of the handle
- * (detaching it from its scope) and marks it requires_grad. */
+ * (detaching it from its scope) and marks it requires_grad. t must be a
+ * float32 leaf (LOOM_ERR_DTYPE / LOOM_ERR_STATE otherwise) and a handle no
+ * module owns yet; it is computed now (optimizers update it in place).
+ * Parameters, buffers and children share one namespace per module: a name
+ * that is empty, contains '.', or is taken gives LOOM_ERR_INVALID_ARG. On
+ * failure t is not taken (it stays in its scope). A NULL t returns the
+ * status of the call that produced it. */
 loom_status loom_module_add_parameter(loom_module *m, const char *name, loom_tensor *t);
-/* Registers a buffer (state that is not a parameter, e.g. running means). */
+/* Registers a buffer (state that is not a parameter, e.g. running means);
+ * any dtype, not marked requires_grad. Otherwise as add_parameter. */
 loom_status loom_module_add_buffer(loom_module *m, const char *name, loom_tensor *t);
-/* Makes `child` a submodule called `name`; m takes ownership of it. */
+/* Makes `child` a submodule called `name`; m takes ownership of it, also
+ * when this fails (child is then freed: loom_module_add_child(m, "fc",
+ * loom_linear(...)) cannot leak), except where child already belongs to a
+ * module or is m or one of its ancestors (refused, nothing freed). */
 loom_status loom_module_add_child(loom_module *m, const char *name, loom_module *child);
 
 /* Runs the module. x is not consumed. */
@@ -52,7 +64,8 @@ loom_tensor *loom_module_forward(loom_module *m, loom_tensor *x);
 
 const char *loom_module_type(const loom_module *m);
 loom_ctx *loom_module_ctx(const loom_module *m);
-/* The child called `name` (borrowed), or NULL. */
+/* The child called `name` (borrowed), or NULL (error set). A dotted path
+ * ("encoder.0") names a deeper submodule. */
 loom_module *loom_module_child(loom_module *m, const char *name);
 /* The direct parameter or buffer called `name` ("weight"), or with a dotted
  * path ("fc1.weight") - borrowed, owned by the module - or NULL. */
@@ -63,19 +76,26 @@ void loom_module_train(loom_module *m, bool training);
 bool loom_module_is_training(const loom_module *m);
 
 /* Every parameter of m and its children, in registration order (PyTorch's
- * named_parameters order). Fills up to `cap` entries of params (and names,
- * if not NULL: full dotted names, owned by the module) and returns the total
- * count. The tensors are borrowed: owned by the module. */
+ * named_parameters order: m's own first, then each child's, recursively).
+ * Fills up to `cap` entries of params (and names, if not NULL: full dotted
+ * names, owned by the module) and returns the total count, or -1 (error
+ * set) if m is NULL or memory runs out. params may be NULL too. The tensors
+ * are borrowed: owned by the module. The name strings stay valid until
+ * something is registered in m or below it, or m is freed. */
 int loom_module_parameters(loom_module *m, loom_tensor **params, const char **names, int cap);
-/* Parameters and buffers: the state_dict. Same conventions. */
+/* Parameters and buffers: the state_dict (per module: parameters, then
+ * buffers, then children). Same conventions. */
 int loom_module_state(loom_module *m, loom_tensor **tensors, const char **names, int cap);
 
-/* Frees m, its children, parameters and buffers. NULL is a no-op. */
+/* Frees m, its children, parameters and buffers. NULL is a no-op. Modules
+ * must be freed before their context. Freeing a child also removes it from
+ * its parent. */
 void loom_module_free(loom_module *m);
 
 /* ---- layers ---------------------------------------------------------- */
 
-/* y = x W^T + b; weight [out, in], bias [out]; PyTorch's init: weight
+/* y = x W^T + b for x [..., in]; weight [out, in], bias [out]
+ * (in, out >= 1, else LOOM_ERR_INVALID_ARG); PyTorch's init: weight
  * kaiming-uniform with a = sqrt(5) (uniform in +-1/sqrt(in)), bias uniform
  * in +-1/sqrt(in), drawn from the context's generator. */
 loom_module *loom_linear(loom_ctx *ctx, int64_t in_features, int64_t out_features, bool bias);
@@ -86,7 +106,7 @@ loom_module *loom_softmax_module(loom_ctx *ctx, int dim);
 loom_module *loom_log_softmax_module(loom_ctx *ctx, int dim);
 /* Zeroes elements with probability p in training mode and scales the rest
  * by 1/(1-p); the identity in evaluation mode. Masks come from the context's
- * generator. */
+ * generator. p in [0, 1), else LOOM_ERR_INVALID_ARG. */
 loom_module *loom_dropout_module(loom_ctx *ctx, double p);
 /* Children named "0", "1", ...; takes ownership of the n modules (also of
  * those already created when it fails). */
@@ -94,9 +114,14 @@ loom_module *loom_sequential(loom_ctx *ctx, int n, loom_module *const *modules);
 
 /* ---- functional forms ------------------------------------------------ */
 
+/* Every function here records ops and returns a new tensor owned by the
+ * current scope (intermediates are not left in the scope), or NULL with the
+ * error set; inputs are float32. */
 loom_tensor *loom_linear_fn(loom_tensor *x, loom_tensor *weight, loom_tensor *bias /* may be NULL */);
+/* Over dim, stable for any magnitude (the max along dim is subtracted). */
 loom_tensor *loom_softmax(loom_tensor *t, int dim);
 loom_tensor *loom_log_softmax(loom_tensor *t, int dim);
+/* p in [0, 1]: p == 0 or !training gives an alias of t, p == 1 zeros. */
 loom_tensor *loom_dropout(loom_tensor *t, double p, bool training);
 
 /* ---- losses ------------------------------------------------------------ */
@@ -108,15 +133,30 @@ typedef enum loom_reduction {
     LOOM_REDUCTION_COUNT
 } loom_reduction;
 
+/* Losses return a 0-dim tensor (MEAN, SUM) or the per-element losses
+ * (NONE: input's shape, or the target's for nll/cross_entropy). Bad
+ * arguments are reported at the call: LOOM_ERR_INVALID_ARG (NULL, bad
+ * reduction), LOOM_ERR_DTYPE, LOOM_ERR_SHAPE. Input and target shapes must
+ * match exactly: where PyTorch broadcasts them with a warning, these fail
+ * ("mse_loss: input [4, 1] and target [4] have different shapes").
+ * Gradients are PyTorch's, also for a float32 target (except bce_loss's
+ * target gradient at an input of exactly 0 or 1: finite here, inf there). */
+
 /* input and target of one shape (float32). */
 loom_tensor *loom_mse_loss(loom_tensor *input, loom_tensor *target, loom_reduction r);
-/* input: probabilities in [0, 1]; log clamped at -100 as PyTorch does. */
+/* input: probabilities in [0, 1] (not checked: outside, the loss is NaN,
+ * where PyTorch raises); log clamped at -100 as PyTorch does (an input of
+ * exactly 0 or 1 costs at most 100, with a finite gradient). */
 loom_tensor *loom_bce_loss(loom_tensor *input, loom_tensor *target, loom_reduction r);
 /* input: logits; numerically stable. */
 loom_tensor *loom_bce_with_logits_loss(loom_tensor *input, loom_tensor *target, loom_reduction r);
-/* input: log-probabilities [N, C]; target: int64 class indices [N] in [0, C). */
+/* input: log-probabilities [N, C] (or [C] with a 0-dim target, or
+ * [N, C, d1, ...] with target [N, d1, ...]); target: int64 class indices [N]
+ * in [0, C) - an index out of range fails when the loss is computed (no
+ * ignore_index, no class weights). MEAN divides by the number of targets. */
 loom_tensor *loom_nll_loss(loom_tensor *input, loom_tensor *target, loom_reduction r);
-/* input: logits [N, C]; target: int64 [N]. log_softmax + nll_loss. */
+/* input: logits [N, C]; target: int64 [N] (same shapes as nll_loss).
+ * log_softmax over the class dim + nll_loss. */
 loom_tensor *loom_cross_entropy_loss(loom_tensor *input, loom_tensor *target, loom_reduction r);
 
 #ifdef __cplusplus
