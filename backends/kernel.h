@@ -86,6 +86,14 @@ typedef enum loom__op {
     LOOM_OP_CAT,          /* n inputs, attrs.axis.dim */
     LOOM_OP_INDEX_SELECT, /* in[0] source, in[1] 1-D int64 index */
     LOOM_OP_GATHER,       /* in[0] source, in[1] int64 index, out has index's shape */
+    /* The adjoints of slice, index_select and gather (autograd uses them).
+     * Each writes a zero-filled output and adds its source into it. */
+    LOOM_OP_SLICE_SCATTER, /* in[0] src (the slice, dim kept); out[.., start + i*step, ..] = src[.., i, ..];
+                              attrs.slice {dim, start, step} */
+    LOOM_OP_INDEX_ADD,     /* in[0] src [.., L, ..], in[1] 1-D int64 index [L];
+                              out[.., index[i], ..] += src[.., i, ..] along attrs.axis.dim */
+    LOOM_OP_SCATTER_ADD,   /* in[0] src, in[1] int64 index of src's shape;
+                              out[.., index[i,j,..], ..] += src[i,j,..] along attrs.axis.dim */
 
     LOOM_OP_COUNT
 } loom__op;

@@ -56,6 +56,9 @@ static const char *const op_names[] = {
     [LOOM_OP_CAT] = "cat",
     [LOOM_OP_INDEX_SELECT] = "index_select",
     [LOOM_OP_GATHER] = "gather",
+    [LOOM_OP_SLICE_SCATTER] = "slice_scatter",
+    [LOOM_OP_INDEX_ADD] = "index_add",
+    [LOOM_OP_SCATTER_ADD] = "scatter_add",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
 

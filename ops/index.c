@@ -272,9 +272,9 @@ loom_tensor *loom_index_add(loom_tensor *t, int dim, loom_tensor *index, loom_te
         return add_op_0d(loom_index_add, t, 0, index, src);
     }
     if (src->ndim == 0 && t->ndim == 1) { /* PyTorch takes a 0-dim source as one row */
-        loom_tensor *s1 = loom_reshape(src, 1, (const int64_t[]){1});
-        loom_tensor *out = s1 ? loom_index_add(t, d, index, s1) : NULL;
-        loom__drop(s1);
+        loom_tensor *row = loom_reshape(src, 1, (const int64_t[]){1});
+        loom_tensor *out = row ? loom_index_add(t, d, index, row) : NULL;
+        loom__drop(row);
         return out;
     }
     bool ok = src->ndim == t->ndim;

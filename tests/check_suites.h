@@ -13,6 +13,7 @@
 #include <loom/loom.h>
 
 Suite *loom_suite_tensor(void);
+Suite *loom_suite_runtime(void);
 Suite *loom_suite_scope(void);
 Suite *loom_suite_errors(void);
 Suite *loom_suite_random(void);
@@ -20,6 +21,10 @@ Suite *loom_suite_print(void);
 Suite *loom_suite_ops(void);
 Suite *loom_suite_views(void);
 Suite *loom_suite_matmul(void);
+Suite *loom_suite_nn(void);
+Suite *loom_suite_optim(void);
+Suite *loom_suite_autograd(void);
+Suite *loom_suite_scatter(void);
 
 /* Shared helpers (tests/runner.c). */
 

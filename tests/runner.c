@@ -95,6 +95,7 @@ void test_assert_error(int was_null, loom_status status, const char *substr, con
 int main(void)
 {
     SRunner *sr = srunner_create(loom_suite_tensor());
+    srunner_add_suite(sr, loom_suite_runtime());
     srunner_add_suite(sr, loom_suite_scope());
     srunner_add_suite(sr, loom_suite_errors());
     srunner_add_suite(sr, loom_suite_random());
@@ -102,6 +103,10 @@ int main(void)
     srunner_add_suite(sr, loom_suite_ops());
     srunner_add_suite(sr, loom_suite_views());
     srunner_add_suite(sr, loom_suite_matmul());
+    srunner_add_suite(sr, loom_suite_nn());
+    srunner_add_suite(sr, loom_suite_optim());
+    srunner_add_suite(sr, loom_suite_autograd());
+    srunner_add_suite(sr, loom_suite_scatter());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

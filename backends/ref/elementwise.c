@@ -39,6 +39,17 @@
 typedef void (*row_fn)(int64_t n, char *const *p, const int64_t *s, const void *ctx);
 
 /* Walks out = in[0..nops-2] and calls fn on each inner run. */
+/* Part `part` of `nparts` of the iteration. */
+static void rows_part(const loom__nditer *it, const int64_t *s, row_fn fn, const void *ctx, int part, int nparts)
+{
+    int64_t begin, end, n;
+    loom__nditer_pos pos;
+    char *p[LOOM__NDITER_MAX_OPS];
+    loom__nditer_part(it->numel, part, nparts, 64, &begin, &end);
+    loom__nditer_seek(it, begin, end, &pos);
+    while ((n = loom__nditer_next(it, &pos, p)) > 0) fn(n, p, s, ctx);
+}
+
 static loom_status run_rows(const loom__kcall *call, row_fn fn, const void *ctx, int64_t grain)
 {
     const loom__tview *views[LOOM__NDITER_MAX_OPS] = {&call->out};
@@ -49,17 +60,14 @@ static loom_status run_rows(const loom__kcall *call, row_fn fn, const void *ctx,
     int64_t s[LOOM__NDITER_MAX_OPS];
     for (int k = 0; k < nops; k++) s[k] = it.strides[k][it.ndim - 1];
     const int nt = loom__ref_team(call->nthreads, it.numel, grain);
-
-    (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
-    {
-        int64_t begin, end, n;
-        loom__nditer_pos pos;
-        char *p[LOOM__NDITER_MAX_OPS];
-        loom__nditer_part(it.numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
-        loom__nditer_seek(&it, begin, end, &pos);
-        while ((n = loom__nditer_next(&it, &pos, p)) > 0) fn(n, p, s, ctx);
+    /* Small work (most nodes of a training step) skips the OpenMP region
+     * altogether: even a one-thread region costs a team set-up. */
+    if (nt <= 1) {
+        rows_part(&it, s, fn, ctx, 0, 1);
+        return LOOM_OK;
     }
+    LOOM__OMP_PARALLEL(nt)
+    rows_part(&it, s, fn, ctx, loom__omp_thread(), loom__omp_nthreads());
     return LOOM_OK;
 }
 

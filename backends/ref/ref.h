@@ -20,5 +20,8 @@ loom_status loom__ref_matmul(const loom__kcall *call);      /* matmul.c */
 loom_status loom__ref_cat(const loom__kcall *call);         /* index.c */
 loom_status loom__ref_index_select(const loom__kcall *call); /* index.c */
 loom_status loom__ref_gather(const loom__kcall *call);      /* index.c */
+loom_status loom__ref_slice_scatter(const loom__kcall *call); /* index.c */
+loom_status loom__ref_index_add(const loom__kcall *call);   /* index.c */
+loom_status loom__ref_scatter_add(const loom__kcall *call); /* index.c */
 
 #endif /* LOOM_BACKENDS_REF_H */

@@ -54,9 +54,12 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_CAT] = {NULL, loom__ref_cat},
     [LOOM_OP_INDEX_SELECT] = {NULL, loom__ref_index_select},
     [LOOM_OP_GATHER] = {NULL, loom__ref_gather},
+    [LOOM_OP_SLICE_SCATTER] = {NULL, loom__ref_slice_scatter},
+    [LOOM_OP_INDEX_ADD] = {NULL, loom__ref_index_add},
+    [LOOM_OP_SCATTER_ADD] = {NULL, loom__ref_scatter_add},
 };
 
-/* The table's size comes from its last entry: an op added after GATHER
+/* The table's size comes from its last entry: an op added after SCATTER_ADD
  * without a kernel here (or the table outgrowing the enum) stops the build.
  * An op added in the middle still gets a {NULL, NULL} slot, which the
  * registry reports as "no kernel", and the test over all ops catches. */

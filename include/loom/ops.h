@@ -106,6 +106,17 @@ loom_tensor *loom_index_select(loom_tensor *t, int dim, loom_tensor *index);
 /* out[i][j][k] = t[index[i][j][k]][j][k] for dim 0, etc. (torch.gather);
  * index is int64 with t's ndim and sizes <= t's outside dim. */
 loom_tensor *loom_gather(loom_tensor *t, int dim, loom_tensor *index);
+/* t with src's slices added at rows `index` of dim (torch.index_add,
+ * out-of-place): out[.., index[i], ..] += src[.., i, ..]. index is 1-D int64
+ * of length L; src has t's shape except L at dim; t and src share one dtype
+ * (float32 or int64). Repeated indices accumulate, in increasing i. */
+loom_tensor *loom_index_add(loom_tensor *t, int dim, loom_tensor *index, loom_tensor *src);
+/* t with src scattered and added along dim (torch.scatter_add, out-of-place):
+ * out[index[i][j][k]][j][k] += src[i][j][k] for dim 0, etc. index is int64
+ * with t's ndim, sizes <= src's, and <= t's outside dim; only index's extent
+ * of src is used. t and src share one dtype (float32 or int64). Repeated
+ * indices accumulate, in increasing position along dim. */
+loom_tensor *loom_scatter_add(loom_tensor *t, int dim, loom_tensor *index, loom_tensor *src);
 
 #ifdef __cplusplus
 }

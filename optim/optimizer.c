@@ -1,0 +1,508 @@
+/*
+ * optim/optimizer.c - SGD, Adam and AdamW with PyTorch 1.13's exact update
+ * rules (the single-tensor, non-foreach code paths of torch/optim/sgd.py,
+ * adam.py and adamw.py), and the StepLR and CosineAnnealingLR schedulers.
+ *
+ * Optimizers are their own layer beside nn/: they see parameters as plain
+ * tensors and update them with tensor ops, as any user could, under
+ * no-grad mode and inside a scope of their own so that every temporary of a
+ * step dies with it. A parameter's new value is written in place with
+ * loom_tensor_assign (the module keeps owning the tensor); the state
+ * (momentum buffers, Adam's moments) is never modified in place but replaced
+ * by its new value each step, detached from the scope and owned by the
+ * optimizer. Since nothing ever writes into a state tensor, two state
+ * entries may share storage (amsgrad's max starts as an alias of v).
+ *
+ * Each parameter keeps its own step count and creates its state lazily on
+ * the first step on which it has a gradient, as PyTorch's per-parameter
+ * `state` dict does; a parameter without a gradient (or not requiring grad)
+ * is skipped and its state left as it was.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom/autograd.h"
+#include "loom/ops.h"
+#include "loom/optim.h"
+#include "runtime/error.h"
+
+typedef enum opt_kind { OPT_SGD = 0, OPT_ADAM, OPT_ADAMW, OPT_KIND_COUNT } opt_kind;
+
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+_Static_assert(sizeof kind_names / sizeof kind_names[0] == OPT_KIND_COUNT, "one name per optimizer kind");
+
+/* State slots per parameter: SGD uses [BUF]; Adam/AdamW use [M], [V] and,
+ * with amsgrad, [VMAX]. NULL until the parameter's first step. */
+enum { BUF = 0, M = 0, V = 1, VMAX = 2, NSTATE = 3 };
+
+typedef struct param_state {
+    loom_tensor *p;               /* borrowed: the module owns it */
+    loom_tensor *state[NSTATE];   /* owned, detached from every scope */
+    int64_t steps;                /* updates applied so far (Adam's t) */
+} param_state;
+
+typedef struct group {
+    double lr;
+    /* The lr schedulers start from (PyTorch's group['initial_lr']): set by
+     * the first scheduler created on the optimizer. */
+    double initial_lr;
+    bool has_initial_lr;
+    int n;
+    param_state *ps;
+} group;
+
+struct loom_optimizer {
+    loom_ctx *ctx;
+    opt_kind kind;
+    loom_sgd_options sgd;   /* OPT_SGD; .lr unused (each group has its own) */
+    loom_adam_options adam; /* OPT_ADAM / OPT_ADAMW; .lr unused likewise */
+    int ngroups;
+    group *groups;
+};
+
+/* ---- validation -------------------------------------------------------- */
+
+/* lr must be finite and > 0 when an optimizer or group is created: 0 there
+ * almost always means a zero-initialised options struct whose lr was never
+ * set. (Schedulers and loom_optimizer_set_lr may bring it down to 0.) */
+static loom_status check_lr(const char *who, double lr)
+{
+    if (!isfinite(lr)) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: learning rate %g is not finite", who, lr);
+    if (lr <= 0)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: learning rate %g is not positive (it must be > 0)", who, lr);
+    return LOOM_OK;
+}
+
+/* A finite value >= 0 (momentum, dampening, weight decay, eps). */
+static loom_status check_nonneg(const char *who, const char *what, double v)
+{
+    if (!isfinite(v) || v < 0)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: %s %g is invalid (it must be finite and >= 0)", who, what,
+                               v);
+    return LOOM_OK;
+}
+
+/* A value in [0, 1) (Adam's betas). */
+static loom_status check_beta(const char *who, const char *what, double v)
+{
+    if (!(v >= 0 && v < 1))
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: %s %g is outside [0, 1)", who, what, v);
+    return LOOM_OK;
+}
+
+/* The parameters of a new group: at least one, none NULL, all of the
+ * optimizer's context, none already in this or another group. */
+static loom_status check_params(const char *who, const loom_optimizer *opt, loom_ctx *ctx, int n,
+                                loom_tensor *const *params)
+{
+    if (n <= 0 || !params) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: no parameters to optimize", who);
+    for (int i = 0; i < n; i++) {
+        if (!params[i]) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: parameter %d is NULL", who, i);
+        if (ctx && loom_tensor_ctx(params[i]) != ctx)
+            return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: parameter %d belongs to another context", who, i);
+        for (int j = 0; j < i; j++)
+            if (params[j] == params[i])
+                return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: parameter %d appears twice (also as %d)", who, i,
+                                       j);
+        for (int g = 0; opt && g < opt->ngroups; g++)
+            for (int j = 0; j < opt->groups[g].n; j++)
+                if (opt->groups[g].ps[j].p == params[i])
+                    return loom__set_error(LOOM_ERR_INVALID_ARG,
+                                           "%s: parameter %d is already in parameter group %d", who, i, g);
+    }
+    return LOOM_OK;
+}
+
+/* Appends a group (params already checked). Returns its index, or -1. */
+static int add_group(loom_optimizer *opt, const char *who, int n, loom_tensor *const *params, double lr)
+{
+    group *gs = realloc(opt->groups, sizeof *gs * (size_t)(opt->ngroups + 1));
+    if (!gs) {
+        loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", who);
+        return -1;
+    }
+    opt->groups = gs;
+    param_state *ps = calloc((size_t)n, sizeof *ps);
+    if (!ps) {
+        loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", who);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) ps[i].p = params[i];
+    gs[opt->ngroups] = (group){.lr = lr, .n = n, .ps = ps};
+    return opt->ngroups++;
+}
+
+static loom_optimizer *create(opt_kind kind, loom_ctx *ctx, int n, loom_tensor *const *params, double lr)
+{
+    const char *who = kind_names[kind];
+    if (!ctx) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: context is NULL", who);
+        return NULL;
+    }
+    if (check_params(who, NULL, ctx, n, params) != LOOM_OK) return NULL;
+    loom_optimizer *opt = calloc(1, sizeof *opt);
+    if (!opt) {
+        loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", who);
+        return NULL;
+    }
+    opt->ctx = ctx;
+    opt->kind = kind;
+    if (add_group(opt, who, n, params, lr) < 0) {
+        loom_optimizer_free(opt);
+        return NULL;
+    }
+    return opt;
+}
+
+/* ---- constructors ------------------------------------------------------ */
+
+loom_adam_options loom_adam_defaults(void)
+{
+    return (loom_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0};
+}
+
+loom_adam_options loom_adamw_defaults(void)
+{
+    loom_adam_options o = loom_adam_defaults();
+    o.weight_decay = 1e-2;
+    return o;
+}
+
+loom_optimizer *loom_sgd(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_sgd_options *opts)
+{
+    const char *who = "sgd";
+    if (!opts) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "sgd: options are NULL (the learning rate is required)");
+        return NULL;
+    }
+    if (check_lr(who, opts->lr) || check_nonneg(who, "momentum", opts->momentum) ||
+        check_nonneg(who, "dampening", opts->dampening) || check_nonneg(who, "weight_decay", opts->weight_decay))
+        return NULL;
+    if (opts->nesterov && (opts->momentum <= 0 || opts->dampening != 0)) {
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "sgd: Nesterov momentum requires a momentum > 0 and zero dampening (got momentum %g, "
+                        "dampening %g)",
+                        opts->momentum, opts->dampening);
+        return NULL;
+    }
+    loom_optimizer *opt = create(OPT_SGD, ctx, n, params, opts->lr);
+    if (opt) opt->sgd = *opts;
+    return opt;
+}
+
+static loom_optimizer *adam_like(opt_kind kind, loom_ctx *ctx, int n, loom_tensor *const *params,
+                                 const loom_adam_options *opts)
+{
+    const char *who = kind_names[kind];
+    loom_adam_options o = opts ? *opts : kind == OPT_ADAMW ? loom_adamw_defaults() : loom_adam_defaults();
+    if (check_lr(who, o.lr) || check_nonneg(who, "eps", o.eps) || check_beta(who, "beta1", o.beta1) ||
+        check_beta(who, "beta2", o.beta2) || check_nonneg(who, "weight_decay", o.weight_decay))
+        return NULL;
+    loom_optimizer *opt = create(kind, ctx, n, params, o.lr);
+    if (opt) opt->adam = o;
+    return opt;
+}
+
+loom_optimizer *loom_adam(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_adam_options *opts)
+{
+    return adam_like(OPT_ADAM, ctx, n, params, opts);
+}
+
+loom_optimizer *loom_adamw(loom_ctx *ctx, int n, loom_tensor *const *params, const loom_adam_options *opts)
+{
+    return adam_like(OPT_ADAMW, ctx, n, params, opts);
+}
+
+/* ---- groups and learning rates ----------------------------------------- */
+
+int loom_optimizer_add_group(loom_optimizer *opt, int n, loom_tensor *const *params, double lr)
+{
+    if (!opt) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "optimizer_add_group: optimizer is NULL");
+        return -1;
+    }
+    const char *who = "optimizer_add_group";
+    if (check_lr(who, lr) || check_params(who, opt, opt->ctx, n, params)) return -1;
+    return add_group(opt, who, n, params, lr);
+}
+
+int loom_optimizer_num_groups(const loom_optimizer *opt) { return opt ? opt->ngroups : 0; }
+
+static loom_status check_group(const char *who, const loom_optimizer *opt, int group)
+{
+    if (!opt) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: optimizer is NULL", who);
+    if (group < 0 || group >= opt->ngroups)
+        return loom__set_error(LOOM_ERR_RANGE, "%s: group %d out of range (the optimizer has %d)", who, group,
+                               opt->ngroups);
+    return LOOM_OK;
+}
+
+double loom_optimizer_lr(const loom_optimizer *opt, int group)
+{
+    if (check_group("optimizer_lr", opt, group) != LOOM_OK) return NAN;
+    return opt->groups[group].lr;
+}
+
+loom_status loom_optimizer_set_lr(loom_optimizer *opt, int group, double lr)
+{
+    loom_status st = check_group("optimizer_set_lr", opt, group);
+    if (st != LOOM_OK) return st;
+    if (!isfinite(lr) || lr < 0)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "optimizer_set_lr: learning rate %g is invalid (it must be "
+                                                     "finite and >= 0)", lr);
+    opt->groups[group].lr = lr;
+    return LOOM_OK;
+}
+
+/* ---- the updates ------------------------------------------------------- */
+
+/* Each rule records the new parameter value into *p_new and the new state
+ * into st_new[] (tensors of the step's scope; NULL entries keep nothing).
+ * They only record ops: the values are computed when the parameter is
+ * assigned. A NULL result carries the first op's error. */
+
+/* torch/optim/sgd.py, _single_tensor_sgd:
+ *     d_p = g + wd * p
+ *     buf = clone(d_p) on the first step, else momentum * buf + (1 - dampening) * d_p
+ *     d_p = nesterov ? d_p + momentum * buf : buf
+ *     p = p - lr * d_p                                                      */
+static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_tensor *p, loom_tensor *g,
+                     loom_tensor **p_new, loom_tensor **st_new)
+{
+    loom_tensor *d_p = g;
+    if (o->weight_decay != 0) d_p = loom_add(d_p, loom_mul_scalar(p, o->weight_decay));
+    if (o->momentum != 0) {
+        loom_tensor *buf;
+        if (!s->state[BUF])
+            /* torch.clone(d_p). A new tensor already unless d_p is the
+             * gradient itself, which must not be aliased: its owner may
+             * overwrite it in place later (gradient clipping). */
+            buf = d_p == g ? loom_mul_scalar(d_p, 1.0) : d_p;
+        else
+            buf = loom_add(loom_mul_scalar(s->state[BUF], o->momentum), loom_mul_scalar(d_p, 1.0 - o->dampening));
+        st_new[BUF] = buf;
+        d_p = o->nesterov ? loom_add(d_p, loom_mul_scalar(buf, o->momentum)) : buf;
+    }
+    *p_new = loom_sub(p, loom_mul_scalar(d_p, lr));
+}
+
+/* torch/optim/adam.py and adamw.py, _single_tensor_adam(w), t = steps + 1:
+ *     AdamW: p = p * (1 - lr * wd)         Adam: g = g + wd * p
+ *     m = b1 * m + (1 - b1) * g
+ *     v = b2 * v + (1 - b2) * g * g
+ *     amsgrad: vmax = max(vmax, v)
+ *     denom = sqrt(amsgrad ? vmax : v) / sqrt(1 - b2^t) + eps
+ *     p = p - (lr / (1 - b1^t)) * m / denom
+ * The state starts at zeros in PyTorch; on the first step b1 * 0 + x is
+ * exactly x, so the zeros are never materialised. */
+static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, param_state *s, loom_tensor *p,
+                      loom_tensor *g, loom_tensor **p_new, loom_tensor **st_new)
+{
+    double b1 = o->beta1, b2 = o->beta2, t = (double)(s->steps + 1);
+    if (o->weight_decay != 0) {
+        if (decoupled)
+            p = loom_mul_scalar(p, 1.0 - lr * o->weight_decay);
+        else
+            g = loom_add(g, loom_mul_scalar(p, o->weight_decay));
+    }
+    loom_tensor *m = loom_mul_scalar(g, 1.0 - b1);
+    loom_tensor *v = loom_mul(loom_mul_scalar(g, 1.0 - b2), g);
+    if (s->state[M]) {
+        m = loom_add(loom_mul_scalar(s->state[M], b1), m);
+        v = loom_add(loom_mul_scalar(s->state[V], b2), v);
+    }
+    st_new[M] = m;
+    st_new[V] = v;
+    loom_tensor *second = v;
+    if (o->amsgrad) {
+        second = s->state[VMAX] ? loom_maximum(s->state[VMAX], v) : loom_alias(v);
+        st_new[VMAX] = second;
+    }
+    double bias_correction1 = 1.0 - pow(b1, t);
+    double bias_correction2 = 1.0 - pow(b2, t);
+    double step_size = lr / bias_correction1;
+    loom_tensor *denom = loom_add_scalar(loom_div_scalar(loom_sqrt(second), sqrt(bias_correction2)), o->eps);
+    /* addcdiv_(m, denom, value=-step_size): p + (-step_size * m) / denom. */
+    *p_new = loom_sub(p, loom_div(loom_mul_scalar(m, step_size), denom));
+}
+
+/* Updates one parameter: records its update, assigns the new value and, if
+ * that worked, swaps in the new state. Runs inside the step's scope. */
+static loom_status update_one(loom_optimizer *opt, double lr, param_state *s)
+{
+    loom_tensor *p = s->p;
+    loom_tensor *g = loom_tensor_grad(p);
+    if (!g) return loom_last_status();
+    loom_tensor *p_new = NULL, *st_new[NSTATE] = {NULL, NULL, NULL};
+    if (opt->kind == OPT_SGD)
+        sgd_rule(&opt->sgd, lr, s, p, g, &p_new, st_new);
+    else
+        adam_rule(&opt->adam, opt->kind == OPT_ADAMW, lr, s, p, g, &p_new, st_new);
+    if (!p_new) return loom_last_status();
+    /* Evaluates p_new (and with it the new state, which it depends on)
+     * before p's storage is overwritten. */
+    loom_status st = loom_tensor_assign(p, p_new);
+    if (st != LOOM_OK) return st;
+    for (int k = 0; k < NSTATE; k++) {
+        if (!st_new[k]) continue;
+        st = loom_tensor_eval(st_new[k]); /* computed already; keeps no pending graph */
+        if (st != LOOM_OK) return st;
+    }
+    for (int k = 0; k < NSTATE; k++) {
+        if (!st_new[k]) continue;
+        loom_tensor_free(s->state[k]);
+        s->state[k] = loom_scope_detach(st_new[k]);
+    }
+    s->steps++;
+    return LOOM_OK;
+}
+
+loom_status loom_optimizer_step(loom_optimizer *opt)
+{
+    if (!opt) return loom__set_error(LOOM_ERR_INVALID_ARG, "optimizer_step: optimizer is NULL");
+    loom_ctx *ctx = opt->ctx;
+    loom_status st = loom_scope_begin(ctx);
+    if (st != LOOM_OK) return st;
+    loom_no_grad_begin(ctx);
+    for (int gi = 0; gi < opt->ngroups && st == LOOM_OK; gi++) {
+        group *grp = &opt->groups[gi];
+        for (int i = 0; i < grp->n && st == LOOM_OK; i++) {
+            param_state *s = &grp->ps[i];
+            if (!loom_tensor_requires_grad(s->p) || !loom_tensor_has_grad(s->p)) continue;
+            st = update_one(opt, grp->lr, s);
+        }
+    }
+    loom_no_grad_end(ctx);
+    loom_scope_end(ctx); /* every temporary of the step */
+    return st;
+}
+
+void loom_optimizer_zero_grad(loom_optimizer *opt)
+{
+    if (!opt) return;
+    for (int gi = 0; gi < opt->ngroups; gi++)
+        for (int i = 0; i < opt->groups[gi].n; i++) loom_tensor_zero_grad(opt->groups[gi].ps[i].p);
+}
+
+void loom_optimizer_free(loom_optimizer *opt)
+{
+    if (!opt) return;
+    for (int gi = 0; gi < opt->ngroups; gi++) {
+        for (int i = 0; i < opt->groups[gi].n; i++)
+            for (int k = 0; k < NSTATE; k++) loom_tensor_free(opt->groups[gi].ps[i].state[k]);
+        free(opt->groups[gi].ps);
+    }
+    free(opt->groups);
+    free(opt);
+}
+
+/* ---- learning-rate schedulers ------------------------------------------ */
+
+#define LOOM_PI 3.14159265358979323846
+
+typedef enum sched_kind { SCHED_STEP = 0, SCHED_COSINE } sched_kind;
+
+struct loom_scheduler {
+    loom_optimizer *opt; /* borrowed */
+    sched_kind kind;
+    int step_size;  /* StepLR */
+    double gamma;   /* StepLR */
+    int t_max;      /* CosineAnnealingLR */
+    double eta_min; /* CosineAnnealingLR */
+    int64_t epoch;  /* PyTorch's last_epoch */
+    int ngroups;    /* the groups that existed at creation */
+    double *base_lrs;
+};
+
+/* PyTorch's _get_closed_form_lr. */
+static double sched_lr(const loom_scheduler *s, double base_lr)
+{
+    if (s->kind == SCHED_STEP) return base_lr * pow(s->gamma, (double)(s->epoch / s->step_size));
+    return s->eta_min + (base_lr - s->eta_min) * (1.0 + cos(LOOM_PI * (double)s->epoch / s->t_max)) / 2.0;
+}
+
+static void sched_apply(loom_scheduler *s)
+{
+    for (int g = 0; g < s->ngroups; g++) s->opt->groups[g].lr = sched_lr(s, s->base_lrs[g]);
+}
+
+/* Like PyTorch's constructor: records each group's initial_lr (unless an
+ * earlier scheduler did) and applies epoch 0. */
+static loom_scheduler *sched_create(const char *who, loom_optimizer *opt, loom_scheduler proto)
+{
+    loom_scheduler *s = calloc(1, sizeof *s);
+    double *base = opt->ngroups ? malloc(sizeof *base * (size_t)opt->ngroups) : NULL;
+    if (!s || (opt->ngroups && !base)) {
+        free(s);
+        free(base);
+        loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", who);
+        return NULL;
+    }
+    *s = proto;
+    s->opt = opt;
+    s->epoch = 0;
+    s->ngroups = opt->ngroups;
+    s->base_lrs = base;
+    for (int g = 0; g < opt->ngroups; g++) {
+        group *grp = &opt->groups[g];
+        if (!grp->has_initial_lr) {
+            grp->initial_lr = grp->lr;
+            grp->has_initial_lr = true;
+        }
+        base[g] = grp->initial_lr;
+    }
+    sched_apply(s);
+    return s;
+}
+
+loom_scheduler *loom_step_lr(loom_optimizer *opt, int step_size, double gamma)
+{
+    const char *who = "step_lr";
+    if (!opt) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: optimizer is NULL", who);
+        return NULL;
+    }
+    if (step_size < 1) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: step_size %d must be >= 1", who, step_size);
+        return NULL;
+    }
+    if (!isfinite(gamma) || gamma <= 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: gamma %g must be finite and > 0", who, gamma);
+        return NULL;
+    }
+    return sched_create(who, opt, (loom_scheduler){.kind = SCHED_STEP, .step_size = step_size, .gamma = gamma});
+}
+
+loom_scheduler *loom_cosine_annealing_lr(loom_optimizer *opt, int t_max, double eta_min)
+{
+    const char *who = "cosine_annealing_lr";
+    if (!opt) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: optimizer is NULL", who);
+        return NULL;
+    }
+    if (t_max < 1) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: T_max %d must be >= 1", who, t_max);
+        return NULL;
+    }
+    if (!isfinite(eta_min) || eta_min < 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: eta_min %g must be finite and >= 0", who, eta_min);
+        return NULL;
+    }
+    return sched_create(who, opt, (loom_scheduler){.kind = SCHED_COSINE, .t_max = t_max, .eta_min = eta_min});
+}
+
+loom_status loom_scheduler_step(loom_scheduler *s)
+{
+    if (!s) return loom__set_error(LOOM_ERR_INVALID_ARG, "scheduler_step: scheduler is NULL");
+    s->epoch++;
+    sched_apply(s);
+    return LOOM_OK;
+}
+
+void loom_scheduler_free(loom_scheduler *s)
+{
+    if (!s) return;
+    free(s->base_lrs);
+    free(s);
+}
