@@ -74,13 +74,14 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     loom__scope *root = ctx ? loom__mem_alloc(&mem, sizeof *root) : NULL;
     if (!root) {
         loom__mem_free(&mem, ctx);
+        loom__mem_drain(&mem);
         loom__set_error(LOOM_ERR_NOMEM, "ctx_create: out of memory");
         return NULL;
     }
     memset(ctx, 0, sizeof *ctx);
-    ctx->mem = mem; /* the counters are zero; copying them is fine */
-    atomic_init(&ctx->mem.live_bytes, 0);
-    atomic_init(&ctx->mem.peak_bytes, 0);
+    /* The local mem has no cached blocks yet: start the context's afresh
+     * with the same allocator. */
+    loom__mem_init(&ctx->mem, o.allocator);
     ctx->num_threads = threads;
     ctx->backend = choice;
     ctx->rng_seed = o.seed;
@@ -99,9 +100,13 @@ void loom_ctx_free(loom_ctx *ctx)
     if (!ctx) return;
     while (ctx->scope_depth > 0) loom_scope_end(ctx);
     loom__scope_clear(ctx->scope);
-    loom__mem free_with = ctx->mem;
-    loom__mem_free(&free_with, ctx->scope);
-    loom__mem_free(&free_with, ctx);
+    /* The context's own blocks go last, through a copy of its allocator. */
+    loom__mem_drain(&ctx->mem);
+    loom__mem last;
+    loom__mem_init(&last, &ctx->mem.alloc);
+    loom__mem_free(&last, ctx->scope);
+    loom__mem_free(&last, ctx);
+    loom__mem_drain(&last);
 }
 
 int loom_ctx_num_threads(const loom_ctx *ctx) { return ctx ? ctx->num_threads : 0; }

@@ -1,13 +1,29 @@
 /*
- * runtime/mem.c - allocation through the user's allocator.
+ * runtime/mem.c - allocation through the user's allocator, with a cache.
  *
- * Data blocks are over-allocated by LOOM__ALIGN bytes and aligned by hand, so
- * that a user allocator only has to provide malloc's guarantees. The header
- * just before the aligned pointer keeps the raw pointer and the size.
+ * Every block is over-allocated by LOOM__ALIGN bytes plus a header and
+ * aligned by hand, so that a user allocator only has to provide malloc's
+ * guarantees. The header just before the aligned pointer keeps the raw
+ * pointer, the requested size, the size class (or NO_CLASS for big blocks)
+ * and whether the bytes count as tensor data. A freed block of a cached
+ * class goes on its class's free list (linked through its first bytes)
+ * unless the list is full.
  */
 #include "runtime/mem.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#define NO_CLASS 0xffffu
+#define MIN_CLASS_SHIFT 6 /* 64 bytes */
+
+typedef struct header {
+    void *raw;
+    size_t size;
+    uint16_t cls;
+    uint16_t counted; /* live_bytes includes size */
+} header;
 
 static void *default_alloc(size_t size, void *user)
 {
@@ -23,6 +39,7 @@ static void default_free(void *ptr, void *user)
 
 void loom__mem_init(loom__mem *mem, const loom_allocator *a)
 {
+    memset(mem, 0, sizeof *mem);
     if (a && a->alloc && a->free) {
         mem->alloc = *a;
     } else {
@@ -32,48 +49,106 @@ void loom__mem_init(loom__mem *mem, const loom_allocator *a)
     }
     atomic_init(&mem->live_bytes, 0);
     atomic_init(&mem->peak_bytes, 0);
+    atomic_flag_clear(&mem->lock);
 }
 
-void *loom__mem_alloc(loom__mem *mem, size_t size)
+static void lock(loom__mem *mem)
 {
-    return mem->alloc.alloc(size ? size : 1, mem->alloc.user);
-}
-
-void loom__mem_free(loom__mem *mem, void *ptr)
-{
-    if (ptr) mem->alloc.free(ptr, mem->alloc.user);
-}
-
-typedef struct data_header {
-    void *raw;
-    size_t size;
-} data_header;
-
-void *loom__mem_alloc_data(loom__mem *mem, size_t size)
-{
-    if (size > SIZE_MAX - LOOM__ALIGN - sizeof(data_header)) return NULL;
-    size_t total = size + LOOM__ALIGN + sizeof(data_header);
-    char *raw = mem->alloc.alloc(total, mem->alloc.user);
-    if (!raw) return NULL;
-    uintptr_t p = (uintptr_t)(raw + sizeof(data_header));
-    p = (p + LOOM__ALIGN - 1) & ~(uintptr_t)(LOOM__ALIGN - 1);
-    data_header *h = (data_header *)p - 1;
-    h->raw = raw;
-    h->size = size;
-    int64_t now = atomic_fetch_add_explicit(&mem->live_bytes, (int64_t)size, memory_order_relaxed) +
-                  (int64_t)size;
-    int64_t peak = atomic_load_explicit(&mem->peak_bytes, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(
-                             &mem->peak_bytes, &peak, now, memory_order_relaxed,
-                             memory_order_relaxed)) {
+    while (atomic_flag_test_and_set_explicit(&mem->lock, memory_order_acquire)) {
     }
-    return (void *)p;
 }
 
-void loom__mem_free_data(loom__mem *mem, void *ptr)
+static void unlock(loom__mem *mem) { atomic_flag_clear_explicit(&mem->lock, memory_order_release); }
+
+/* The class of a size, or NO_CLASS if it is too big to cache. */
+static unsigned size_class(size_t size)
 {
-    if (!ptr) return;
-    data_header *h = (data_header *)ptr - 1;
-    atomic_fetch_sub_explicit(&mem->live_bytes, (int64_t)h->size, memory_order_relaxed);
+    unsigned c = 0;
+    size_t cap = (size_t)1 << MIN_CLASS_SHIFT;
+    while (cap < size) {
+        cap <<= 1;
+        if (++c == LOOM__MEM_CLASSES) return NO_CLASS;
+    }
+    return c;
+}
+
+static size_t class_bytes(unsigned c) { return (size_t)1 << (c + MIN_CLASS_SHIFT); }
+
+static void *block_alloc(loom__mem *mem, size_t size, bool counted)
+{
+    unsigned cls = size_class(size ? size : 1);
+    void *p = NULL;
+    if (cls != NO_CLASS) {
+        lock(mem);
+        p = mem->free_list[cls];
+        if (p) {
+            mem->free_list[cls] = *(void **)p;
+            mem->free_count[cls]--;
+        }
+        unlock(mem);
+    }
+    if (!p) {
+        size_t bytes = cls != NO_CLASS ? class_bytes(cls) : size;
+        if (bytes > SIZE_MAX - LOOM__ALIGN - sizeof(header)) return NULL;
+        char *raw = mem->alloc.alloc(bytes + LOOM__ALIGN + sizeof(header), mem->alloc.user);
+        if (!raw) return NULL;
+        uintptr_t a = (uintptr_t)(raw + sizeof(header));
+        a = (a + LOOM__ALIGN - 1) & ~(uintptr_t)(LOOM__ALIGN - 1);
+        p = (void *)a;
+        ((header *)p - 1)->raw = raw;
+        ((header *)p - 1)->cls = (uint16_t)cls;
+    }
+    header *h = (header *)p - 1;
+    h->size = size;
+    h->counted = counted;
+    if (counted) {
+        int64_t now = atomic_fetch_add_explicit(&mem->live_bytes, (int64_t)size, memory_order_relaxed) +
+                      (int64_t)size;
+        int64_t peak = atomic_load_explicit(&mem->peak_bytes, memory_order_relaxed);
+        while (now > peak && !atomic_compare_exchange_weak_explicit(&mem->peak_bytes, &peak, now,
+                                                                    memory_order_relaxed, memory_order_relaxed)) {
+        }
+    }
+    return p;
+}
+
+static void block_free(loom__mem *mem, void *p)
+{
+    if (!p) return;
+    header *h = (header *)p - 1;
+    if (h->counted) atomic_fetch_sub_explicit(&mem->live_bytes, (int64_t)h->size, memory_order_relaxed);
+    unsigned cls = h->cls;
+    if (cls != NO_CLASS) {
+        lock(mem);
+        if (mem->free_count[cls] < LOOM__MEM_CACHE_CAP) {
+            *(void **)p = mem->free_list[cls];
+            mem->free_list[cls] = p;
+            mem->free_count[cls]++;
+            p = NULL;
+        }
+        unlock(mem);
+        if (!p) return;
+    }
     mem->alloc.free(h->raw, mem->alloc.user);
 }
+
+void loom__mem_drain(loom__mem *mem)
+{
+    lock(mem);
+    for (unsigned c = 0; c < LOOM__MEM_CLASSES; c++) {
+        void *p = mem->free_list[c];
+        while (p) {
+            void *next = *(void **)p;
+            mem->alloc.free(((header *)p - 1)->raw, mem->alloc.user);
+            p = next;
+        }
+        mem->free_list[c] = NULL;
+        mem->free_count[c] = 0;
+    }
+    unlock(mem);
+}
+
+void *loom__mem_alloc(loom__mem *mem, size_t size) { return block_alloc(mem, size, false); }
+void loom__mem_free(loom__mem *mem, void *ptr) { block_free(mem, ptr); }
+void *loom__mem_alloc_data(loom__mem *mem, size_t size) { return block_alloc(mem, size, true); }
+void loom__mem_free_data(loom__mem *mem, void *ptr) { block_free(mem, ptr); }

@@ -1,9 +1,14 @@
 /*
  * runtime/mem.h - Loom's memory: the user's allocator, 64-byte aligned
- * blocks for tensor data, and byte accounting.
+ * blocks, a cache of freed blocks, and byte accounting.
  *
- * Every allocation Loom makes goes through a loom__mem so that a test can
- * inject failures (an OOM sweep) and a report can show live and peak bytes.
+ * Every allocation Loom makes for tensors, nodes and their data goes through
+ * a loom__mem, so that a test can inject failures (an OOM sweep) and a
+ * report can show live and peak bytes. A training step makes thousands of
+ * short-lived tensors whose sizes repeat from step to step, so freed blocks
+ * up to 128 KiB are kept in per-size-class free lists (bounded) and reused:
+ * recording and running a node then costs no call to the user's allocator
+ * at steady state. loom__mem_drain() returns the cache to the allocator.
  * The functions are thread-safe if the user's allocator is.
  */
 #ifndef LOOM_RUNTIME_MEM_H
@@ -16,17 +21,28 @@
 #include "loom/context.h"
 
 #define LOOM__ALIGN 64
+/* Size classes 64 B, 128 B, ..., 128 KiB; larger blocks are not cached. */
+#define LOOM__MEM_CLASSES 12
+/* At most this many cached blocks per class (bounds the cache at ~64 MiB). */
+#define LOOM__MEM_CACHE_CAP 256
 
 typedef struct loom__mem {
     loom_allocator alloc;
     _Atomic int64_t live_bytes; /* data blocks only */
     _Atomic int64_t peak_bytes;
+    atomic_flag lock; /* guards the free lists; held for a few instructions */
+    void *free_list[LOOM__MEM_CLASSES];
+    int free_count[LOOM__MEM_CLASSES];
 } loom__mem;
 
 /* Sets up `mem` with `a` (NULL: malloc/free). */
 void loom__mem_init(loom__mem *mem, const loom_allocator *a);
 
-/* Small objects (tensors, nodes): NULL on failure, no message set. */
+/* Frees every cached block to the user's allocator. */
+void loom__mem_drain(loom__mem *mem);
+
+/* Small objects (tensors, nodes): 64-byte aligned. NULL on failure, no
+ * message set. */
 void *loom__mem_alloc(loom__mem *mem, size_t size);
 void loom__mem_free(loom__mem *mem, void *ptr);
 
