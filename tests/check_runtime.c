@@ -125,6 +125,10 @@ END_TEST
 
 typedef struct stress {
     loom__deque *d;
+    /* Items are pointers to payload[i], which the owner writes (plainly, not
+     * atomically) just before pushing it: the deque's release/acquire must
+     * order that write before the thief's read, or TSan reports a race. */
+    int64_t *payload;
     _Atomic int64_t removed; /* items taken or stolen, all threads */
     _Atomic bool owner_done;
     /* Per thread: the items it got, in order.  Thread 0 is the owner. */
@@ -139,6 +143,13 @@ typedef struct thief_arg {
     int id;
 } thief_arg;
 
+/* Reads the payload an item points to; -1 if it disagrees with the slot. */
+static int64_t payload_id(const stress *s, void *x)
+{
+    int64_t id = *(const int64_t *)x;
+    return id == (const int64_t *)x - s->payload ? id : -1;
+}
+
 static void *thief_main(void *arg)
 {
     thief_arg *a = arg;
@@ -148,6 +159,7 @@ static void *thief_main(void *arg)
         void *x;
         loom__steal_result r = loom__deque_steal(s->d, &x);
         if (r == LOOM__STEAL_OK) {
+            x = ITEM(payload_id(s, x));
             /* Items are pushed in increasing order and top only grows, so
              * each thief sees increasing items (FIFO). */
             if (ID(x) <= last) s->bad_fifo++;
@@ -172,6 +184,8 @@ START_TEST(test_deque_stress)
     stress s = {0};
     s.d = loom__deque_create(256);
     ck_assert_ptr_nonnull(s.d);
+    s.payload = calloc(STRESS_ITEMS + 1, sizeof *s.payload);
+    ck_assert_ptr_nonnull(s.payload);
     for (int i = 0; i <= STRESS_THIEVES; i++) {
         s.got[i] = malloc(sizeof(int64_t) * STRESS_ITEMS);
         ck_assert_ptr_nonnull(s.got[i]);
@@ -191,7 +205,8 @@ START_TEST(test_deque_stress)
         rng = rng * 1103515245u + 12345u;
         int burst = 1 + (int)((rng >> 16) % 64);
         for (int k = 0; k < burst && next <= STRESS_ITEMS; k++) {
-            if (!loom__deque_push(s.d, ITEM(next))) {
+            s.payload[next] = next;
+            if (!loom__deque_push(s.d, &s.payload[next])) {
                 fulls++;
                 break; /* full: the caller would overflow; here we take instead */
             }
@@ -202,6 +217,7 @@ START_TEST(test_deque_stress)
         for (int k = 0; k < takes; k++) {
             void *x;
             if (!loom__deque_take(s.d, &x)) break;
+            x = ITEM(payload_id(&s, x));
             /* LIFO: right after pushes the owner gets the newest item (a
              * thief can only take it when it is the last one, and then the
              * take fails); otherwise each take is older than the previous. */
@@ -217,6 +233,7 @@ START_TEST(test_deque_stress)
     void *x;
     while (atomic_load(&s.removed) < STRESS_ITEMS) {
         if (loom__deque_take(s.d, &x)) {
+            x = ITEM(payload_id(&s, x));
             s.got[0][s.ngot[0]++] = ID(x);
             atomic_fetch_add_explicit(&s.removed, 1, memory_order_relaxed);
         }
@@ -242,6 +259,7 @@ START_TEST(test_deque_stress)
     ck_assert(!loom__deque_take(s.d, &x));
     free(seen);
     for (int i = 0; i <= STRESS_THIEVES; i++) free(s.got[i]);
+    free(s.payload);
     loom__deque_free(s.d);
 }
 END_TEST
@@ -550,6 +568,10 @@ END_TEST
 typedef struct tree {
     int64_t n;
     _Atomic int32_t *hits;
+    /* parent[c], written plainly by the parent before it spawns c and read
+     * by c: the pool must order the two (TSan checks it). */
+    int64_t *parent;
+    _Atomic int64_t bad_parent;
     int64_t fail_at;
     bool fail_without_message;
     bool use_spawn_to;
@@ -561,6 +583,7 @@ static loom_status tree_task(loom__worker *w, void *task, void *user)
     tree *t = user;
     int64_t id = ID(task);
     atomic_fetch_add_explicit(&t->hits[id], 1, memory_order_relaxed);
+    if (id > 0 && t->parent[id] != (id - 1) / FANOUT) atomic_fetch_add(&t->bad_parent, 1);
     if (id == t->fail_at) {
         if (t->fail_without_message) {
             loom_clear_error();
@@ -570,9 +593,11 @@ static loom_status tree_task(loom__worker *w, void *task, void *user)
                                loom__worker_index(w));
     }
     volatile int sink = 0;
-    for (int k = 0; k < t->spin; k++) sink += k;
+    for (int k = 0; k < t->spin; k++) sink = sink + k;
+    (void)sink;
     int n = loom__pool_size(loom__worker_pool(w));
     for (int64_t c = id * FANOUT + 1; c <= id * FANOUT + FANOUT && c < t->n; c++) {
+        t->parent[c] = id;
         loom_status st = t->use_spawn_to && (c % 7 == 0) ? loom__pool_spawn_to(w, (int)(c % n), ITEM(c))
                                                           : loom__pool_spawn(w, ITEM(c));
         if (st != LOOM_OK) return st;
@@ -587,6 +612,8 @@ static tree *tree_new(int64_t n)
     t->n = n;
     t->hits = calloc((size_t)n, sizeof *t->hits);
     ck_assert_ptr_nonnull(t->hits);
+    t->parent = calloc((size_t)n, sizeof *t->parent);
+    ck_assert_ptr_nonnull(t->parent);
     t->fail_at = -1;
     return t;
 }
@@ -594,11 +621,13 @@ static tree *tree_new(int64_t n)
 static void tree_free(tree *t)
 {
     free(t->hits);
+    free(t->parent);
     free(t);
 }
 
-static void tree_check_once(const tree *t)
+static void tree_check_once(tree *t)
 {
+    ck_assert_int_eq(atomic_load(&t->bad_parent), 0);
     for (int64_t i = 0; i < t->n; i++)
         ck_assert_msg(atomic_load(&t->hits[i]) == 1, "task %lld ran %d times", (long long)i,
                       (int)atomic_load(&t->hits[i]));
@@ -839,7 +868,7 @@ START_TEST(test_pool_options)
     ck_assert_int_eq(loom_last_status(), LOOM_ERR_RANGE);
 
     /* Defaults: one worker per allowed core. */
-    loom__pool *p = loom__pool_create(topo, &(loom__pool_options){.cores = (int[]){1, 3}, .ncores = 2});
+    loom__pool *p = loom__pool_create(topo, &(loom__pool_options){.cores = (int[]){3, 1, 3}, .ncores = 3});
     ck_assert_ptr_nonnull(p);
     ck_assert_int_eq(loom__pool_size(p), 2);
     ck_assert_int_eq(loom__pool_worker_core(p, 0), 1);
