@@ -78,53 +78,12 @@ loom_tensor *loom_detach(loom_tensor *t)
 
 /* ---- backward ------------------------------------------------------------ */
 
-/* Nodes that lead to root through tensors requiring grad, inputs first.
- * Iterative DFS, as in eval.c. */
-static loom_status grad_order(loom_tensor *root, loom_tensor ***out, size_t *n_out)
+/* Backward follows the inputs that require grad of nodes that have a
+ * gradient rule: the nodes leading from the leaves to root. */
+static bool follow_grad(loom_tensor *from, loom_tensor *in, loom_status *st)
 {
-    loom_ctx *ctx = root->ctx;
-    uint64_t epoch = ++ctx->epoch;
-    size_t cap = 64, n = 0, scap = 64, sp = 0;
-    loom_tensor **order = malloc(sizeof *order * cap);
-    struct frame {
-        loom_tensor *t;
-        int next;
-    } *stack = malloc(sizeof *stack * scap);
-    if (!order || !stack) goto nomem;
-    root->mark = epoch;
-    stack[sp++] = (struct frame){root, 0};
-    while (sp) {
-        struct frame *f = &stack[sp - 1];
-        loom_tensor *t = f->t;
-        if (t->grad_fn && f->next < t->node.n_in) {
-            loom_tensor *in = t->node.in[f->next++];
-            if (in->requires_grad && in->mark != epoch) {
-                in->mark = epoch;
-                if (sp == scap) {
-                    void *g = realloc(stack, sizeof *stack * (scap *= 2));
-                    if (!g) goto nomem;
-                    stack = g;
-                }
-                stack[sp++] = (struct frame){in, 0};
-            }
-            continue;
-        }
-        sp--;
-        if (n == cap) {
-            void *g = realloc(order, sizeof *order * (cap *= 2));
-            if (!g) goto nomem;
-            order = g;
-        }
-        order[n++] = t;
-    }
-    free(stack);
-    *out = order;
-    *n_out = n;
-    return LOOM_OK;
-nomem:
-    free(order);
-    free(stack);
-    return loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory ordering the graph");
+    (void)st;
+    return from->grad_fn && in->requires_grad;
 }
 
 /* dst->gacc += g (taking a reference on g). */
@@ -334,7 +293,7 @@ loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backw
     if (st != LOOM_OK) return st;
     loom_tensor **order = NULL;
     size_t n = 0;
-    if ((st = grad_order(root, &order, &n)) != LOOM_OK) return st;
+    if ((st = loom__dag_order(root, follow_grad, &order, &n)) != LOOM_OK) return st;
     if ((st = loom_scope_begin(ctx)) != LOOM_OK) {
         free(order);
         return st;

@@ -95,14 +95,12 @@ static loom_status report_failed(loom_tensor *t)
     return loom__set_error(t->err, "%s", t->errmsg ? t->errmsg : loom_status_str(t->err));
 }
 
-/* Appends to *order every pending tensor below root (inputs first).
- * Iterative DFS: the stack holds (tensor, next input to visit). */
 typedef struct frame {
     loom_tensor *t;
     int next;
 } frame;
 
-static loom_status topo_order(loom_tensor *root, loom_tensor ***order_out, size_t *n_out)
+loom_status loom__dag_order(loom_tensor *root, loom__edge_fn follow, loom_tensor ***order_out, size_t *n_out)
 {
     loom_ctx *ctx = root->ctx;
     uint64_t epoch = ++ctx->epoch;
@@ -112,26 +110,29 @@ static loom_status topo_order(loom_tensor *root, loom_tensor ***order_out, size_
     if (!order || !stack) goto nomem;
     root->mark = epoch;
     stack[sp++] = (frame){root, 0};
+    /* Iterative DFS (an unrolled RNN is thousands of nodes deep): the stack
+     * holds (tensor, next input to visit); a tensor is appended once all
+     * the inputs it follows are. */
     while (sp) {
         frame *f = &stack[sp - 1];
         loom_tensor *t = f->t;
         if (f->next < t->node.n_in) {
             loom_tensor *in = t->node.in[f->next++];
-            int st = atomic_load_explicit(&in->state, memory_order_acquire);
-            if (st == LOOM__FAILED) {
+            if (in->mark == epoch) continue;
+            loom_status st = LOOM_OK;
+            if (!follow(t, in, &st)) {
+                if (st == LOOM_OK) continue;
                 free(order);
                 free(stack);
-                return report_failed(in);
+                return st;
             }
-            if (st == LOOM__PENDING && in->mark != epoch) {
-                in->mark = epoch;
-                if (sp == scap) {
-                    frame *g = realloc(stack, sizeof *stack * (scap *= 2));
-                    if (!g) goto nomem;
-                    stack = g;
-                }
-                stack[sp++] = (frame){in, 0};
+            in->mark = epoch;
+            if (sp == scap) {
+                frame *g = realloc(stack, sizeof *stack * (scap *= 2));
+                if (!g) goto nomem;
+                stack = g;
             }
+            stack[sp++] = (frame){in, 0};
             continue;
         }
         sp--;
@@ -149,7 +150,16 @@ static loom_status topo_order(loom_tensor *root, loom_tensor ***order_out, size_
 nomem:
     free(order);
     free(stack);
-    return loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory ordering the graph");
+    return loom__set_error(LOOM_ERR_NOMEM, "out of memory ordering the graph");
+}
+
+/* Evaluation follows pending inputs, and stops at a failed one. */
+static bool follow_pending(loom_tensor *from, loom_tensor *in, loom_status *st)
+{
+    (void)from;
+    int state = atomic_load_explicit(&in->state, memory_order_acquire);
+    if (state == LOOM__FAILED) *st = report_failed(in);
+    return state == LOOM__PENDING;
 }
 
 loom_status loom__eval(loom_tensor *t)
@@ -159,7 +169,7 @@ loom_status loom__eval(loom_tensor *t)
     if (st == LOOM__FAILED) return report_failed(t);
     loom_tensor **order = NULL;
     size_t n = 0;
-    loom_status s = topo_order(t, &order, &n);
+    loom_status s = loom__dag_order(t, follow_pending, &order, &n);
     if (s != LOOM_OK) return s;
     for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i]);
     free(order);

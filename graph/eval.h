@@ -16,4 +16,13 @@ loom_status loom__eval(loom_tensor *t);
  * hands to a worker). Thread-safe for distinct nodes. */
 loom_status loom__run_node(loom_tensor *t);
 
+/* Decides whether a walk goes from tensor `from` to its input `in`: true to
+ * follow; false to skip it, or to stop the walk with *status set. */
+typedef bool (*loom__edge_fn)(loom_tensor *from, loom_tensor *in, loom_status *status);
+
+/* Orders the part of the DAG below root that `follow` admits, every tensor
+ * after the inputs it follows, root last. *order is malloc'd (the caller
+ * frees it). Each tensor appears once. */
+loom_status loom__dag_order(loom_tensor *root, loom__edge_fn follow, loom_tensor ***order, size_t *n);
+
 #endif /* LOOM_GRAPH_EVAL_H */
