@@ -14,6 +14,7 @@
 #include "graph/tensor_impl.h"
 #include "loom/loom.h"
 #include "runtime/error.h"
+#include "runtime/pool.h"
 
 
 const char *loom_version(void) { return "0.1.0"; }
@@ -60,6 +61,22 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
         }
         if (threads == 0) threads = available_cores();
     }
+    if (o.num_workers < 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_create: num_workers is %d; it must be >= 0 (0 = default)",
+                        o.num_workers);
+        return NULL;
+    }
+    int workers = o.num_workers;
+    if (workers == 0) {
+        workers = env_threads("LOOM_NUM_WORKERS");
+        if (workers < 0) {
+            loom__set_error(LOOM_ERR_INVALID_ARG,
+                            "ctx_create: LOOM_NUM_WORKERS=\"%s\" is not a worker count between 1 and 4096",
+                            getenv("LOOM_NUM_WORKERS"));
+            return NULL;
+        }
+        if (workers == 0) workers = 1;
+    }
     const char *bname = o.backend;
     if (!bname) bname = getenv("LOOM_BACKEND");
     loom__backend_choice choice;
@@ -83,6 +100,9 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
      * with the same allocator. */
     loom__mem_init(&ctx->mem, o.allocator);
     ctx->num_threads = threads;
+    ctx->num_workers = workers;
+    ctx->kernel_threads = threads / workers > 0 ? threads / workers : 1;
+    ctx->pool = NULL;
     ctx->backend = choice;
     ctx->rng_seed = o.seed;
     ctx->rng_offset = 0;
@@ -100,6 +120,7 @@ void loom_ctx_free(loom_ctx *ctx)
     if (!ctx) return;
     while (ctx->scope_depth > 0) loom_scope_end(ctx);
     loom__scope_clear(ctx->scope);
+    loom__pool_free(ctx->pool);
     /* The context's own blocks go last, through a copy of its allocator. */
     loom__mem_drain(&ctx->mem);
     loom__mem last;
@@ -110,6 +131,7 @@ void loom_ctx_free(loom_ctx *ctx)
 }
 
 int loom_ctx_num_threads(const loom_ctx *ctx) { return ctx ? ctx->num_threads : 0; }
+int loom_ctx_num_workers(const loom_ctx *ctx) { return ctx ? ctx->num_workers : 0; }
 
 const char *loom_ctx_backend(const loom_ctx *ctx)
 {

@@ -76,7 +76,7 @@ loom_status loom__run_node(loom_tensor *t)
         }
         for (int i = 0; i < n->n_in; i++) view_of(n->in[i], &views[i]);
         loom__kcall call = {
-            .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->num_threads,
+            .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->kernel_threads,
         };
         view_of(t, &call.out);
         const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, NULL);
@@ -171,7 +171,9 @@ loom_status loom__eval(loom_tensor *t)
     size_t n = 0;
     loom_status s = loom__dag_order(t, follow_pending, &order, &n);
     if (s != LOOM_OK) return s;
-    for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i]);
+    if (t->ctx->num_workers > 1 && n > 1) s = loom__run_parallel(t->ctx, order, n);
+    else
+        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i]);
     free(order);
     return s;
 }

@@ -25,4 +25,9 @@ typedef bool (*loom__edge_fn)(loom_tensor *from, loom_tensor *in, loom_status *s
  * frees it). Each tensor appears once. */
 loom_status loom__dag_order(loom_tensor *root, loom__edge_fn follow, loom_tensor ***order, size_t *n);
 
+/* Runs the n nodes of `order` (as loom__dag_order gave it, in the epoch
+ * it just used) on the context's work-stealing pool: a node runs when its
+ * last pending input has run (graph/exec.c). */
+loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n);
+
 #endif /* LOOM_GRAPH_EVAL_H */

@@ -81,7 +81,8 @@ struct loom_tensor {
     loom_tensor *grad; /* leaves: the accumulated gradient (owned reference) */
     loom_tensor *gacc; /* during backward: the gradient flowing in (owned) */
 
-    uint64_t mark; /* graph walks: the epoch that last visited it */
+    uint64_t mark;    /* graph walks: the epoch that last visited it */
+    int64_t exec_idx; /* during a parallel evaluation: its index in the order */
 
     /* Scope membership (user-thread only). scope == NULL: detached/unowned. */
     loom__scope *scope;
@@ -97,6 +98,9 @@ struct loom__scope {
 struct loom_ctx {
     loom__mem mem;
     int num_threads;
+    int num_workers;    /* DAG workers (inter-op) */
+    int kernel_threads; /* threads per node: num_threads / num_workers */
+    struct loom__pool *pool; /* created on the first parallel evaluation */
     int backend; /* loom__backend_choice */
     uint64_t rng_seed;
     uint64_t rng_offset; /* 128-bit Philox blocks consumed */

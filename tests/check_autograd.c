@@ -27,54 +27,7 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-#define NCFG 3
-static loom_ctx *cfg_ctx(int i)
-{
-    static const struct {
-        int threads;
-        const char *backend;
-    } cfgs[NCFG] = {{1, NULL}, {2, NULL}, {2, "ref"}};
-    return test_ctx(cfgs[i].threads, cfgs[i].backend);
-}
-
-#define NF(...) ((int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)))
-#define EXPECT_F32(t, tol, ...) assert_values_f32((t), ((const float[]){__VA_ARGS__}), NF(__VA_ARGS__), (tol))
-#define B8(ctx, shape, ...) loom_tensor_from_array(ctx, LOOM_BOOL, (const uint8_t[]){__VA_ARGS__}, shape)
-
-static int64_t numel_of(int ndim, const int64_t *shape)
-{
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    return n;
-}
-
-static int64_t live(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_tensors;
-}
-
-static int64_t live_bytes(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_bytes;
-}
-
-/* Makes t require grad (asserting success) and returns it. */
-static loom_tensor *need_grad(loom_tensor *t)
-{
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    ck_assert_msg(loom_tensor_set_requires_grad(t, true) == LOOM_OK, "set_requires_grad: %s", loom_last_error());
-    return t;
-}
-
-/* A leaf requiring grad holding v. */
-static loom_tensor *leaf(loom_ctx *ctx, const float *v, int ndim, const int64_t *shape)
-{
-    return need_grad(loom_tensor_from_array(ctx, LOOM_FLOAT32, v, ndim, shape));
-}
+/* A leaf requiring grad holding literal values. */
 #define LEAF(ctx, shape, ...) leaf(ctx, (const float[]){__VA_ARGS__}, shape)
 /* A 0-dim leaf requiring grad. */
 static loom_tensor *sleaf(loom_ctx *ctx, float v) { return leaf(ctx, &v, 0, NULL); }
@@ -168,9 +121,7 @@ static void expect_grad(loom_tensor *t, const float *want, int64_t n, double tol
 
 static void expect_grad_doubles(loom_tensor *t, const double *want, int64_t n, double tol, int line)
 {
-    float *w = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(w);
-    for (int64_t i = 0; i < n; i++) w[i] = (float)want[i];
+    float *w = floats_from_doubles(want, n);
     expect_grad(t, w, n, tol, line);
     free(w);
 }
@@ -1530,8 +1481,7 @@ Suite *loom_suite_autograd(void)
 {
     Suite *s = suite_create("autograd");
 
-    TCase *tc = tcase_create("gradcheck");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = test_tcase(s, "gradcheck", 120);
     tcase_add_loop_test(tc, test_gc_binary, 0, NCFG);
     tcase_add_loop_test(tc, test_gc_broadcast, 0, NCFG);
     tcase_add_loop_test(tc, test_gc_unary, 0, NCFG);
@@ -1541,19 +1491,15 @@ Suite *loom_suite_autograd(void)
     tcase_add_loop_test(tc, test_gc_join_index, 0, NCFG);
     tcase_add_loop_test(tc, test_gc_noncontiguous, 0, NCFG);
     tcase_add_test(tc, test_gc_detects_errors);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("hand");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "hand", 60);
     tcase_add_loop_test(tc, test_hand_square, 0, NCFG);
     tcase_add_loop_test(tc, test_hand_linear_regression, 0, NCFG);
     tcase_add_loop_test(tc, test_hand_broadcast, 0, NCFG);
     tcase_add_loop_test(tc, test_hand_views_index, 0, NCFG);
     tcase_add_loop_test(tc, test_hand_ties, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("semantics");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "semantics", 60);
     tcase_add_loop_test(tc, test_accumulate, 0, NCFG);
     tcase_add_test(tc, test_freed_graph);
     tcase_add_loop_test(tc, test_backward_args, 0, NCFG);
@@ -1568,11 +1514,8 @@ Suite *loom_suite_autograd(void)
     tcase_add_loop_test(tc, test_grad_owned, 0, NCFG);
     tcase_add_loop_test(tc, test_training_loop, 0, NCFG);
     tcase_add_test(tc, test_backward_leaks_nothing);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("deterministic");
-    tcase_set_timeout(tc, 300);
+    tc = test_tcase(s, "deterministic", 300);
     tcase_add_test(tc, test_deterministic);
-    suite_add_tcase(s, tc);
     return s;
 }

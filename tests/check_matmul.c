@@ -12,39 +12,8 @@
 
 #include "tests/check_suites.h"
 
-#define NCFG 3
-static loom_ctx *cfg_ctx(int i)
-{
-    static const struct {
-        int threads;
-        const char *backend;
-    } cfgs[NCFG] = {{1, NULL}, {2, NULL}, {2, "ref"}};
-    return test_ctx(cfgs[i].threads, cfgs[i].backend);
-}
-
-#define NF(...) ((int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)))
-#define EXPECT_F32(t, tol, ...) assert_values_f32((t), ((const float[]){__VA_ARGS__}), NF(__VA_ARGS__), (tol))
-
 /* Relative tolerance against the sum of |a_ik * b_kj| of each element. */
 #define RTOL 1e-4
-
-static float *copy_out_f32(loom_tensor *t)
-{
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    int64_t n = loom_tensor_numel(t);
-    float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(p);
-    ck_assert_msg(loom_tensor_copy_to(t, p, sizeof(float) * (size_t)n) == LOOM_OK, "%s", loom_last_error());
-    return p;
-}
-
-static void unravel(int64_t i, int ndim, const int64_t *shape, int64_t *idx)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        idx[d] = shape[d] ? i % shape[d] : 0;
-        i = shape[d] ? i / shape[d] : 0;
-    }
-}
 
 /* The reference product: torch.matmul's shape rules, computed in double.
  * a, b are contiguous row-major values of shapes ash (an dims) and bsh.
@@ -305,9 +274,9 @@ static const int64_t ODD[][3] = {{1, 1, 1}, {7, 13, 5}, {67, 129, 35}, {255, 257
 START_TEST(test_matmul_odd_sizes)
 {
     const int64_t M = ODD[_i][0], K = ODD[_i][1], N = ODD[_i][2];
-    loom_ctx *c1 = test_ctx(1, NULL);
-    loom_ctx *c2 = test_ctx(2, NULL);
-    loom_ctx *c3 = test_ctx(2, "ref");
+    loom_ctx *c1 = cfg_ctx(0);
+    loom_ctx *c2 = cfg_ctx(1);
+    loom_ctx *c3 = cfg_ctx(2);
     float *av = copy_out_f32(loom_rand(c1, LOOM_SHAPE(M, K)));
     float *bv = copy_out_f32(loom_rand(c1, LOOM_SHAPE(K, N)));
     ref_result r = ref_matmul(av, 2, (const int64_t[]){M, K}, bv, 2, (const int64_t[]){K, N});
@@ -440,19 +409,15 @@ END_TEST
 Suite *loom_suite_matmul(void)
 {
     Suite *s = suite_create("matmul");
-    TCase *tc = tcase_create("forms");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "forms", 60);
     tcase_add_loop_test(tc, test_matmul_literals, 0, NCFG);
     tcase_add_loop_test(tc, test_matmul_forms, 0, NCFG);
     tcase_add_loop_test(tc, test_matmul_strided, 0, NCFG);
     tcase_add_loop_test(tc, test_matmul_empty, 0, NCFG);
     tcase_add_test(tc, test_matmul_errors);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("sizes");
-    tcase_set_timeout(tc, 120);
+    tc = test_tcase(s, "sizes", 120);
     tcase_add_loop_test(tc, test_matmul_odd_sizes, 0, NODD);
     tcase_add_loop_test(tc, test_matmul_batched_large, 0, NCFG);
-    suite_add_tcase(s, tc);
     return s;
 }

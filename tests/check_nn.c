@@ -20,43 +20,6 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static int64_t live(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_tensors;
-}
-
-static loom_tensor *req(loom_tensor *t)
-{
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    ck_assert_int_eq(loom_tensor_set_requires_grad(t, true), LOOM_OK);
-    return t;
-}
-
-/* Copies a float tensor out (caller frees). */
-static float *values(loom_tensor *t)
-{
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    int64_t n = loom_tensor_numel(t);
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(v);
-    ck_assert_msg(loom_tensor_copy_to(t, v, sizeof(float) * (size_t)n) == LOOM_OK, "%s", loom_last_error());
-    return v;
-}
-
-static double item(loom_tensor *t)
-{
-    double v = NAN;
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    ck_assert_msg(loom_tensor_item(t, &v) == LOOM_OK, "%s", loom_last_error());
-    return v;
-}
-
-#define EXPECT_F32(t, tol, ...)                                                                   \
-    assert_values_f32((t), ((const float[]){__VA_ARGS__}),                                        \
-                      (int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)), (tol))
-
 /* Sets a module's parameter to literal values. */
 #define SET(m, name, ...)                                                                          \
     do {                                                                                           \
@@ -224,7 +187,7 @@ START_TEST(test_duplicate_and_bad_names)
     ck_assert_int_eq(loom_module_add_parameter(m, NULL, t), LOOM_ERR_INVALID_ARG);
     /* Parameters must be float32 leaves; buffers may be any dtype. */
     ck_assert_int_eq(loom_module_add_parameter(m, "i", I64(ctx, LOOM_SHAPE(1), 1)), LOOM_ERR_DTYPE);
-    loom_tensor *leaf = req(F32(ctx, LOOM_SHAPE(1), 1));
+    loom_tensor *leaf = need_grad(F32(ctx, LOOM_SHAPE(1), 1));
     ck_assert_int_eq(loom_module_add_parameter(m, "nl", loom_mul_scalar(leaf, 2)), LOOM_ERR_STATE);
     /* NULL tensor: keeps the error of the call that produced it. */
     loom_clear_error();
@@ -238,7 +201,7 @@ START_TEST(test_duplicate_and_bad_names)
     loom_scope_end(ctx);
     /* The failed tensors stayed in the scope and died with it; t is the
      * module's. */
-    item(loom_module_get(m, "t"));
+    scalar_of(loom_module_get(m, "t"));
 
     /* A child with a taken name is freed (the module owned it from the call). */
     ck_assert_int_eq(loom_module_add_child(m, "w", loom_linear(ctx, 2, 2, true)), LOOM_ERR_INVALID_ARG);
@@ -391,8 +354,8 @@ START_TEST(test_linear_init)
     ck_assert_str_eq(loom_module_type(lin), "Linear");
     double bound = 1.0 / sqrt((double)in);
     float fbound = (float)bound;
-    float *w = values(loom_module_get(lin, "weight"));
-    float *b = values(loom_module_get(lin, "bias"));
+    float *w = copy_out_f32(loom_module_get(lin, "weight"));
+    float *b = copy_out_f32(loom_module_get(lin, "bias"));
     int64_t n = in * out;
     double sum = 0, sq = 0;
     int64_t bins[10] = {0};
@@ -425,8 +388,8 @@ START_TEST(test_linear_init)
     loom_module *c = loom_linear(ctx, 3, 2, true); /* the generator moved on */
     loom_manual_seed(ctx, 7);
     loom_module *a2 = loom_linear(ctx, 3, 2, true);
-    float *wa = values(loom_module_get(a, "weight")), *wc = values(loom_module_get(c, "weight"));
-    float *wa2 = values(loom_module_get(a2, "weight"));
+    float *wa = copy_out_f32(loom_module_get(a, "weight")), *wc = copy_out_f32(loom_module_get(c, "weight"));
+    float *wa2 = copy_out_f32(loom_module_get(a2, "weight"));
     ck_assert(memcmp(wa, wa2, sizeof(float) * 6) == 0);
     ck_assert(memcmp(wa, wc, sizeof(float) * 6) != 0);
     for (int i = 0; i < 6; i++) ck_assert(fabsf(wa[i]) <= (float)(1 / sqrt(3.0)));
@@ -544,21 +507,21 @@ static loom_tensor *fn_loss(loom_tensor *const *in, int n, void *user)
 START_TEST(test_gradcheck_linear_softmax)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *x = req(loom_randn(ctx, LOOM_SHAPE(3, 4)));
-    loom_tensor *w = req(loom_randn(ctx, LOOM_SHAPE(2, 4)));
-    loom_tensor *b = req(loom_randn(ctx, LOOM_SHAPE(2)));
+    loom_tensor *x = need_grad(loom_randn(ctx, LOOM_SHAPE(3, 4)));
+    loom_tensor *w = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 4)));
+    loom_tensor *b = need_grad(loom_randn(ctx, LOOM_SHAPE(2)));
     GRADCHECK(fn_linear, NULL, x, w, b);
     GRADCHECK(fn_linear, NULL, x, w);
-    loom_tensor *x3 = req(loom_randn(ctx, LOOM_SHAPE(2, 2, 4)));
+    loom_tensor *x3 = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 2, 4)));
     GRADCHECK(fn_linear, NULL, x3, w, b);
 
-    loom_tensor *s = req(loom_mul_scalar(loom_randn(ctx, LOOM_SHAPE(3, 5)), 2.0));
+    loom_tensor *s = need_grad(loom_mul_scalar(loom_randn(ctx, LOOM_SHAPE(3, 5)), 2.0));
     loom_tensor_eval(s);
     for (int dim = -2; dim < 2; dim++) {
         GRADCHECK(fn_softmax, &dim, s);
         GRADCHECK(fn_log_softmax, &dim, s);
     }
-    loom_tensor *s3 = req(loom_randn(ctx, LOOM_SHAPE(2, 3, 2)));
+    loom_tensor *s3 = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 3, 2)));
     int d1 = 1;
     GRADCHECK(fn_softmax, &d1, s3);
     GRADCHECK(fn_log_softmax, &d1, s3);
@@ -569,19 +532,19 @@ END_TEST
 START_TEST(test_gradcheck_losses)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *x = req(loom_randn(ctx, LOOM_SHAPE(4, 3)));
-    loom_tensor *t = req(loom_rand(ctx, LOOM_SHAPE(4, 3)));
+    loom_tensor *x = need_grad(loom_randn(ctx, LOOM_SHAPE(4, 3)));
+    loom_tensor *t = need_grad(loom_rand(ctx, LOOM_SHAPE(4, 3)));
     /* BCE probabilities kept away from 0 and 1 (finite differences with
      * eps 1e-2 need room): 0.1 + 0.8 * rand. */
-    loom_tensor *p = req(loom_add_scalar(loom_mul_scalar(loom_rand(ctx, LOOM_SHAPE(4, 3)), 0.8), 0.1));
+    loom_tensor *p = need_grad(loom_add_scalar(loom_mul_scalar(loom_rand(ctx, LOOM_SHAPE(4, 3)), 0.8), 0.1));
     loom_tensor_eval(p);
-    loom_tensor *logits = req(loom_mul_scalar(loom_randn(ctx, LOOM_SHAPE(4, 3)), 3.0));
+    loom_tensor *logits = need_grad(loom_mul_scalar(loom_randn(ctx, LOOM_SHAPE(4, 3)), 3.0));
     loom_tensor_eval(logits);
-    loom_tensor *logp = req(loom_randn(ctx, LOOM_SHAPE(4, 3)));
+    loom_tensor *logp = need_grad(loom_randn(ctx, LOOM_SHAPE(4, 3)));
     loom_tensor *cls = I64(ctx, LOOM_SHAPE(4), 2, 0, 1, 2);
-    loom_tensor *x1 = req(loom_randn(ctx, LOOM_SHAPE(3)));
+    loom_tensor *x1 = need_grad(loom_randn(ctx, LOOM_SHAPE(3)));
     loom_tensor *cls0 = loom_tensor_from_array(ctx, LOOM_INT64, (const int64_t[]){1}, 0, NULL);
-    loom_tensor *xk = req(loom_randn(ctx, LOOM_SHAPE(2, 3, 2)));
+    loom_tensor *xk = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 3, 2)));
     loom_tensor *clsk = I64(ctx, LOOM_SHAPE(2, 2), 0, 2, 1, 1);
     for (int r = 0; r < LOOM_REDUCTION_COUNT; r++) {
         loss_arg mse = {loom_mse_loss, r}, bce = {loom_bce_loss, r}, bcel = {loom_bce_with_logits_loss, r};
@@ -701,8 +664,8 @@ START_TEST(test_loss_values)
     /* bce and bce_with_logits agree through the sigmoid. */
     loom_tensor *z = F32(ctx, LOOM_SHAPE(4), -2, 0, 0.5, 3);
     loom_tensor *y = F32(ctx, LOOM_SHAPE(4), 0, 1, 0.3, 1);
-    float *a = values(loom_bce_with_logits_loss(z, y, LOOM_REDUCTION_NONE));
-    float *b = values(loom_bce_loss(loom_sigmoid(z), y, LOOM_REDUCTION_NONE));
+    float *a = copy_out_f32(loom_bce_with_logits_loss(z, y, LOOM_REDUCTION_NONE));
+    float *b = copy_out_f32(loom_bce_loss(loom_sigmoid(z), y, LOOM_REDUCTION_NONE));
     for (int i = 0; i < 4; i++) ck_assert_msg(fabsf(a[i] - b[i]) < 1e-5f, "%d: %g vs %g", i, a[i], b[i]);
     ck_assert(fabsf(a[1] - logf(2)) < 1e-6f);
     free(a);
@@ -717,13 +680,13 @@ START_TEST(test_bce_edges)
     /* log clamped at -100: a confident wrong answer costs exactly 100; a
      * confident right one 0. The gradient stays finite (PyTorch's
      * (x - t) / max(x (1 - x), 1e-12)). */
-    loom_tensor *x = req(F32(ctx, LOOM_SHAPE(4), 0, 1, 0, 1));
+    loom_tensor *x = need_grad(F32(ctx, LOOM_SHAPE(4), 0, 1, 0, 1));
     loom_tensor *t = F32(ctx, LOOM_SHAPE(4), 1, 0, 0, 1);
     EXPECT_F32(loom_bce_loss(x, t, LOOM_REDUCTION_NONE), 0, 100, 100, 0, 0);
     loom_tensor *l = loom_bce_loss(x, t, LOOM_REDUCTION_SUM);
     EXPECT_F32(l, 0, 200);
     ck_assert_int_eq(loom_backward(l, NULL, NULL), LOOM_OK);
-    float *g = values(loom_tensor_grad(x));
+    float *g = copy_out_f32(loom_tensor_grad(x));
     for (int i = 0; i < 4; i++) ck_assert_msg(isfinite(g[i]), "grad %d = %g", i, g[i]);
     ck_assert_float_eq_tol(g[0], -1e12f, 1e7f);
     ck_assert_float_eq_tol(g[1], 1e12f, 1e7f);
@@ -736,7 +699,7 @@ START_TEST(test_bce_edges)
     loom_no_grad_end(ctx);
 
     /* with logits: +-100 and beyond stay finite, gradients sigmoid(x) - t. */
-    loom_tensor *z = req(F32(ctx, LOOM_SHAPE(5), -100, 100, 0, -1000, 1000));
+    loom_tensor *z = need_grad(F32(ctx, LOOM_SHAPE(5), -100, 100, 0, -1000, 1000));
     loom_tensor *y = F32(ctx, LOOM_SHAPE(5), 1, 0, 0.25, 0, 1);
     loom_tensor *lz = loom_bce_with_logits_loss(z, y, LOOM_REDUCTION_NONE);
     EXPECT_F32(lz, 1e-6, 100, 100, logf(2), 0, 0);
@@ -810,12 +773,12 @@ START_TEST(test_pytorch_parity)
 {
     const nn_case *c = &nn_cases[_i];
     loom_ctx *ctx = test_ctx(_i % 2 ? 2 : 1, NULL);
-    loom_tensor *x = req(loom_tensor_from_array(ctx, LOOM_FLOAT32, c->input, c->in_ndim, c->in_shape));
+    loom_tensor *x = need_grad(loom_tensor_from_array(ctx, LOOM_FLOAT32, c->input, c->in_ndim, c->in_shape));
     loom_tensor *t = NULL;
     if (c->target) {
         t = loom_tensor_from_array(ctx, c->tg_int ? LOOM_INT64 : LOOM_FLOAT32, c->target, c->tg_ndim, c->tg_shape);
         ck_assert_ptr_nonnull(t);
-        if (!c->tg_int) req(t);
+        if (!c->tg_int) need_grad(t);
     }
     loom_tensor *out = NULL;
     if (!strcmp(c->fn, "softmax")) out = loom_softmax(x, c->dim);
@@ -859,7 +822,7 @@ START_TEST(test_dropout)
     const double ps[] = {0.1, 0.3, 0.5, 0.8};
     for (int k = 0; k < 4; k++) {
         double p = ps[k];
-        float *v = values(loom_dropout(ones, p, true));
+        float *v = copy_out_f32(loom_dropout(ones, p, true));
         int64_t zeros = 0;
         for (int64_t i = 0; i < n; i++) {
             if (v[i] == 0) zeros++;
@@ -871,12 +834,12 @@ START_TEST(test_dropout)
         free(v);
     }
     /* Two calls draw different masks; the gradient is the mask, scaled. */
-    loom_tensor *xr = req(loom_ones(ctx, LOOM_FLOAT32, LOOM_SHAPE(1000)));
+    loom_tensor *xr = need_grad(loom_ones(ctx, LOOM_FLOAT32, LOOM_SHAPE(1000)));
     loom_tensor *d = loom_dropout(xr, 0.5, true);
-    float *dv = values(d), *dv2 = values(loom_dropout(xr, 0.5, true));
+    float *dv = copy_out_f32(d), *dv2 = copy_out_f32(loom_dropout(xr, 0.5, true));
     ck_assert(memcmp(dv, dv2, sizeof(float) * 1000) != 0);
     ck_assert_int_eq(loom_backward(loom_sum(d, 0, NULL, false), NULL, NULL), LOOM_OK);
-    float *gv = values(loom_tensor_grad(xr));
+    float *gv = copy_out_f32(loom_tensor_grad(xr));
     for (int i = 0; i < 1000; i++) ck_assert_float_eq(gv[i], dv[i]);
     free(dv);
     free(dv2);
@@ -884,7 +847,7 @@ START_TEST(test_dropout)
     /* The module follows the training flag. */
     loom_module *m = loom_dropout_module(ctx, 0.25);
     ck_assert_str_eq(loom_module_type(m), "Dropout");
-    float *tv = values(loom_module_forward(m, ones));
+    float *tv = copy_out_f32(loom_module_forward(m, ones));
     int64_t zeros = 0;
     for (int64_t i = 0; i < n; i++) zeros += tv[i] == 0;
     ck_assert(llabs(zeros - n / 4) < 1000);
@@ -945,33 +908,13 @@ END_TEST
 
 /* ---- out of memory: fail the n-th allocation, for every n --------------- */
 
-typedef struct failing {
-    long count, fail_at, outstanding; /* fail_at: 1-based, 0 = never */
-} failing;
-
-static void *failing_alloc(size_t size, void *user)
-{
-    failing *f = user;
-    if (++f->count == f->fail_at) return NULL;
-    void *p = malloc(size);
-    if (p) f->outstanding++;
-    return p;
-}
-
-static void failing_free(void *ptr, void *user)
-{
-    failing *f = user;
-    f->outstanding--;
-    free(ptr);
-}
-
 /* Builds a small network and runs every loss on it: returns the status of
  * the first failure, or LOOM_OK and the total loss in *value (and, with
  * `backward`, the first layer's weight gradient in grad[12]). */
 static loom_status nn_program(failing *f, bool backward, double *value, float *grad)
 {
     loom_allocator al = {failing_alloc, failing_free, f};
-    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 1, .seed = 3, .allocator = &al});
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 1, .num_workers = 1, .seed = 3, .allocator = &al});
     if (!ctx) return loom_last_status();
     loom_module *net = loom_sequential(ctx, 4, (loom_module *[]){loom_linear(ctx, 3, 4, true), loom_relu_module(ctx),
                                                                  loom_dropout_module(ctx, 0.25),
@@ -1009,6 +952,9 @@ static loom_status nn_program(failing *f, bool backward, double *value, float *g
     return st;
 }
 
+/* nn_program without backward, for oom_sweep: user is the double *value. */
+static loom_status nn_forward_program(failing *f, void *user) { return nn_program(f, false, user, NULL); }
+
 /* Every failing allocation while building modules, recording and
  * computing the forward pass and the losses gives "out of memory" and
  * leaks nothing. (The backward pass is run once, not swept: its own
@@ -1025,24 +971,14 @@ START_TEST(test_oom_sweep)
     ck_assert(got == want);
     long total = f.count;
     ck_assert(total > 20);
-    for (long n = 1; n <= total; n++) {
-        failing g = {0, n, 0};
-        loom_clear_error();
-        loom_status st = nn_program(&g, false, &got, NULL);
-        ck_assert_msg(st == LOOM_ERR_NOMEM, "failing allocation %ld of %ld: status %s (%s)", n, total,
-                      loom_status_str(st), loom_last_error());
-        ck_assert_msg(strstr(loom_last_error(), "out of memory"), "allocation %ld: message \"%s\"", n,
-                      loom_last_error());
-        ck_assert_msg(g.outstanding == 0, "failing allocation %ld leaked %ld blocks", n, g.outstanding);
-    }
+    oom_sweep(nn_forward_program, &got, total);
 }
 END_TEST
 
 Suite *loom_suite_nn(void)
 {
     Suite *s = suite_create("nn");
-    TCase *tc = tcase_create("modules");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "modules", 60);
     tcase_add_test(tc, test_sequential_names);
     tcase_add_test(tc, test_custom_module);
     tcase_add_test(tc, test_dotted_lookup);
@@ -1056,10 +992,8 @@ Suite *loom_suite_nn(void)
     tcase_add_test(tc, test_activation_modules);
     tcase_add_test(tc, test_nn_no_leaks);
     tcase_add_test(tc, test_oom_sweep);
-    suite_add_tcase(s, tc);
 
-    TCase *tf = tcase_create("functional");
-    tcase_set_timeout(tf, 120);
+    TCase *tf = test_tcase(s, "functional", 120);
     tcase_add_test(tf, test_gradcheck_linear_softmax);
     tcase_add_test(tf, test_gradcheck_losses);
     tcase_add_test(tf, test_softmax_values);
@@ -1068,6 +1002,5 @@ Suite *loom_suite_nn(void)
     tcase_add_test(tf, test_loss_errors);
     tcase_add_loop_test(tf, test_pytorch_parity, 0, NN_NCASES);
     tcase_add_test(tf, test_dropout);
-    suite_add_tcase(s, tf);
     return s;
 }

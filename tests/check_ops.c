@@ -18,51 +18,7 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-#define NCFG 3
-static loom_ctx *cfg_ctx(int i)
-{
-    static const struct {
-        int threads;
-        const char *backend;
-    } cfgs[NCFG] = {{1, NULL}, {2, NULL}, {2, "ref"}};
-    return test_ctx(cfgs[i].threads, cfgs[i].backend);
-}
-
-#define NF(...) ((int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)))
-#define NI(...) ((int64_t)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
-#define NB(...) ((int64_t)sizeof((const uint8_t[]){__VA_ARGS__}))
-#define EXPECT_F32(t, tol, ...) assert_values_f32((t), ((const float[]){__VA_ARGS__}), NF(__VA_ARGS__), (tol))
-#define EXPECT_I64(t, ...) assert_values_i64((t), ((const int64_t[]){__VA_ARGS__}), NI(__VA_ARGS__))
-#define EXPECT_BOOL(t, ...) assert_values_bool((t), ((const uint8_t[]){__VA_ARGS__}), NB(__VA_ARGS__))
-#define B8(ctx, shape, ...) loom_tensor_from_array(ctx, LOOM_BOOL, (const uint8_t[]){__VA_ARGS__}, shape)
-
 #define TOL 1e-6
-#define P53 INT64_C(9007199254740992) /* 2^53 */
-
-/* A contiguous float tensor from a double array. */
-static loom_tensor *from_doubles(loom_ctx *ctx, const double *x, int ndim, const int64_t *shape)
-{
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    float *f = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(f);
-    for (int64_t i = 0; i < n; i++) f[i] = (float)x[i];
-    loom_tensor *t = loom_tensor_from_array(ctx, LOOM_FLOAT32, f, ndim, shape);
-    free(f);
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    return t;
-}
-
-/* Checks a float tensor against doubles. */
-static void expect_doubles(loom_tensor *t, const double *want, int64_t n, double tol, int line)
-{
-    float *w = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(w);
-    for (int64_t i = 0; i < n; i++) w[i] = (float)want[i];
-    test_assert_f32(t, w, n, tol, __FILE__, line);
-    free(w);
-}
-#define EXPECT_DOUBLES(t, want, n, tol) expect_doubles((t), (want), (n), (tol), __LINE__)
 
 static void expect_i64_from_doubles(loom_tensor *t, const double *want, int64_t n, int line)
 {
@@ -73,22 +29,6 @@ static void expect_i64_from_doubles(loom_tensor *t, const double *want, int64_t 
     free(w);
 }
 #define EXPECT_I64_DOUBLES(t, want, n) expect_i64_from_doubles((t), (want), (n), __LINE__)
-
-/* Row-major multi-index of flat index i for shape. */
-static void unravel(int64_t i, int ndim, const int64_t *shape, int64_t *idx)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        idx[d] = shape[d] ? i % shape[d] : 0;
-        i = shape[d] ? i / shape[d] : 0;
-    }
-}
-
-static int64_t numel_of(int ndim, const int64_t *shape)
-{
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    return n;
-}
 
 /* The logical (row-major) values of a strided view of `base`. */
 static void strided_values(const double *base, int ndim, const int64_t *shape, const int64_t *strides,
@@ -165,24 +105,6 @@ static double lcg_next(uint64_t *s, double lo, double hi)
 {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
     return lo + (hi - lo) * (double)(*s >> 11) / 9007199254740992.0;
-}
-
-static void *copy_out(loom_tensor *t)
-{
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    size_t bytes = (size_t)loom_tensor_numel(t) * (size_t)loom_dtype_size(loom_tensor_dtype(t));
-    void *p = malloc(bytes ? bytes : 1);
-    ck_assert(p);
-    ck_assert_msg(loom_tensor_copy_to(t, p, bytes) == LOOM_OK, "%s", loom_last_error());
-    return p;
-}
-
-static double scalar_of(loom_tensor *t)
-{
-    double v;
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    ck_assert_msg(loom_tensor_item(t, &v) == LOOM_OK, "%s", loom_last_error());
-    return v;
 }
 
 static void expect_dtype(loom_tensor *t, loom_dtype dt, int line)
@@ -1609,13 +1531,13 @@ START_TEST(test_large_identical)
     }
     void *out1[NLARGE], *out2[NLARGE], *out3[NLARGE];
     size_t b1[NLARGE], b2[NLARGE], b3[NLARGE];
-    loom_ctx *c1 = test_ctx(1, NULL);
+    loom_ctx *c1 = cfg_ctx(0);
     large_outputs(c1, xv, yv, iv, out1, b1);
     loom_ctx_free(c1);
-    loom_ctx *c2 = test_ctx(2, NULL);
+    loom_ctx *c2 = cfg_ctx(1);
     large_outputs(c2, xv, yv, iv, out2, b2);
     loom_ctx_free(c2);
-    loom_ctx *c3 = test_ctx(2, "ref");
+    loom_ctx *c3 = cfg_ctx(2);
     large_outputs(c3, xv, yv, iv, out3, b3);
     loom_ctx_free(c3);
     for (int k = 0; k < NLARGE; k++) {
@@ -1694,8 +1616,7 @@ Suite *loom_suite_ops(void)
 {
     Suite *s = suite_create("ops");
 
-    TCase *tc = tcase_create("binary");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "binary", 60);
     tcase_add_loop_test(tc, test_binary_f32, 0, NCFG);
     tcase_add_loop_test(tc, test_binary_i64, 0, NCFG);
     tcase_add_loop_test(tc, test_int64_exact, 0, NCFG);
@@ -1705,17 +1626,13 @@ Suite *loom_suite_ops(void)
     tcase_add_loop_test(tc, test_scalar_forms, 0, NCFG);
     tcase_add_loop_test(tc, test_compare, 0, NCFG);
     tcase_add_loop_test(tc, test_where, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("broadcast");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "broadcast", 60);
     tcase_add_loop_test(tc, test_broadcast, 0, NCFG);
     tcase_add_loop_test(tc, test_broadcast_zero_size, 0, NCFG);
     tcase_add_loop_test(tc, test_broadcast_8d, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("unary");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "unary", 60);
     tcase_add_loop_test(tc, test_unary_f32, 0, NCFG);
     tcase_add_loop_test(tc, test_unary_vs_libm, 0, NCFG);
     tcase_add_loop_test(tc, test_unary_int_bool, 0, NCFG);
@@ -1723,38 +1640,29 @@ Suite *loom_suite_ops(void)
     tcase_add_loop_test(tc, test_to_dtype, 0, NCFG);
     tcase_add_loop_test(tc, test_nan_inf, 0, NCFG);
     tcase_add_loop_test(tc, test_saturation, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("reduce");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "reduce", 60);
     tcase_add_loop_test(tc, test_sum_mean, 0, NCFG);
     tcase_add_loop_test(tc, test_sum_int_bool, 0, NCFG);
     tcase_add_loop_test(tc, test_reduce_empty, 0, NCFG);
     tcase_add_loop_test(tc, test_max_min_arg, 0, NCFG);
     tcase_add_loop_test(tc, test_arg_nan, 0, NCFG);
     tcase_add_loop_test(tc, test_max_int_bool, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("join_index");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "join_index", 60);
     tcase_add_loop_test(tc, test_cat, 0, NCFG);
     tcase_add_loop_test(tc, test_stack, 0, NCFG);
     tcase_add_loop_test(tc, test_cat_stack_many, 0, NCFG);
     tcase_add_loop_test(tc, test_index_select, 0, NCFG);
     tcase_add_loop_test(tc, test_gather, 0, NCFG);
     tcase_add_loop_test(tc, test_gather_3d, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("noncontiguous");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "noncontiguous", 60);
     tcase_add_loop_test(tc, test_nc_binary_unary, 0, NCFG);
     tcase_add_loop_test(tc, test_nc_reduce, 0, NCFG);
     tcase_add_loop_test(tc, test_nc_join_index, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("large");
-    tcase_set_timeout(tc, 120);
+    tc = test_tcase(s, "large", 120);
     tcase_add_test(tc, test_large_identical);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -16,22 +16,6 @@
 static const float P0[3] = {1, -2, 3};
 static const float GRADS[3][3] = {{0.5f, -1, 2}, {-0.25f, 0.5f, 1}, {1, 0, -0.5f}};
 
-static int64_t live(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_tensors;
-}
-
-/* A leaf that requires grad, owned by the root scope (freed by ctx_free). */
-static loom_tensor *param(loom_ctx *ctx, int ndim, const int64_t *shape, const float *v)
-{
-    loom_tensor *p = loom_tensor_from_array(ctx, LOOM_FLOAT32, v, ndim, shape);
-    ck_assert_msg(p != NULL, "%s", loom_last_error());
-    ck_assert_int_eq(loom_tensor_set_requires_grad(p, true), LOOM_OK);
-    return p;
-}
-
 /* Replaces p's gradient by g (p's shape), through backward of sum(p * g). */
 static void set_grad(loom_tensor *p, const float *g)
 {
@@ -60,7 +44,7 @@ static void run_three(loom_ctx *ctx, loom_optimizer *opt, loom_tensor *p, const 
 static void sgd_case(const loom_sgd_options *o, const float want[3][3])
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, o);
     ck_assert_msg(opt != NULL, "%s", loom_last_error());
     run_three(ctx, opt, p, want);
@@ -73,7 +57,7 @@ typedef loom_optimizer *(*adam_ctor)(loom_ctx *, int, loom_tensor *const *, cons
 static void adam_case(adam_ctor make, const loom_adam_options *o, const float want[3][3])
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_optimizer *opt = make(ctx, 1, &p, o);
     ck_assert_msg(opt != NULL, "%s", loom_last_error());
     run_three(ctx, opt, p, want);
@@ -131,7 +115,7 @@ START_TEST(test_sgd_buffer_is_a_copy)
     /* The first momentum buffer is a copy of the gradient: overwriting the
      * gradient in place afterwards (as gradient clipping may) leaves it. */
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, &(loom_sgd_options){.lr = 0.1, .momentum = 0.9});
     ck_assert(opt != NULL);
     set_grad(p, GRADS[0]);
@@ -159,7 +143,7 @@ START_TEST(test_adam_defaults)
     /* NULL options are those defaults: the first step moves each element
      * by lr * g / (|g| + eps). */
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_optimizer *opt = loom_adam(ctx, 1, &p, NULL);
     ck_assert(opt != NULL);
     ck_assert(loom_optimizer_lr(opt, 0) == 1e-3);
@@ -168,7 +152,7 @@ START_TEST(test_adam_defaults)
     assert_values_f32(p, ((const float[]){0.999f, -1.999f, 2.999f}), 3, 1e-7);
     loom_optimizer_free(opt);
     /* AdamW's default decay: p * (1 - 1e-3 * 1e-2) first. */
-    loom_tensor *q = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *q = leaf(ctx, P0, LOOM_SHAPE(3));
     opt = loom_adamw(ctx, 1, &q, NULL);
     ck_assert(opt != NULL);
     set_grad(q, GRADS[0]);
@@ -242,9 +226,9 @@ END_TEST
 START_TEST(test_groups_lr)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
-    loom_tensor *q = param(ctx, LOOM_SHAPE(2, 2), (const float[]){1, 2, 3, 4});
-    loom_tensor *r = param(ctx, LOOM_SHAPE(1), (const float[]){5});
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
+    loom_tensor *q = leaf(ctx, (const float[]){1, 2, 3, 4}, LOOM_SHAPE(2, 2));
+    loom_tensor *r = leaf(ctx, (const float[]){5}, LOOM_SHAPE(1));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, &(loom_sgd_options){.lr = 0.1});
     ck_assert(opt != NULL);
     ck_assert_int_eq(loom_optimizer_add_group(opt, 2, (loom_tensor *[]){q, r}, 0.01), 1);
@@ -276,9 +260,9 @@ END_TEST
 START_TEST(test_skips_params_without_grad)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
-    loom_tensor *q = param(ctx, LOOM_SHAPE(3), P0);
-    loom_tensor *frozen = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
+    loom_tensor *q = leaf(ctx, P0, LOOM_SHAPE(3));
+    loom_tensor *frozen = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_tensor *plain = loom_tensor_from_array(ctx, LOOM_FLOAT32, P0, LOOM_SHAPE(3)); /* no requires_grad */
     loom_adam_options o = loom_adam_defaults();
     o.lr = 0.01;
@@ -324,8 +308,8 @@ START_TEST(test_state_ownership_no_leaks)
      * the scopes, the step's temporaries do not, and free releases the
      * state. Adam with amsgrad keeps three tensors per parameter. */
     loom_ctx *ctx = test_ctx(2, NULL);
-    loom_tensor *w = param(ctx, LOOM_SHAPE(4, 3), (const float[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
-    loom_tensor *b = param(ctx, LOOM_SHAPE(3), (const float[]){0, 0, 0});
+    loom_tensor *w = leaf(ctx, (const float[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, LOOM_SHAPE(4, 3));
+    loom_tensor *b = leaf(ctx, (const float[]){0, 0, 0}, LOOM_SHAPE(3));
     loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(8, 4));
     int64_t base = live(ctx);
     loom_adam_options o = loom_adam_defaults();
@@ -367,7 +351,7 @@ START_TEST(test_step_after_pending_reader)
      * would see the new values: it fails instead ("modified in place"),
      * and the step itself, and the optimizer, are unaffected. */
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, &(loom_sgd_options){.lr = 0.1, .momentum = 0.9});
     ck_assert(opt != NULL);
     ck_assert_int_eq(loom_optimizer_step(NULL), LOOM_ERR_INVALID_ARG);
@@ -393,8 +377,8 @@ END_TEST
 START_TEST(test_validation)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(3), P0);
-    loom_tensor *q = param(ctx, LOOM_SHAPE(3), P0);
+    loom_tensor *p = leaf(ctx, P0, LOOM_SHAPE(3));
+    loom_tensor *q = leaf(ctx, P0, LOOM_SHAPE(3));
     loom_tensor *ps[1] = {p};
     loom_adam_options a = loom_adam_defaults();
 
@@ -486,7 +470,7 @@ START_TEST(test_validation)
 
     /* Another context's parameter. */
     loom_ctx *other = test_ctx(1, NULL);
-    loom_tensor *r = param(other, LOOM_SHAPE(1), (const float[]){1});
+    loom_tensor *r = leaf(other, (const float[]){1}, LOOM_SHAPE(1));
     ck_assert_int_eq(loom_optimizer_add_group(opt, 1, &r, 0.1), -1);
     ck_assert(strstr(loom_last_error(), "another context") != NULL);
     loom_ctx_free(other);
@@ -500,8 +484,8 @@ END_TEST
 
 static loom_optimizer *two_groups(loom_ctx *ctx, double lr0, double lr1)
 {
-    loom_tensor *p = param(ctx, LOOM_SHAPE(1), (const float[]){1});
-    loom_tensor *q = param(ctx, LOOM_SHAPE(1), (const float[]){1});
+    loom_tensor *p = leaf(ctx, (const float[]){1}, LOOM_SHAPE(1));
+    loom_tensor *q = leaf(ctx, (const float[]){1}, LOOM_SHAPE(1));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, &(loom_sgd_options){.lr = lr0});
     ck_assert(opt != NULL);
     ck_assert_int_eq(loom_optimizer_add_group(opt, 1, &q, lr1), 1);
@@ -566,7 +550,7 @@ END_TEST
 START_TEST(test_scheduler_drives_optimizer)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
-    loom_tensor *p = param(ctx, LOOM_SHAPE(1), (const float[]){1});
+    loom_tensor *p = leaf(ctx, (const float[]){1}, LOOM_SHAPE(1));
     loom_optimizer *opt = loom_sgd(ctx, 1, &p, &(loom_sgd_options){.lr = 0.1});
     loom_scheduler *s = loom_step_lr(opt, 1, 0.5);
     ck_assert(s != NULL);
@@ -585,7 +569,7 @@ START_TEST(test_scheduler_drives_optimizer)
     s = loom_cosine_annealing_lr(opt, 2, 0);
     ck_assert(loom_optimizer_lr(opt, 0) == 0.1);
     /* A group added after the scheduler keeps its own lr. */
-    loom_tensor *q = param(ctx, LOOM_SHAPE(1), (const float[]){1});
+    loom_tensor *q = leaf(ctx, (const float[]){1}, LOOM_SHAPE(1));
     ck_assert_int_eq(loom_optimizer_add_group(opt, 1, &q, 0.3), 1);
     ck_assert_int_eq(loom_scheduler_step(s), LOOM_OK);
     ck_assert(fabs(loom_optimizer_lr(opt, 0) - 0.05) < 1e-15);
@@ -624,10 +608,10 @@ static void parity_case(const optim_case *c, int threads, bool nn_loss)
     loom_ctx *ctx = test_ctx(threads, NULL);
     /* fc1.weight [5, 4], fc1.bias [5], fc2.weight [1, 5], fc2.bias [1] */
     const float *w = optim_w0;
-    loom_tensor *w1 = param(ctx, LOOM_SHAPE(OPTIM_HIDDEN, OPTIM_IN), w);
-    loom_tensor *b1 = param(ctx, LOOM_SHAPE(OPTIM_HIDDEN), w + OPTIM_HIDDEN * OPTIM_IN);
-    loom_tensor *w2 = param(ctx, LOOM_SHAPE(1, OPTIM_HIDDEN), w + OPTIM_HIDDEN * OPTIM_IN + OPTIM_HIDDEN);
-    loom_tensor *b2 = param(ctx, LOOM_SHAPE(1), w + OPTIM_NPARAM - 1);
+    loom_tensor *w1 = leaf(ctx, w, LOOM_SHAPE(OPTIM_HIDDEN, OPTIM_IN));
+    loom_tensor *b1 = leaf(ctx, w + OPTIM_HIDDEN * OPTIM_IN, LOOM_SHAPE(OPTIM_HIDDEN));
+    loom_tensor *w2 = leaf(ctx, w + OPTIM_HIDDEN * OPTIM_IN + OPTIM_HIDDEN, LOOM_SHAPE(1, OPTIM_HIDDEN));
+    loom_tensor *b2 = leaf(ctx, w + OPTIM_NPARAM - 1, LOOM_SHAPE(1));
     loom_tensor *params[4] = {w1, b1, w2, b2};
     loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, optim_x, LOOM_SHAPE(OPTIM_BATCH, OPTIM_IN));
     loom_tensor *y = loom_tensor_from_array(ctx, LOOM_FLOAT32, optim_y, LOOM_SHAPE(OPTIM_BATCH, 1));
@@ -688,40 +672,34 @@ END_TEST
 Suite *loom_suite_optim(void)
 {
     Suite *s = suite_create("optim");
-    TCase *tc = tcase_create("sgd");
+    TCase *tc = test_tcase(s, "sgd", 0);
     tcase_add_test(tc, test_sgd_plain);
     tcase_add_test(tc, test_sgd_weight_decay);
     tcase_add_test(tc, test_sgd_momentum);
     tcase_add_test(tc, test_sgd_dampening);
     tcase_add_test(tc, test_sgd_nesterov_weight_decay);
     tcase_add_test(tc, test_sgd_buffer_is_a_copy);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("adam");
+    tc = test_tcase(s, "adam", 0);
     tcase_add_test(tc, test_adam_defaults);
     tcase_add_test(tc, test_adam);
     tcase_add_test(tc, test_adam_weight_decay);
     tcase_add_test(tc, test_adam_amsgrad);
     tcase_add_test(tc, test_adamw);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("params");
+    tc = test_tcase(s, "params", 0);
     tcase_add_test(tc, test_groups_lr);
     tcase_add_test(tc, test_skips_params_without_grad);
     tcase_add_test(tc, test_state_ownership_no_leaks);
     tcase_add_test(tc, test_step_after_pending_reader);
     tcase_add_test(tc, test_validation);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("schedulers");
+    tc = test_tcase(s, "schedulers", 0);
     tcase_add_test(tc, test_step_lr);
     tcase_add_test(tc, test_cosine_annealing_lr);
     tcase_add_test(tc, test_scheduler_drives_optimizer);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("pytorch");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "pytorch", 60);
     tcase_add_test(tc, test_pytorch_parity);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -8,14 +8,8 @@
 #include <string.h>
 
 #include "graph/print.h"
+#include "tests/check_suites.h"
 #include "tests/fixtures/print_cases.h"
-
-static int64_t case_numel(const print_case *c)
-{
-    int64_t n = 1;
-    for (int d = 0; d < c->ndim; d++) n *= c->shape[d];
-    return n;
-}
 
 /* The elements of a formula case, as the header describes them. Returns a
  * malloc'd buffer (at least 1 byte, so an empty tensor still gets a non-NULL
@@ -45,7 +39,7 @@ START_TEST(test_print_case)
     void *owned = NULL;
     const void *data = c->data;
     if (!data) {
-        owned = formula_data(c, case_numel(c));
+        owned = formula_data(c, numel_of(c->ndim, c->shape));
         ck_assert_msg(owned != NULL, "%s: out of memory", c->name);
         data = owned;
     }
@@ -96,10 +90,9 @@ END_TEST
 Suite *loom_suite_print(void)
 {
     Suite *s = suite_create("print");
-    TCase *tc = tcase_create("pytorch_repr");
+    TCase *tc = test_tcase(s, "pytorch_repr", 0);
     tcase_add_loop_test(tc, test_print_case, 0, PRINT_CASE_COUNT);
     tcase_add_test(tc, test_print_invalid);
     tcase_add_test(tc, test_print_null_ok);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -117,13 +117,11 @@ END_TEST
 Suite *loom_suite_random(void)
 {
     Suite *s = suite_create("random");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "core", 60);
     tcase_add_test(tc, test_philox_known_answer);
     tcase_add_test(tc, test_same_numbers_for_any_thread_count);
     tcase_add_test(tc, test_seed_and_state);
     tcase_add_test(tc, test_distributions);
     tcase_add_test(tc, test_random_errors);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -924,15 +924,12 @@ END_TEST
 Suite *loom_suite_runtime(void)
 {
     Suite *s = suite_create("runtime");
-    TCase *tc = tcase_create("deque");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "deque", 60);
     tcase_add_test(tc, test_deque_basic);
     tcase_add_test(tc, test_deque_wraparound);
     tcase_add_test(tc, test_deque_stress);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("topology");
-    tcase_set_timeout(tc, 30);
+    tc = test_tcase(s, "topology", 30);
 #ifdef LOOM_HAVE_HWLOC
     tcase_add_test(tc, test_topology_synthetic_numa);
     tcase_add_test(tc, test_topology_synthetic_l3);
@@ -941,10 +938,8 @@ Suite *loom_suite_runtime(void)
 #endif
     tcase_add_test(tc, test_topology_flat);
     tcase_add_test(tc, test_core_list);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("pool");
-    tcase_set_timeout(tc, 120);
+    tc = test_tcase(s, "pool", 120);
     tcase_add_test(tc, test_pool_tree_1);
     tcase_add_test(tc, test_pool_tree_2);
     tcase_add_test(tc, test_pool_tree_8);
@@ -956,6 +951,5 @@ Suite *loom_suite_runtime(void)
     tcase_add_test(tc, test_pool_parking);
     tcase_add_test(tc, test_pool_create_destroy);
     tcase_add_test(tc, test_pool_options);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -21,41 +21,6 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-#define NCFG 3
-static loom_ctx *cfg_ctx(int i)
-{
-    static const struct {
-        int threads;
-        const char *backend;
-    } cfgs[NCFG] = {{1, NULL}, {2, NULL}, {2, "ref"}};
-    return test_ctx(cfgs[i].threads, cfgs[i].backend);
-}
-
-#define NF(...) ((int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)))
-#define NI(...) ((int64_t)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
-#define NB(...) ((int64_t)sizeof((const uint8_t[]){__VA_ARGS__}))
-#define EXPECT_F32(t, ...) assert_values_f32((t), ((const float[]){__VA_ARGS__}), NF(__VA_ARGS__), 0)
-#define EXPECT_I64(t, ...) assert_values_i64((t), ((const int64_t[]){__VA_ARGS__}), NI(__VA_ARGS__))
-#define EXPECT_BOOL(t, ...) assert_values_bool((t), ((const uint8_t[]){__VA_ARGS__}), NB(__VA_ARGS__))
-#define B8(ctx, shape, ...) loom_tensor_from_array(ctx, LOOM_BOOL, (const uint8_t[]){__VA_ARGS__}, shape)
-#define P53 INT64_C(9007199254740992) /* 2^53 */
-
-static int64_t numel_of(int ndim, const int64_t *shape)
-{
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    return n;
-}
-
-/* Row-major multi-index of flat index i for shape. */
-static void unravel(int64_t i, int ndim, const int64_t *shape, int64_t *idx)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        idx[d] = shape[d] ? i % shape[d] : 0;
-        i = shape[d] ? i / shape[d] : 0;
-    }
-}
-
 /* Flat row-major index of idx in shape. */
 static int64_t ravel(int ndim, const int64_t *shape, const int64_t *idx)
 {
@@ -71,29 +36,6 @@ static double lcg_unit(void) /* in [-1, 1), a multiple of 2^-20: exact in float 
     lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (double)(int64_t)((lcg_state >> 43) & 0x1FFFFF) / (1 << 20) - 1.0;
 }
-
-/* A float tensor from doubles (exact when the doubles are floats). */
-static loom_tensor *from_doubles(loom_ctx *ctx, const double *x, int ndim, const int64_t *shape)
-{
-    int64_t n = numel_of(ndim, shape);
-    float *f = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(f);
-    for (int64_t i = 0; i < n; i++) f[i] = (float)x[i];
-    loom_tensor *t = loom_tensor_from_array(ctx, LOOM_FLOAT32, f, ndim, shape);
-    free(f);
-    ck_assert_msg(t != NULL, "%s", loom_last_error());
-    return t;
-}
-
-static void expect_doubles(loom_tensor *t, const double *want, int64_t n, double tol, int line)
-{
-    float *w = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    ck_assert(w);
-    for (int64_t i = 0; i < n; i++) w[i] = (float)want[i];
-    test_assert_f32(t, w, n, tol, __FILE__, line);
-    free(w);
-}
-#define EXPECT_DOUBLES(t, want, n, tol) expect_doubles((t), (want), (n), (tol), __LINE__)
 
 /* Evaluates t and expects LOOM_ERR_RANGE with `substr` in the message. */
 static void expect_range_error(loom_tensor *t, const char *substr, int line)
@@ -151,30 +93,30 @@ START_TEST(test_slice_scatter_basic)
     /* 1-D: elements 1 and 4 of 5 (step 3). */
     loom_tensor *r = loom__slice_scatter(F32(ctx, LOOM_SHAPE(2), 1, 2), LOOM_SHAPE(5), 0, 1, 3);
     assert_shape(r, 5);
-    EXPECT_F32(r, 0, 1, 0, 0, 2);
+    EXPECT_F32(r, 0, 0, 1, 0, 0, 2);
     /* A full slice is a copy; a negative dim counts from the end. */
     r = loom__slice_scatter(F32(ctx, LOOM_SHAPE(3), 7, 8, 9), LOOM_SHAPE(3), -1, 0, 1);
-    EXPECT_F32(r, 7, 8, 9);
+    EXPECT_F32(r, 0, 7, 8, 9);
     /* 2-D along dim 0: rows 1..2 of 4 (step 1), rows 0 and 2 (step 2). */
     loom_tensor *s = F32(ctx, LOOM_SHAPE(2, 3), 1, 2, 3, 4, 5, 6);
     r = loom__slice_scatter(s, LOOM_SHAPE(4, 3), 0, 1, 1);
     assert_shape(r, 4, 3);
-    EXPECT_F32(r, 0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0, 0);
+    EXPECT_F32(r, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0, 0);
     r = loom__slice_scatter(s, LOOM_SHAPE(4, 3), 0, 0, 2);
-    EXPECT_F32(r, 1, 2, 3, 0, 0, 0, 4, 5, 6, 0, 0, 0);
+    EXPECT_F32(r, 0, 1, 2, 3, 0, 0, 0, 4, 5, 6, 0, 0, 0);
     /* 2-D along dim 1: columns 1 and 4 of 5 (step 3), columns 3..4. */
     loom_tensor *c = F32(ctx, LOOM_SHAPE(3, 2), 1, 2, 3, 4, 5, 6);
     r = loom__slice_scatter(c, LOOM_SHAPE(3, 5), 1, 1, 3);
     assert_shape(r, 3, 5);
-    EXPECT_F32(r, 0, 1, 0, 0, 2, 0, 3, 0, 0, 4, 0, 5, 0, 0, 6);
+    EXPECT_F32(r, 0, 0, 1, 0, 0, 2, 0, 3, 0, 0, 4, 0, 5, 0, 0, 6);
     r = loom__slice_scatter(c, LOOM_SHAPE(3, 5), 1, 3, 1);
-    EXPECT_F32(r, 0, 0, 0, 1, 2, 0, 0, 0, 3, 4, 0, 0, 0, 5, 6);
+    EXPECT_F32(r, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3, 4, 0, 0, 0, 5, 6);
     /* One element (the adjoint of select, after unsqueeze), any step. */
     r = loom__slice_scatter(F32(ctx, LOOM_SHAPE(2, 1), 8, 9), LOOM_SHAPE(2, 4), 1, 2, 5);
-    EXPECT_F32(r, 0, 0, 8, 0, 0, 0, 9, 0);
+    EXPECT_F32(r, 0, 0, 0, 8, 0, 0, 0, 9, 0);
     /* An empty slice gives zeros. */
     r = loom__slice_scatter(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 0)), LOOM_SHAPE(2, 3), 1, 3, 1);
-    EXPECT_F32(r, 0, 0, 0, 0, 0, 0);
+    EXPECT_F32(r, 0, 0, 0, 0, 0, 0, 0);
     /* int64 and bool (any dtype: values move as bytes). */
     r = loom__slice_scatter(I64(ctx, LOOM_SHAPE(2), P53 + 1, -5), LOOM_SHAPE(4), 0, 1, 2);
     EXPECT_I64(r, 0, P53 + 1, 0, -5);
@@ -182,7 +124,7 @@ START_TEST(test_slice_scatter_basic)
     EXPECT_BOOL(r, 1, 0, 0, 1, 0, 0);
     /* A lazy source. */
     r = loom__slice_scatter(loom_add_scalar(F32(ctx, LOOM_SHAPE(2), 1, 2), 1), LOOM_SHAPE(3), 0, 0, 2);
-    EXPECT_F32(r, 2, 0, 3);
+    EXPECT_F32(r, 0, 2, 0, 3);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -242,7 +184,7 @@ START_TEST(test_slice_scatter_noncontiguous)
     /* Every other element of a row: stride 2 in the inner dim. */
     loom_tensor *row = loom_slice(from_doubles(ctx, v, LOOM_SHAPE(2, 6)), 1, 0, 6, 2);
     r = loom__slice_scatter(row, LOOM_SHAPE(2, 4), 1, 1, 1);
-    EXPECT_F32(r, 0, 1, 3, 5, 0, 7, 9, 11);
+    EXPECT_F32(r, 0, 0, 1, 3, 5, 0, 7, 9, 11);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -280,14 +222,14 @@ START_TEST(test_index_add)
     loom_tensor *src = F32(ctx, LOOM_SHAPE(4, 3), 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4);
     loom_tensor *r = loom_index_add(t, 0, I64(ctx, LOOM_SHAPE(4), 0, 2, 0, 4), src);
     assert_shape(r, 5, 3);
-    EXPECT_F32(r, 5, 6, 7, 4, 5, 6, 9, 10, 11, 10, 11, 12, 17, 18, 19);
+    EXPECT_F32(r, 0, 5, 6, 7, 4, 5, 6, 9, 10, 11, 10, 11, 12, 17, 18, 19);
     /* Dim 1 (and -1): columns. */
     loom_tensor *z = loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 4));
     loom_tensor *s2 = F32(ctx, LOOM_SHAPE(2, 3), 1, 2, 3, 4, 5, 6);
     loom_tensor *i2 = I64(ctx, LOOM_SHAPE(3), 3, 1, 3);
     r = loom_index_add(z, 1, i2, s2);
-    EXPECT_F32(r, 0, 2, 0, 4, 0, 5, 0, 10);
-    EXPECT_F32(loom_index_add(z, -1, i2, s2), 0, 2, 0, 4, 0, 5, 0, 10);
+    EXPECT_F32(r, 0, 0, 2, 0, 4, 0, 5, 0, 10);
+    EXPECT_F32(loom_index_add(z, -1, i2, s2), 0, 0, 2, 0, 4, 0, 5, 0, 10);
     /* int64, exact beyond 2^53, with accumulation. */
     r = loom_index_add(I64(ctx, LOOM_SHAPE(3), 1, 2, 3), 0, I64(ctx, LOOM_SHAPE(4), 2, 2, 0, 2),
                        I64(ctx, LOOM_SHAPE(4), P53, 1, -7, 10));
@@ -297,22 +239,22 @@ START_TEST(test_index_add)
     EXPECT_I64(r, 3, 3, 6, 9);
     /* 1-D; a 0-dim source for a 1-D tensor; 0-dim everything. */
     EXPECT_F32(loom_index_add(F32(ctx, LOOM_SHAPE(3), 1, 1, 1), 0, I64(ctx, LOOM_SHAPE(5), 2, 0, 2, 2, 1),
-                              F32(ctx, LOOM_SHAPE(5), 1, 2, 3, 4, 5)),
+                              F32(ctx, LOOM_SHAPE(5), 1, 2, 3, 4, 5)), 0,
                3, 6, 9);
     EXPECT_F32(loom_index_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3)), 0, I64(ctx, LOOM_SHAPE(1), 0),
-                              loom_scalar(ctx, LOOM_FLOAT32, 5)),
+                              loom_scalar(ctx, LOOM_FLOAT32, 5)), 0,
                5, 0, 0);
     r = loom_index_add(loom_scalar(ctx, LOOM_FLOAT32, 1), 0, I64(ctx, LOOM_SHAPE(1), 0),
                        loom_scalar(ctx, LOOM_FLOAT32, 5));
     assert_shape0(r);
-    EXPECT_F32(r, 6);
+    EXPECT_F32(r, 0, 6);
     /* An empty index leaves t as it is. */
     r = loom_index_add(s2, 0, loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(0)), loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(0, 3)));
-    EXPECT_F32(r, 1, 2, 3, 4, 5, 6);
+    EXPECT_F32(r, 0, 1, 2, 3, 4, 5, 6);
     /* A lazy t, index and source. */
     r = loom_index_add(loom_mul_scalar(s2, 2), 0, loom_add_scalar(I64(ctx, LOOM_SHAPE(1), 0), 1),
                        loom_add_scalar(F32(ctx, LOOM_SHAPE(1, 3), 0, 0, 0), 1));
-    EXPECT_F32(r, 2, 4, 6, 9, 11, 13);
+    EXPECT_F32(r, 0, 2, 4, 6, 9, 11, 13);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -387,34 +329,34 @@ START_TEST(test_scatter_add_2d)
     loom_tensor *r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 4)), 0,
                                       I64(ctx, LOOM_SHAPE(2, 4), 0, 1, 2, 0, 2, 0, 0, 1), src8);
     assert_shape(r, 3, 4);
-    EXPECT_F32(r, 1, 6, 7, 4, 0, 2, 0, 8, 5, 0, 3, 0);
+    EXPECT_F32(r, 0, 1, 6, 7, 4, 0, 2, 0, 8, 5, 0, 3, 0);
     r = loom_scatter_add(loom_ones(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 4)), 0,
                          I64(ctx, LOOM_SHAPE(2, 4), 0, 1, 2, 0, 2, 0, 0, 1), src8);
-    EXPECT_F32(r, 2, 7, 8, 5, 1, 3, 1, 9, 6, 1, 4, 1);
+    EXPECT_F32(r, 0, 2, 7, 8, 5, 1, 3, 1, 9, 6, 1, 4, 1);
     /* Dim 1 with repeated indices. */
     loom_tensor *z23 = loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 3));
     loom_tensor *s6 = F32(ctx, LOOM_SHAPE(2, 3), 1, 2, 3, 4, 5, 6);
     r = loom_scatter_add(z23, 1, I64(ctx, LOOM_SHAPE(2, 3), 0, 0, 2, 1, 1, 1), s6);
-    EXPECT_F32(r, 3, 0, 3, 0, 15, 0);
-    EXPECT_F32(loom_scatter_add(z23, -1, I64(ctx, LOOM_SHAPE(2, 3), 0, 0, 2, 1, 1, 1), s6), 3, 0, 3, 0, 15, 0);
+    EXPECT_F32(r, 0, 3, 0, 3, 0, 15, 0);
+    EXPECT_F32(loom_scatter_add(z23, -1, I64(ctx, LOOM_SHAPE(2, 3), 0, 0, 2, 1, 1, 1), s6), 0, 3, 0, 3, 0, 15, 0);
     /* The index smaller than src (only its extent of src is used), and
      * smaller than t outside dim (the other rows stay zero). */
     loom_tensor *s12 = F32(ctx, LOOM_SHAPE(3, 4), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
     loom_tensor *i22 = I64(ctx, LOOM_SHAPE(2, 2), 2, 2, 0, 1);
     r = loom_scatter_add(z23, 1, i22, s12);
-    EXPECT_F32(r, 0, 0, 3, 5, 6, 0);
+    EXPECT_F32(r, 0, 0, 0, 3, 5, 6, 0);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(4, 3)), 1, i22, s12);
     assert_shape(r, 4, 3);
-    EXPECT_F32(r, 0, 0, 3, 5, 6, 0, 0, 0, 0, 0, 0, 0);
+    EXPECT_F32(r, 0, 0, 0, 3, 5, 6, 0, 0, 0, 0, 0, 0, 0);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 5)), 0, i22, s12);
-    EXPECT_F32(r, 5, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1, 2, 0, 0, 0);
+    EXPECT_F32(r, 0, 5, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1, 2, 0, 0, 0);
     /* The index longer along dim than t. */
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 2)), 1, I64(ctx, LOOM_SHAPE(2, 4), 0, 1, 1, 0, 1, 1, 1, 1),
                          src8);
-    EXPECT_F32(r, 5, 5, 0, 26);
+    EXPECT_F32(r, 0, 5, 5, 0, 26);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 3)), 0, loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(3, 3)),
                          loom_ones(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 3)));
-    EXPECT_F32(r, 3, 3, 3, 0, 0, 0);
+    EXPECT_F32(r, 0, 3, 3, 3, 0, 0, 0);
     /* int64, exact beyond 2^53; the CrossEntropy-backward shape [N, C] with
      * index [N, 1] along dim 1. */
     r = loom_scatter_add(loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(3, 4)), 1, I64(ctx, LOOM_SHAPE(3, 1), 3, 0, 2),
@@ -427,9 +369,9 @@ START_TEST(test_scatter_add_2d)
     r = loom_scatter_add(loom_scalar(ctx, LOOM_FLOAT32, 1), 0, loom_scalar(ctx, LOOM_INT64, 0),
                          loom_scalar(ctx, LOOM_FLOAT32, 5));
     assert_shape0(r);
-    EXPECT_F32(r, 6);
+    EXPECT_F32(r, 0, 6);
     r = loom_scatter_add(s6, 0, loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(0, 3)), s6);
-    EXPECT_F32(r, 1, 2, 3, 4, 5, 6);
+    EXPECT_F32(r, 0, 1, 2, 3, 4, 5, 6);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -514,27 +456,27 @@ START_TEST(test_noncontiguous)
     ck_assert(!loom_tensor_is_contiguous(src) && !loom_tensor_is_contiguous(idx));
     loom_tensor *r = loom_index_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 3)), 0, idx, src);
     /* src rows: [1,5,9], [2,6,10], [3,7,11], [4,8,12]; to rows 0, 2, 0, 1. */
-    EXPECT_F32(r, 4, 12, 20, 4, 8, 12, 2, 6, 10);
+    EXPECT_F32(r, 0, 4, 12, 20, 4, 8, 12, 2, 6, 10);
     /* ... and along dim 1, where the source's stride along dim is 4:
      * src[:, :2] = [[1,5],[2,6],[3,7],[4,8]], both columns to column 1. */
     r = loom_index_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(4, 2)), 1,
                        loom_slice(I64(ctx, LOOM_SHAPE(4), 1, 7, 1, 7), 0, 0, 4, 2), loom_slice(src, 1, 0, 2, 1));
-    EXPECT_F32(r, 0, 6, 0, 8, 0, 10, 0, 12);
+    EXPECT_F32(r, 0, 0, 6, 0, 8, 0, 10, 0, 12);
     /* scatter_add with a transposed source and a transposed index. */
     loom_tensor *it = loom_transpose(I64(ctx, LOOM_SHAPE(3, 2), 1, 0, 0, 2, 1, 1), 0, 1); /* [[1,0,1],[0,2,1]] */
     loom_tensor *st = loom_transpose(F32(ctx, LOOM_SHAPE(3, 2), 1, 2, 3, 4, 5, 6), 0, 1); /* [[1,3,5],[2,4,6]] */
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(2, 3)), 1, it, st);
-    EXPECT_F32(r, 3, 6, 0, 2, 6, 4);
+    EXPECT_F32(r, 0, 3, 6, 0, 2, 6, 4);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 3)), 0, it, st);
-    EXPECT_F32(r, 2, 3, 0, 1, 0, 11, 0, 4, 0);
+    EXPECT_F32(r, 0, 2, 3, 0, 1, 0, 11, 0, 4, 0);
     /* An expanded index (stride 0 along the inner dim) makes scatter_add an
      * index_add: every column of source row i goes to row index[i]. */
     loom_tensor *e = loom_expand(I64(ctx, LOOM_SHAPE(4, 1), 2, 0, 2, 1), LOOM_SHAPE(4, 3));
     loom_tensor *sc = loom_contiguous(src);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 3)), 0, e, sc);
-    EXPECT_F32(r, 2, 6, 10, 4, 8, 12, 4, 12, 20);
+    EXPECT_F32(r, 0, 2, 6, 10, 4, 8, 12, 4, 12, 20);
     r = loom_scatter_add(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(3, 3)), 0, e, src);
-    EXPECT_F32(r, 2, 6, 10, 4, 8, 12, 4, 12, 20);
+    EXPECT_F32(r, 0, 2, 6, 10, 4, 8, 12, 4, 12, 20);
     loom_ctx_free(ctx);
 }
 END_TEST
@@ -757,34 +699,26 @@ Suite *loom_suite_scatter(void)
 {
     Suite *s = suite_create("scatter");
 
-    TCase *tc = tcase_create("slice_scatter");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "slice_scatter", 60);
     tcase_add_loop_test(tc, test_slice_scatter_basic, 0, NCFG);
     tcase_add_loop_test(tc, test_slice_scatter_4d, 0, NCFG);
     tcase_add_loop_test(tc, test_slice_scatter_noncontiguous, 0, NCFG);
     tcase_add_test(tc, test_slice_scatter_errors);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("index_add");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "index_add", 60);
     tcase_add_loop_test(tc, test_index_add, 0, NCFG);
     tcase_add_loop_test(tc, test_index_add_3d, 0, NCFG);
     tcase_add_loop_test(tc, test_index_add_errors, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("scatter_add");
-    tcase_set_timeout(tc, 60);
+    tc = test_tcase(s, "scatter_add", 60);
     tcase_add_loop_test(tc, test_scatter_add_2d, 0, NCFG);
     tcase_add_loop_test(tc, test_scatter_add_3d, 0, NCFG);
     tcase_add_loop_test(tc, test_scatter_add_errors, 0, NCFG);
     tcase_add_loop_test(tc, test_noncontiguous, 0, NCFG);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("large");
-    tcase_set_timeout(tc, 120);
+    tc = test_tcase(s, "large", 120);
     tcase_add_test(tc, test_large_identical);
     tcase_add_test(tc, test_large_int64_and_errors);
     tcase_add_test(tc, test_large_slice_scatter);
-    suite_add_tcase(s, tc);
     return s;
 }

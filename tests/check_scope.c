@@ -3,20 +3,6 @@
  */
 #include "tests/check_suites.h"
 
-static int64_t live(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_tensors;
-}
-
-static int64_t live_bytes(loom_ctx *ctx)
-{
-    loom_ctx_stats st;
-    loom_ctx_get_stats(ctx, &st);
-    return st.live_bytes;
-}
-
 START_TEST(test_scope_frees_temporaries)
 {
     loom_ctx *ctx = test_ctx(1, NULL);
@@ -123,13 +109,11 @@ END_TEST
 Suite *loom_suite_scope(void)
 {
     Suite *s = suite_create("scope");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "core", 60);
     tcase_add_test(tc, test_scope_frees_temporaries);
     tcase_add_test(tc, test_keep_and_detach);
     tcase_add_test(tc, test_free_handle_of_pending_input);
     tcase_add_test(tc, test_unbalanced_scope_end);
     tcase_add_test(tc, test_memory_accounting);
-    suite_add_tcase(s, tc);
     return s;
 }

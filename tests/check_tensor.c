@@ -192,8 +192,7 @@ END_TEST
 Suite *loom_suite_tensor(void)
 {
     Suite *s = suite_create("tensor");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = test_tcase(s, "core", 60);
     tcase_add_test(tc, test_from_array_and_properties);
     tcase_add_test(tc, test_fill_creators);
     tcase_add_test(tc, test_arange_linspace);
@@ -202,6 +201,5 @@ Suite *loom_suite_tensor(void)
     tcase_add_test(tc, test_deep_chain);
     tcase_add_test(tc, test_dtype_helpers);
     tcase_add_test(tc, test_seed_program_values);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -1,5 +1,6 @@
 /*
- * tests/runner.c - runs every suite; shared assertion helpers.
+ * tests/runner.c - runs every suite; the helpers the suites share
+ * (declared, with what each does, in tests/check_suites.h).
  *
  * Check forks each test (CK_FORK), so a crash fails one test, not the run.
  * Set CK_RUN_SUITE / CK_RUN_CASE to run one suite or case.
@@ -92,10 +93,150 @@ void test_assert_error(int was_null, loom_status status, const char *substr, con
                   loom_last_error(), substr);
 }
 
+loom_ctx *cfg_ctx(int i)
+{
+    static const struct {
+        int threads;
+        const char *backend;
+    } cfgs[NCFG] = {{1, NULL}, {2, NULL}, {2, "ref"}};
+    return test_ctx(cfgs[i].threads, cfgs[i].backend);
+}
+
+TCase *test_tcase(Suite *s, const char *name, double timeout)
+{
+    TCase *tc = tcase_create(name);
+    if (timeout > 0) tcase_set_timeout(tc, timeout);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int64_t numel_of(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    return n;
+}
+
+void unravel(int64_t i, int ndim, const int64_t *shape, int64_t *idx)
+{
+    for (int d = ndim - 1; d >= 0; d--) {
+        idx[d] = shape[d] ? i % shape[d] : 0;
+        i = shape[d] ? i / shape[d] : 0;
+    }
+}
+
+int64_t live(loom_ctx *ctx)
+{
+    loom_ctx_stats st;
+    loom_ctx_get_stats(ctx, &st);
+    return st.live_tensors;
+}
+
+int64_t live_bytes(loom_ctx *ctx)
+{
+    loom_ctx_stats st;
+    loom_ctx_get_stats(ctx, &st);
+    return st.live_bytes;
+}
+
+float *floats_from_doubles(const double *x, int64_t n)
+{
+    float *f = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    ck_assert(f);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)x[i];
+    return f;
+}
+
+loom_tensor *from_doubles(loom_ctx *ctx, const double *x, int ndim, const int64_t *shape)
+{
+    float *f = floats_from_doubles(x, numel_of(ndim, shape));
+    loom_tensor *t = loom_tensor_from_array(ctx, LOOM_FLOAT32, f, ndim, shape);
+    free(f);
+    ck_assert_msg(t != NULL, "%s", loom_last_error());
+    return t;
+}
+
+void test_expect_doubles(loom_tensor *t, const double *want, int64_t n, double tol, const char *file, int line)
+{
+    float *w = floats_from_doubles(want, n);
+    test_assert_f32(t, w, n, tol, file, line);
+    free(w);
+}
+
+/* Copies t's numel elements of elem_size bytes out (see copy_out). */
+static void *copy_out_elems(loom_tensor *t, size_t elem_size)
+{
+    ck_assert_msg(t != NULL, "%s", loom_last_error());
+    size_t bytes = (size_t)loom_tensor_numel(t) * elem_size;
+    void *p = malloc(bytes ? bytes : 1);
+    ck_assert(p);
+    ck_assert_msg(loom_tensor_copy_to(t, p, bytes) == LOOM_OK, "%s", loom_last_error());
+    return p;
+}
+
+void *copy_out(loom_tensor *t)
+{
+    ck_assert_msg(t != NULL, "%s", loom_last_error());
+    return copy_out_elems(t, (size_t)loom_dtype_size(loom_tensor_dtype(t)));
+}
+
+float *copy_out_f32(loom_tensor *t) { return copy_out_elems(t, sizeof(float)); }
+
+double scalar_of(loom_tensor *t)
+{
+    double v = NAN;
+    ck_assert_msg(t != NULL, "%s", loom_last_error());
+    ck_assert_msg(loom_tensor_item(t, &v) == LOOM_OK, "%s", loom_last_error());
+    return v;
+}
+
+loom_tensor *need_grad(loom_tensor *t)
+{
+    ck_assert_msg(t != NULL, "%s", loom_last_error());
+    ck_assert_msg(loom_tensor_set_requires_grad(t, true) == LOOM_OK, "set_requires_grad: %s", loom_last_error());
+    return t;
+}
+
+loom_tensor *leaf(loom_ctx *ctx, const float *v, int ndim, const int64_t *shape)
+{
+    return need_grad(loom_tensor_from_array(ctx, LOOM_FLOAT32, v, ndim, shape));
+}
+
+void *failing_alloc(size_t size, void *user)
+{
+    failing *f = user;
+    if (++f->count == f->fail_at) return NULL;
+    void *p = malloc(size);
+    if (p) f->outstanding++;
+    return p;
+}
+
+void failing_free(void *ptr, void *user)
+{
+    failing *f = user;
+    f->outstanding--;
+    free(ptr);
+}
+
+void oom_sweep(loom_status (*program)(failing *f, void *user), void *user, long total)
+{
+    for (long n = 1; n <= total; n++) {
+        failing g = {0, n, 0};
+        loom_clear_error();
+        loom_status st = program(&g, user);
+        ck_assert_msg(st == LOOM_ERR_NOMEM, "failing allocation %ld of %ld: status %s (%s)", n, total,
+                      loom_status_str(st), loom_last_error());
+        ck_assert_msg(strstr(loom_last_error(), "out of memory"), "allocation %ld: message \"%s\"", n,
+                      loom_last_error());
+        ck_assert_msg(g.outstanding == 0, "failing allocation %ld leaked %ld blocks", n, g.outstanding);
+    }
+}
+
 int main(void)
 {
     SRunner *sr = srunner_create(loom_suite_tensor());
     srunner_add_suite(sr, loom_suite_runtime());
+    srunner_add_suite(sr, loom_suite_exec());
     srunner_add_suite(sr, loom_suite_scope());
     srunner_add_suite(sr, loom_suite_errors());
     srunner_add_suite(sr, loom_suite_random());

@@ -61,6 +61,14 @@ typedef struct loom_ctx_options {
     /* Threads for computation. 0: the LOOM_NUM_THREADS environment variable
      * if set, else every core the process may run on. */
     int num_threads;
+    /* Workers that run independent nodes of the DAG at the same time
+     * (inter-op parallelism, on the work-stealing pool of runtime/). The
+     * cores are split statically: each node's kernel gets
+     * num_threads / num_workers threads, so workers x kernel threads never
+     * exceed num_threads. 0: the LOOM_NUM_WORKERS environment variable if
+     * set, else 1 (nodes run one after another, each with every thread).
+     * More workers pay off for graphs with many independent small nodes. */
+    int num_workers;
     /* Seed of the context's default random generator. */
     uint64_t seed;
     /* Backend: NULL or "auto" picks the first backend that supports each
@@ -83,6 +91,8 @@ void loom_ctx_free(loom_ctx *ctx);
 
 /* The number of compute threads the context uses. */
 int loom_ctx_num_threads(const loom_ctx *ctx);
+/* The number of DAG workers (see loom_ctx_options.num_workers). */
+int loom_ctx_num_workers(const loom_ctx *ctx);
 
 /* The name of the forced backend ("ref"), or "auto". */
 const char *loom_ctx_backend(const loom_ctx *ctx);

@@ -1,0 +1,113 @@
+/*
+ * graph/exec.c - running a DAG on the work-stealing pool.
+ *
+ * Dependency counting: each node knows how many of its input edges come
+ * from nodes of this evaluation that have not run yet; whoever finishes the
+ * last of them makes the node ready and pushes it on its own deque (the
+ * owner takes newest first, so a consumer usually runs right after its
+ * producer, on the same core, while its inputs are in cache). Idle workers
+ * steal the oldest ready nodes, nearest victims first (runtime/pool.c).
+ *
+ * Every node's kernel is deterministic and no two nodes write the same
+ * memory, so the values do not depend on who ran or stole what: results are
+ * bitwise identical to a serial run.
+ *
+ * Core budget: the context splits its threads statically, num_workers
+ * workers x kernel_threads threads per node <= num_threads (runtime.md's
+ * "fixed split"); each worker's OpenMP team is its own (libgomp gives each
+ * pthread one), so the running threads never exceed that product.
+ */
+#include <stdlib.h>
+
+#include "graph/eval.h"
+#include "runtime/error.h"
+#include "runtime/pool.h"
+
+typedef struct exec_node {
+    loom_tensor *t;
+    atomic_int pending; /* input edges from nodes not yet run */
+    int64_t succ_begin, succ_end; /* into exec.succ */
+} exec_node;
+
+typedef struct exec {
+    exec_node *nodes;
+    int64_t *succ; /* consumers, one entry per input edge */
+} exec;
+
+static loom_status run_task(loom__worker *w, void *task, void *user)
+{
+    exec *e = user;
+    exec_node *x = task;
+    loom_status st = loom__run_node(x->t);
+    if (st != LOOM_OK) return st;
+    for (int64_t k = x->succ_begin; k < x->succ_end; k++) {
+        exec_node *s = &e->nodes[e->succ[k]];
+        /* acq_rel: the consumer's worker must see this node's output. */
+        if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1)
+            if ((st = loom__pool_spawn(w, s)) != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
+loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
+{
+    if (!ctx->pool) {
+        loom__pool_options o = {.num_workers = ctx->num_workers, .deque_capacity = 4096};
+        ctx->pool = loom__pool_create(NULL, &o);
+        if (!ctx->pool) return loom_last_status();
+    }
+    uint64_t epoch = ctx->epoch; /* the walk that produced `order` */
+    exec e;
+    e.nodes = malloc(sizeof *e.nodes * n);
+    int64_t *count = calloc(n + 1, sizeof *count);
+    void **roots = malloc(sizeof *roots * n);
+    e.succ = NULL;
+    loom_status st = LOOM_OK;
+    if (!e.nodes || !count || !roots) goto nomem;
+    for (size_t i = 0; i < n; i++) order[i]->exec_idx = (int64_t)i;
+    /* Edges from inputs that are part of this evaluation (marked by the
+     * walk and still pending); computed inputs impose no wait. */
+    int64_t nedges = 0;
+    for (size_t i = 0; i < n; i++) {
+        loom_tensor *t = order[i];
+        int pend = 0;
+        for (int k = 0; k < t->node.n_in; k++) {
+            loom_tensor *in = t->node.in[k];
+            if (in->mark == epoch && atomic_load_explicit(&in->state, memory_order_relaxed) == LOOM__PENDING) {
+                pend++;
+                count[in->exec_idx + 1]++;
+                nedges++;
+            }
+        }
+        e.nodes[i].t = t;
+        atomic_init(&e.nodes[i].pending, pend);
+    }
+    for (size_t i = 0; i < n; i++) count[i + 1] += count[i]; /* prefix sums: CSR offsets */
+    e.succ = malloc(sizeof *e.succ * (size_t)(nedges ? nedges : 1));
+    if (!e.succ) goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        e.nodes[i].succ_begin = count[i];
+        e.nodes[i].succ_end = count[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        loom_tensor *t = order[i];
+        for (int k = 0; k < t->node.n_in; k++) {
+            loom_tensor *in = t->node.in[k];
+            if (in->mark == epoch && atomic_load_explicit(&in->state, memory_order_relaxed) == LOOM__PENDING)
+                e.succ[e.nodes[in->exec_idx].succ_end++] = (int64_t)i;
+        }
+    }
+    int64_t nroots = 0;
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load_explicit(&e.nodes[i].pending, memory_order_relaxed) == 0) roots[nroots++] = &e.nodes[i];
+    st = loom__pool_run(ctx->pool, roots, nroots, run_task, &e);
+    goto out;
+nomem:
+    st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
+out:
+    free(e.nodes);
+    free(e.succ);
+    free(count);
+    free(roots);
+    return st;
+}

@@ -1,0 +1,190 @@
+/*
+ * tests/check_exec.c - the DAG on the work-stealing pool: random DAGs give
+ * the same values with 1, 2 and more workers than cores; errors stop a
+ * parallel run cleanly; a training step is bitwise reproducible.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "tests/check_suites.h"
+
+static loom_ctx *workers_ctx(int workers, int threads)
+{
+    loom_ctx_options o = {.num_threads = threads, .num_workers = workers, .seed = 99};
+    loom_ctx *ctx = loom_ctx_create(&o);
+    ck_assert_msg(ctx != NULL, "%s", loom_last_error());
+    ck_assert_int_eq(loom_ctx_num_workers(ctx), workers);
+    return ctx;
+}
+
+/* A deterministic pseudo-random sequence (the DAG's shape must not depend
+ * on Loom's generator). */
+static uint64_t next_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Builds a random DAG of `n` nodes over [16, 16] tensors: each node applies
+ * a random op to 1-3 random earlier nodes (random fan-in; fan-out follows),
+ * and the result is the sum of the last 8 nodes. Returns its values. */
+static void random_dag(loom_ctx *ctx, int n, uint64_t seed, float *out)
+{
+    loom_scope_begin(ctx);
+    loom_manual_seed(ctx, 5);
+    loom_tensor **t = malloc(sizeof *t * (size_t)n);
+    ck_assert(t);
+    for (int i = 0; i < 4; i++) t[i] = loom_rand(ctx, LOOM_SHAPE(16, 16));
+    uint64_t s = seed;
+    for (int i = 4; i < n; i++) {
+        loom_tensor *a = t[next_rand(&s) % (uint64_t)i];
+        loom_tensor *b = t[next_rand(&s) % (uint64_t)i];
+        loom_tensor *c = t[next_rand(&s) % (uint64_t)i];
+        switch (next_rand(&s) % 7) {
+        case 0: t[i] = loom_add(a, b); break;
+        case 1: t[i] = loom_mul_scalar(loom_sub(a, b), 0.5); break;
+        case 2: t[i] = loom_tanh(loom_add(a, loom_mul(b, c))); break;
+        case 3: t[i] = loom_mul_scalar(loom_matmul(a, b), 1.0 / 16); break;
+        case 4: t[i] = loom_where(loom_gt(a, b), c, a); break;
+        case 5: t[i] = loom_add(a, loom_mean(b, LOOM_DIMS(1), true)); break;
+        default: t[i] = loom_sigmoid(loom_transpose(a, 0, 1)); break;
+        }
+        ck_assert_msg(t[i] != NULL, "%s", loom_last_error());
+    }
+    loom_tensor *r = t[n - 1];
+    for (int i = n - 8; i < n - 1; i++) r = loom_add(r, t[i]);
+    ck_assert_int_eq(loom_tensor_copy_to(r, out, sizeof(float) * 256), LOOM_OK);
+    free(t);
+    loom_scope_end(ctx);
+}
+
+START_TEST(test_random_dags_match_serial)
+{
+    static float serial[256], par[256];
+    const int sizes[] = {50, 500, 3000};
+    for (int k = 0; k < 3; k++) {
+        loom_ctx *c1 = workers_ctx(1, 1);
+        random_dag(c1, sizes[k], 1000 + (uint64_t)k, serial);
+        loom_ctx_free(c1);
+        const int workers[] = {2, 3, 8}; /* 8: more workers than cores */
+        for (int w = 0; w < 3; w++) {
+            loom_ctx *c = workers_ctx(workers[w], workers[w]);
+            random_dag(c, sizes[k], 1000 + (uint64_t)k, par);
+            ck_assert_msg(memcmp(serial, par, sizeof serial) == 0, "dag of %d nodes with %d workers differs",
+                          sizes[k], workers[w]);
+            loom_ctx_free(c);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_many_independent_nodes)
+{
+    /* Wide rather than deep: 2000 independent chains of 3 ops. */
+    loom_ctx *c1 = workers_ctx(1, 1), *c4 = workers_ctx(4, 4);
+    static float a[2000], b[2000];
+    loom_ctx *cs[2] = {c1, c4};
+    float *outs[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        loom_ctx *ctx = cs[k];
+        loom_tensor *x = loom_arange(ctx, LOOM_FLOAT32, 0, 2000, 1);
+        loom_tensor *parts[2000];
+        for (int i = 0; i < 2000; i++)
+            parts[i] = loom_exp(loom_mul_scalar(loom_slice(x, 0, i, i + 1, 1), 0.001));
+        ck_assert_int_eq(loom_tensor_copy_to(loom_cat(parts, 2000, 0), outs[k], sizeof a), LOOM_OK);
+    }
+    for (int i = 0; i < 2000; i++) ck_assert_float_eq_tol(a[i], expf(0.001f * (float)i), 1e-5);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    loom_ctx_free(c1);
+    loom_ctx_free(c4);
+}
+END_TEST
+
+START_TEST(test_error_stops_parallel_run)
+{
+    loom_ctx *ctx = workers_ctx(4, 4);
+    loom_tensor *src = loom_rand(ctx, LOOM_SHAPE(5, 3));
+    loom_tensor *parts[64];
+    for (int i = 0; i < 64; i++) {
+        /* One bad index among many independent nodes. */
+        loom_tensor *idx = loom_tensor_from_array(ctx, LOOM_INT64, (const int64_t[]){i == 40 ? 9 : i % 5},
+                                                  LOOM_SHAPE(1));
+        parts[i] = loom_tanh(loom_index_select(src, 0, idx));
+    }
+    loom_tensor *all = loom_cat(parts, 64, 0);
+    ck_assert_int_eq(loom_tensor_eval(all), LOOM_ERR_RANGE);
+    ck_assert_msg(strstr(loom_last_error(), "index 9 is out of range for dim 0 of size 5"), "%s", loom_last_error());
+    /* The pool is still usable, and the good parts can be computed. */
+    for (int r = 0; r < 3; r++) ck_assert_int_eq(loom_tensor_eval(loom_add(parts[3], parts[7])), LOOM_OK);
+    ck_assert_int_eq(loom_tensor_eval(all), LOOM_ERR_RANGE);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* One training step of a small MLP; returns the updated parameters. */
+static void train_steps(int workers, int steps, float *w_out)
+{
+    loom_ctx *ctx = workers_ctx(workers, workers);
+    loom_manual_seed(ctx, 3);
+    loom_module *net = loom_sequential(ctx, 3, (loom_module *[]){loom_linear(ctx, 8, 32, true),
+                                                                 loom_tanh_module(ctx), loom_linear(ctx, 32, 1, true)});
+    ck_assert(net);
+    loom_tensor *params[4];
+    ck_assert_int_eq(loom_module_parameters(net, params, NULL, 4), 4);
+    loom_optimizer *opt = loom_adam(ctx, 4, params, NULL);
+    loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(64, 8));
+    loom_tensor *y = loom_rand(ctx, LOOM_SHAPE(64, 1));
+    for (int s = 0; s < steps; s++) {
+        loom_scope_begin(ctx);
+        loom_optimizer_zero_grad(opt);
+        loom_tensor *loss = loom_mse_loss(loom_module_forward(net, x), y, LOOM_REDUCTION_MEAN);
+        ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+        ck_assert_int_eq(loom_optimizer_step(opt), LOOM_OK);
+        loom_scope_end(ctx);
+    }
+    ck_assert_int_eq(loom_tensor_copy_to(params[0], w_out, sizeof(float) * 256), LOOM_OK);
+    loom_optimizer_free(opt);
+    loom_module_free(net);
+    loom_ctx_free(ctx);
+}
+
+START_TEST(test_training_bitwise_reproducible)
+{
+    static float first[256], again[256];
+    train_steps(2, 5, first);
+    for (int run = 0; run < 20; run++) {
+        train_steps(2, 5, again);
+        ck_assert_msg(memcmp(first, again, sizeof first) == 0, "run %d differs", run);
+    }
+    train_steps(1, 5, again); /* and the serial run gives the same bits */
+    ck_assert(memcmp(first, again, sizeof first) == 0);
+}
+END_TEST
+
+START_TEST(test_worker_options)
+{
+    assert_error(loom_ctx_create(&(loom_ctx_options){.num_workers = -1}), LOOM_ERR_INVALID_ARG,
+                 "ctx_create: num_workers is -1");
+    setenv("LOOM_NUM_WORKERS", "x", 1);
+    assert_error(loom_ctx_create(NULL), LOOM_ERR_INVALID_ARG, "LOOM_NUM_WORKERS=\"x\"");
+    setenv("LOOM_NUM_WORKERS", "3", 1);
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2});
+    ck_assert_int_eq(loom_ctx_num_workers(ctx), 3);
+    loom_ctx_free(ctx);
+    unsetenv("LOOM_NUM_WORKERS");
+}
+END_TEST
+
+Suite *loom_suite_exec(void)
+{
+    Suite *s = suite_create("exec");
+    TCase *tc = tcase_create("pool");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_random_dags_match_serial);
+    tcase_add_test(tc, test_many_independent_nodes);
+    tcase_add_test(tc, test_error_stops_parallel_run);
+    tcase_add_test(tc, test_training_bitwise_reproducible);
+    tcase_add_test(tc, test_worker_options);
+    suite_add_tcase(s, tc);
+    return s;
+}
