@@ -510,6 +510,12 @@ loom_status loom__ref_compare(const loom__kcall *call)
         const TV *restrict b = (const TV *)p[3];                                 \
         if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                  \
             for (int64_t i = 0; i < n; i++) o[i] = c[i] != 0 ? a[i] : b[i];      \
+        } else if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 0) {           \
+            const TV bv = b[0]; /* where(mask, x, 0): ReLU's gradient */         \
+            for (int64_t i = 0; i < n; i++) o[i] = c[i] != 0 ? a[i] : bv;        \
+        } else if (s[0] == 1 && s[1] == 1 && s[2] == 0 && s[3] == 1) {           \
+            const TV av = a[0];                                                  \
+            for (int64_t i = 0; i < n; i++) o[i] = c[i] != 0 ? av : b[i];        \
         } else {                                                                 \
             for (int64_t i = 0; i < n; i++)                                      \
                 o[i * s[0]] = c[i * s[1]] != 0 ? a[i * s[2]] : b[i * s[3]];      \
