@@ -1,6 +1,9 @@
 /*
  * graph/context.c - creating and freeing contexts.
  */
+#include "config.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
@@ -15,6 +18,7 @@
 #include "loom/loom.h"
 #include "runtime/error.h"
 #include "runtime/pool.h"
+#include "runtime/topology.h"
 
 
 const char *loom_version(void) { return "0.1.0"; }
@@ -166,4 +170,70 @@ void loom_rng_set_state(loom_ctx *ctx, const loom_rng_state *state)
     if (!ctx || !state) return;
     ctx->rng_seed = state->seed;
     ctx->rng_offset = state->offset;
+}
+
+/* The vector ISA the portable kernels were compiled for. */
+static const char *kernel_isa(void)
+{
+#if defined(__AVX512F__)
+    return "AVX-512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "AVX2+FMA";
+#elif defined(__AVX__)
+    return "AVX";
+#elif defined(__SSE2__) || defined(__ARM_NEON)
+    return "128-bit SIMD";
+#else
+    return "scalar";
+#endif
+}
+
+char *loom_ctx_describe(loom_ctx *ctx)
+{
+    if (!ctx) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_describe: context is NULL");
+        return NULL;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof head,
+                      "Loom %s\n"
+                      "build:    oneDNN %s, hwloc %s, OpenMP %s, portable kernels %s\n"
+                      "context:  %d threads, %d worker%s x %d kernel thread%s, backend %s\n\n",
+                      loom_version(),
+#ifdef LOOM_HAVE_ONEDNN
+                      "yes",
+#else
+                      "no",
+#endif
+#ifdef LOOM_HAVE_HWLOC
+                      "yes",
+#else
+                      "no",
+#endif
+#ifdef _OPENMP
+                      "yes",
+#else
+                      "no",
+#endif
+                      kernel_isa(), ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
+                      ctx->kernel_threads, ctx->kernel_threads == 1 ? "" : "s", loom_ctx_backend(ctx));
+    if (hn < 0) hn = 0;
+    /* The topology and the placement the pool uses (or would use). */
+    loom__topology *topo = loom__topology_create(NULL);
+    if (!topo) return NULL;
+    int nw = ctx->num_workers;
+    int *wc = malloc(sizeof *wc * (size_t)nw);
+    char *out = NULL;
+    if (wc && loom__topology_place(topo, nw, NULL, 0, LOOM__PLACE_SPREAD, wc) == LOOM_OK) {
+        size_t need = loom__topology_describe(topo, wc, nw, NULL, 0);
+        out = malloc((size_t)hn + need + 1);
+        if (out) {
+            memcpy(out, head, (size_t)hn);
+            loom__topology_describe(topo, wc, nw, out + hn, need + 1);
+        }
+    }
+    if (!out && loom_last_status() == LOOM_OK) loom__set_error(LOOM_ERR_NOMEM, "ctx_describe: out of memory");
+    free(wc);
+    loom__topology_free(topo);
+    return out;
 }

@@ -170,6 +170,12 @@ START_TEST(test_worker_options)
     setenv("LOOM_NUM_WORKERS", "3", 1);
     loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2});
     ck_assert_int_eq(loom_ctx_num_workers(ctx), 3);
+    /* `loom info`'s report names the split and places every worker. */
+    char *text = loom_ctx_describe(ctx);
+    ck_assert_msg(text != NULL, "%s", loom_last_error());
+    ck_assert_msg(strstr(text, "Loom 0.1.0") && strstr(text, "3 workers x 1 kernel thread") && strstr(text, "workers: 3"),
+                  "%s", text);
+    free(text);
     loom_ctx_free(ctx);
     unsetenv("LOOM_NUM_WORKERS");
 }

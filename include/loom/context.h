@@ -97,6 +97,12 @@ int loom_ctx_num_workers(const loom_ctx *ctx);
 /* The name of the forced backend ("ref"), or "auto". */
 const char *loom_ctx_backend(const loom_ctx *ctx);
 
+/* A text report for `loom info`: Loom's version, how it was built (oneDNN,
+ * hwloc, OpenMP, ISA), the context's threads, workers and backend, the
+ * machine's topology and where each worker sits. Returns a malloc'd string
+ * the caller frees with free(); NULL on failure. */
+char *loom_ctx_describe(loom_ctx *ctx);
+
 /* Counters for leak checks and memory reports. */
 typedef struct loom_ctx_stats {
     int64_t live_tensors; /* tensor handles not yet freed */
