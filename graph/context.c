@@ -224,15 +224,18 @@ char *loom_ctx_describe(loom_ctx *ctx)
     int nw = ctx->num_workers;
     int *wc = malloc(sizeof *wc * (size_t)nw);
     char *out = NULL;
-    if (wc && loom__topology_place(topo, nw, NULL, 0, LOOM__PLACE_SPREAD, wc) == LOOM_OK) {
+    if (!wc) {
+        loom__set_error(LOOM_ERR_NOMEM, "ctx_describe: out of memory");
+    } else if (loom__topology_place(topo, nw, NULL, 0, LOOM__PLACE_SPREAD, wc) == LOOM_OK) { /* else: its error */
         size_t need = loom__topology_describe(topo, wc, nw, NULL, 0);
         out = malloc((size_t)hn + need + 1);
         if (out) {
             memcpy(out, head, (size_t)hn);
             loom__topology_describe(topo, wc, nw, out + hn, need + 1);
+        } else {
+            loom__set_error(LOOM_ERR_NOMEM, "ctx_describe: out of memory");
         }
     }
-    if (!out && loom_last_status() == LOOM_OK) loom__set_error(LOOM_ERR_NOMEM, "ctx_describe: out of memory");
     free(wc);
     loom__topology_free(topo);
     return out;
