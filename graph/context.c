@@ -104,8 +104,9 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
      * with the same allocator. */
     loom__mem_init(&ctx->mem, o.allocator);
     ctx->num_threads = threads;
-    ctx->num_workers = workers;
-    ctx->kernel_threads = threads / workers > 0 ? threads / workers : 1;
+    /* More workers than threads would run more threads than Loom was given. */
+    ctx->num_workers = workers < threads ? workers : threads;
+    ctx->kernel_threads = threads / ctx->num_workers;
     ctx->pool = NULL;
     ctx->backend = choice;
     ctx->rng_seed = o.seed;

@@ -168,8 +168,11 @@ START_TEST(test_worker_options)
     setenv("LOOM_NUM_WORKERS", "x", 1);
     assert_error(loom_ctx_create(NULL), LOOM_ERR_INVALID_ARG, "LOOM_NUM_WORKERS=\"x\"");
     setenv("LOOM_NUM_WORKERS", "3", 1);
-    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2});
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 3});
     ck_assert_int_eq(loom_ctx_num_workers(ctx), 3);
+    loom_ctx *small = loom_ctx_create(&(loom_ctx_options){.num_threads = 2}); /* lowered to the threads */
+    ck_assert_int_eq(loom_ctx_num_workers(small), 2);
+    loom_ctx_free(small);
     /* `loom info`'s report names the split and places every worker. */
     char *text = loom_ctx_describe(ctx);
     ck_assert_msg(text != NULL, "%s", loom_last_error());

@@ -67,7 +67,8 @@ typedef struct loom_ctx_options {
      * num_threads / num_workers threads, so workers x kernel threads never
      * exceed num_threads. 0: the LOOM_NUM_WORKERS environment variable if
      * set, else 1 (nodes run one after another, each with every thread).
-     * More workers pay off for graphs with many independent small nodes. */
+     * At most num_threads (a larger value is lowered to it). More workers
+     * pay off for graphs with many independent small nodes. */
     int num_workers;
     /* Seed of the context's default random generator. */
     uint64_t seed;
