@@ -84,6 +84,7 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted)
         if (p) {
             mem->free_list[cls] = *(void **)p;
             mem->free_count[cls]--;
+            mem->cached_bytes -= class_bytes(cls);
         }
         unlock(mem);
     }
@@ -120,10 +121,11 @@ static void block_free(loom__mem *mem, void *p)
     unsigned cls = h->cls;
     if (cls != NO_CLASS) {
         lock(mem);
-        if (mem->free_count[cls] < LOOM__MEM_CACHE_CAP) {
+        if (mem->cached_bytes + class_bytes(cls) <= LOOM__MEM_CACHE_BYTES) {
             *(void **)p = mem->free_list[cls];
             mem->free_list[cls] = p;
             mem->free_count[cls]++;
+            mem->cached_bytes += class_bytes(cls);
             p = NULL;
         }
         unlock(mem);
@@ -145,6 +147,7 @@ void loom__mem_drain(loom__mem *mem)
         mem->free_list[c] = NULL;
         mem->free_count[c] = 0;
     }
+    mem->cached_bytes = 0;
     unlock(mem);
 }
 

@@ -6,7 +6,8 @@
  * a loom__mem, so that a test can inject failures (an OOM sweep) and a
  * report can show live and peak bytes. A training step makes thousands of
  * short-lived tensors whose sizes repeat from step to step, so freed blocks
- * up to 128 KiB are kept in per-size-class free lists (bounded) and reused:
+ * up to 128 KiB are kept in per-size-class free lists (at most
+ * LOOM__MEM_CACHE_BYTES in all) and reused:
  * recording and running a node then costs no call to the user's allocator
  * at steady state. loom__mem_drain() returns the cache to the allocator.
  * The functions are thread-safe if the user's allocator is.
@@ -23,8 +24,12 @@
 #define LOOM__ALIGN 64
 /* Size classes 64 B, 128 B, ..., 128 KiB; larger blocks are not cached. */
 #define LOOM__MEM_CLASSES 12
-/* At most this many cached blocks per class (bounds the cache at ~64 MiB). */
-#define LOOM__MEM_CACHE_CAP 256
+/* The cache holds at most this many bytes in all. A training step's
+ * activations are freed together at the end of its scope and reallocated
+ * by the next step: a cache that holds them spares the page faults of
+ * fresh memory, which cost more than the compute of small nodes (the
+ * machine writes fresh pages at ~5 GB/s). */
+#define LOOM__MEM_CACHE_BYTES ((size_t)256 << 20)
 
 typedef struct loom__mem {
     loom_allocator alloc;
@@ -33,6 +38,7 @@ typedef struct loom__mem {
     atomic_flag lock; /* guards the free lists; held for a few instructions */
     void *free_list[LOOM__MEM_CLASSES];
     int free_count[LOOM__MEM_CLASSES];
+    size_t cached_bytes; /* in all free lists */
 } loom__mem;
 
 /* Sets up `mem` with `a` (NULL: malloc/free). */
