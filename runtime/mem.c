@@ -121,7 +121,11 @@ static void block_free(loom__mem *mem, void *p)
     unsigned cls = h->cls;
     if (cls != NO_CLASS) {
         lock(mem);
-        if (mem->cached_bytes + class_bytes(cls) <= LOOM__MEM_CACHE_BYTES) {
+        /* Small blocks: a few hundred suffice (a long free list of them has
+         * poor locality); big ones: up to LOOM__MEM_CACHE_CLASS_BYTES. */
+        size_t cb = class_bytes(cls);
+        size_t cap = cb <= 4096 ? 256 : LOOM__MEM_CACHE_CLASS_BYTES / cb;
+        if ((size_t)mem->free_count[cls] < cap && mem->cached_bytes + cb <= LOOM__MEM_CACHE_BYTES) {
             *(void **)p = mem->free_list[cls];
             mem->free_list[cls] = p;
             mem->free_count[cls]++;

@@ -30,6 +30,8 @@
  * fresh memory, which cost more than the compute of small nodes (the
  * machine writes fresh pages at ~5 GB/s). */
 #define LOOM__MEM_CACHE_BYTES ((size_t)256 << 20)
+/* ... and at most this many per size class above 4 KiB (256 blocks below). */
+#define LOOM__MEM_CACHE_CLASS_BYTES ((size_t)64 << 20)
 
 typedef struct loom__mem {
     loom_allocator alloc;
