@@ -119,41 +119,43 @@ void loom__tensor_incref(loom_tensor *t)
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
 }
 
-/* Frees the tensor object itself; its inputs are handed back through
- * `pending` (the caller decrefs them) so that a long chain is released
+/* The tensors still to be decref'd while freeing: a stack that starts in a
+ * local buffer and grows on the heap, so that a long chain is released
  * iteratively, never by deep recursion. */
-static void tensor_destroy(loom_tensor *t, loom_tensor ***pending, int *npending, int *cap,
-                           loom_tensor **stackbuf)
+typedef struct worklist {
+    loom_tensor **items;
+    int n, cap;
+    loom_tensor *local[64];
+} worklist;
+
+static void push(worklist *w, loom_tensor *t)
+{
+    if (!t) return;
+    if (w->n == w->cap) {
+        loom_tensor **grown = malloc(sizeof *grown * (size_t)w->cap * 2);
+        if (!grown) {
+            /* Out of memory while freeing: recurse for this one rather
+             * than leak it. */
+            loom__tensor_decref(t);
+            return;
+        }
+        memcpy(grown, w->items, sizeof *grown * (size_t)w->n);
+        if (w->items != w->local) free(w->items);
+        w->items = grown;
+        w->cap *= 2;
+    }
+    w->items[w->n++] = t;
+}
+
+/* Frees the tensor object itself; what it referenced (its node's inputs,
+ * a leaf's gradient, a gradient in flight) goes on the worklist. */
+static void tensor_destroy(loom_tensor *t, worklist *w)
 {
     loom__mem *mem = &t->ctx->mem;
-    for (int i = 0; i < t->node.n_in; i++) {
-        if (*npending == *cap) {
-            int ncap = *cap * 2;
-            loom_tensor **grown = malloc(sizeof *grown * (size_t)ncap);
-            if (!grown) {
-                /* Out of memory while freeing: fall back to recursion for
-                 * this input rather than leak it. */
-                loom__tensor_decref(t->node.in[i]);
-                continue;
-            }
-            memcpy(grown, *pending, sizeof *grown * (size_t)*npending);
-            if (*pending != stackbuf) free(*pending);
-            *pending = grown;
-            *cap = ncap;
-        }
-        (*pending)[(*npending)++] = t->node.in[i];
-    }
+    for (int i = 0; i < t->node.n_in; i++) push(w, t->node.in[i]);
     if (t->node.in != t->node.in_inline) loom__mem_free(mem, t->node.in);
-    /* A leaf's gradient: decref'd through the same worklist. */
-    loom_tensor *owned[2] = {t->grad, t->gacc};
-    for (int i = 0; i < 2; i++) {
-        if (!owned[i]) continue;
-        if (*npending == *cap) {
-            loom__tensor_decref(owned[i]);
-            continue;
-        }
-        (*pending)[(*npending)++] = owned[i];
-    }
+    push(w, t->grad);
+    push(w, t->gacc);
     storage_decref(t->storage);
     free(t->errmsg);
     atomic_fetch_sub_explicit(&t->ctx->live_tensors, 1, memory_order_relaxed);
@@ -162,15 +164,15 @@ static void tensor_destroy(loom_tensor *t, loom_tensor ***pending, int *npending
 
 void loom__tensor_decref(loom_tensor *t)
 {
-    loom_tensor *stackbuf[64];
-    loom_tensor **pending = stackbuf;
-    int npending = 0, cap = 64;
+    worklist w;
+    w.items = w.local;
+    w.n = 0;
+    w.cap = (int)(sizeof w.local / sizeof w.local[0]);
     while (t) {
-        if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
-            tensor_destroy(t, &pending, &npending, &cap, stackbuf);
-        t = npending ? pending[--npending] : NULL;
+        if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) tensor_destroy(t, &w);
+        t = w.n ? w.items[--w.n] : NULL;
     }
-    if (pending != stackbuf) free(pending);
+    if (w.items != w.local) free(w.items);
 }
 
 void loom__node_release_inputs(loom_tensor *t)

@@ -34,10 +34,10 @@ static loom_tensor *binary(loom__op op, kind k, loom_tensor *a, loom_tensor *b)
     loom_tensor *out = NULL;
     if (be) out = loom__record(op, NULL, 2, (loom_tensor *[]){ae, be}, out_dtype, ndim, shape);
     /* Drop the temporaries: the node holds what it needs. */
-    if (be && be != bc) loom__drop(be);
-    if (ae && ae != ac) loom__drop(ae);
-    if (bc && bc != b) loom__drop(bc);
-    if (ac && ac != a) loom__drop(ac);
+    loom__drop_temp(be, bc);
+    loom__drop_temp(ae, ac);
+    loom__drop_temp(bc, b);
+    loom__drop_temp(ac, a);
     return out;
 }
 
@@ -92,10 +92,10 @@ loom_tensor *loom_where(loom_tensor *cond, loom_tensor *a, loom_tensor *b)
     loom_tensor *be = ae ? loom__expand_to(bc, ndim, shape) : NULL;
     loom_tensor *out = NULL;
     if (be) out = loom__record(LOOM_OP_WHERE, NULL, 3, (loom_tensor *[]){ce, ae, be}, ct, ndim, shape);
-    if (be && be != bc) loom__drop(be);
-    if (ae && ae != ac) loom__drop(ae);
-    if (ce && ce != cond) loom__drop(ce);
-    if (bc && bc != b) loom__drop(bc);
-    if (ac && ac != a) loom__drop(ac);
+    loom__drop_temp(be, bc);
+    loom__drop_temp(ae, ac);
+    loom__drop_temp(ce, cond);
+    loom__drop_temp(bc, b);
+    loom__drop_temp(ac, a);
     return out;
 }

@@ -6,7 +6,7 @@
 
 #include "ops/ops_internal.h"
 
-static loom_tensor *new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape)
+loom_tensor *loom__new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape)
 {
     if (!ctx) {
         loom__set_error(LOOM_ERR_INVALID_ARG, "%s: context is NULL", op);
@@ -28,11 +28,6 @@ static loom_tensor *new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, i
         return NULL;
     }
     return t;
-}
-
-loom_tensor *loom__new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape)
-{
-    return new_ready(op, ctx, dtype, ndim, shape);
 }
 
 static void fill(loom_tensor *t, double v)
@@ -57,7 +52,7 @@ static void fill(loom_tensor *t, double v)
 loom_tensor *loom_tensor_from_array(loom_ctx *ctx, loom_dtype dtype, const void *data, int ndim,
                                     const int64_t *shape)
 {
-    loom_tensor *t = new_ready("from_array", ctx, dtype, ndim, shape);
+    loom_tensor *t = loom__new_ready("from_array", ctx, dtype, ndim, shape);
     if (!t) return NULL;
     size_t bytes = t->storage->nbytes;
     if (bytes && !data) {
@@ -76,7 +71,7 @@ loom_tensor *loom_tensor_from_array(loom_ctx *ctx, loom_dtype dtype, const void 
 static loom_tensor *filled(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape,
                            double value)
 {
-    loom_tensor *t = new_ready(op, ctx, dtype, ndim, shape);
+    loom_tensor *t = loom__new_ready(op, ctx, dtype, ndim, shape);
     if (t) fill(t, value);
     return t;
 }
@@ -118,7 +113,7 @@ loom_tensor *loom_arange(loom_ctx *ctx, loom_dtype dtype, double start, double e
         return NULL;
     }
     int64_t n = (int64_t)count;
-    loom_tensor *t = new_ready("arange", ctx, dtype, 1, &n);
+    loom_tensor *t = loom__new_ready("arange", ctx, dtype, 1, &n);
     if (!t) return NULL;
     if (dtype == LOOM_FLOAT32) {
         float *f = t->storage->data;
@@ -137,7 +132,7 @@ loom_tensor *loom_linspace(loom_ctx *ctx, double start, double end, int64_t step
                         (long long)steps);
         return NULL;
     }
-    loom_tensor *t = new_ready("linspace", ctx, LOOM_FLOAT32, 1, &steps);
+    loom_tensor *t = loom__new_ready("linspace", ctx, LOOM_FLOAT32, 1, &steps);
     if (!t) return NULL;
     float *f = t->storage->data;
     double step = steps > 1 ? (end - start) / (double)(steps - 1) : 0.0;

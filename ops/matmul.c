@@ -67,10 +67,10 @@ loom_tensor *loom_matmul(loom_tensor *a, loom_tensor *b)
     loom_tensor *be = ae ? loom__expand_to(bm, nd, bsh) : NULL;
     loom_tensor *r = NULL;
     if (be) r = loom__record(LOOM_OP_MATMUL, NULL, 2, (loom_tensor *[]){ae, be}, LOOM_FLOAT32, nd, osh);
-    if (be && be != bm) loom__drop(be);
-    if (ae && ae != am) loom__drop(ae);
-    if (bm && bm != b) loom__drop(bm);
-    if (am && am != a) loom__drop(am);
+    loom__drop_temp(be, bm);
+    loom__drop_temp(ae, am);
+    loom__drop_temp(bm, b);
+    loom__drop_temp(am, a);
     if (!r || (!a_vec && !b_vec)) return r;
     /* Remove the dims the 1-D operands gained. */
     int64_t fin[LOOM_MAX_DIMS];

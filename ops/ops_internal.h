@@ -33,6 +33,17 @@ loom_status loom__norm_dim(const char *op, int dim, int ndim, int *out);
 loom_status loom__broadcast(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
                             int *nout, int64_t *out);
 
+/* A new computed (READY) tensor with its data allocated but not filled;
+ * messages name `op`. For creation ops (ops/create.c, ops/random.c). */
+loom_tensor *loom__new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape);
+
+/* Drops tmp if it is a temporary an op made from its input orig (a cast or
+ * an expand), i.e. when it is neither NULL nor orig itself. */
+static inline void loom__drop_temp(loom_tensor *tmp, const loom_tensor *orig)
+{
+    if (tmp && tmp != orig) loom_tensor_free(tmp);
+}
+
 /* Records a compute node: a new pending tensor (contiguous, its storage
  * allocated when the node runs) with the given inputs, each of which gains a
  * reference. The result belongs to the current scope. */

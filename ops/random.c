@@ -11,8 +11,6 @@
 #include "ops/ops_internal.h"
 #include "ops/philox.h"
 
-loom_tensor *loom__new_ready(const char *op, loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape);
-
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 65536
 
