@@ -17,6 +17,11 @@
  *     and stride 0 (keepdim form), attrs.reduce.mask marks the reduced dims;
  *   - matmul: in[0] is [..., M, K], in[1] is [..., K, N], out is [..., M, N],
  *     all with the same ndim >= 2 and batch dims broadcast (stride 0);
+ *   - the CNN ops (convolution, pooling, batch norm, softmax, relu_bwd; see
+ *     their entries below): every input and the output are contiguous
+ *     row-major float32 (NCHW for images), so kernels index them directly;
+ *     the output's shape is final (ops/ computed it, padding and ceil_mode
+ *     included);
  *   - numel(out) > 0 (graph/ skips empty outputs).
  */
 #ifndef LOOM_BACKENDS_KERNEL_H
@@ -95,6 +100,48 @@ typedef enum loom__op {
     LOOM_OP_SCATTER_ADD,   /* in[0] src, in[1] int64 index of src's shape;
                               out[.., index[i,j,..], ..] += src[i,j,..] along attrs.axis.dim */
 
+    /* Convolution (2-D, NCHW, float32, attrs.conv). With groups g, input
+     * channel c belongs to group c / (C/g), output channel o to o / (O/g). */
+    LOOM_OP_CONV2D,            /* in[0] x [N,C,H,W], in[1] w [O,C/g,KH,KW], in[2] bias [O] when n_in == 3;
+                                  out y [N,O,OH,OW] (+ relu when attrs.conv.relu) */
+    LOOM_OP_CONV2D_BWD_DATA,   /* in[0] dy [N,O,OH,OW], in[1] w [O,C/g,KH,KW]; out dx [N,C,H,W] */
+    LOOM_OP_CONV2D_BWD_WEIGHT, /* in[0] x [N,C,H,W], in[1] dy [N,O,OH,OW]; out dw [O,C/g,KH,KW] */
+
+    /* Pooling (2-D, NCHW, float32, attrs.pool). Window (oh, ow) covers
+     * rows oh*stride - pad .. + kernel - 1 (clipped to the input), or, when
+     * attrs.pool.adaptive, rows floor(oh*H/OH) .. ceil((oh+1)*H/OH) - 1 (no
+     * padding). */
+    LOOM_OP_MAX_POOL2D,     /* in[0] x [N,C,H,W]; out [N,C,OH,OW]; padding counts as -inf */
+    LOOM_OP_MAX_POOL2D_BWD, /* in[0] dy [N,C,OH,OW], in[1] x [N,C,H,W]; out dx [N,C,H,W]: each dy goes to
+                               the first maximum of its window in row-major order (PyTorch's choice); NaN
+                               counts as the maximum */
+    LOOM_OP_AVG_POOL2D,     /* in[0] x; out [N,C,OH,OW]. Divisor: adaptive: the window's size; else with
+                               count_include_pad the window clipped to [-pad, H+pad) (PyTorch), else the
+                               window clipped to the input */
+    LOOM_OP_AVG_POOL2D_BWD, /* in[0] dy [N,C,OH,OW]; out dx [N,C,H,W] (the adjoint of AVG_POOL2D) */
+
+    /* Batch normalization over dim 1 of x [N,C,*] (any ndim >= 2; the
+     * statistics run over N and the trailing dims). stats is [2,C]: row 0
+     * the mean, row 1 the biased variance. attrs.bn.eps. */
+    LOOM_OP_BN_STATS,      /* in[0] x; out stats [2,C] */
+    LOOM_OP_BN_FWD,        /* in[0] x, in[1] stats, in[2] gamma [C], in[3] beta [C];
+                              out y = (x - mean) / sqrt(var + eps) * gamma + beta */
+    LOOM_OP_BN_BWD_DATA,   /* in[0] x, in[1] dy, in[2] stats, in[3] gamma; out dx. attrs.bn.training: the
+                              stats are x's batch statistics and dx includes their dependence on x
+                              (dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), M = N*spatial);
+                              else dx = dy * gamma * invstd */
+    LOOM_OP_BN_BWD_PARAMS, /* in[0] x, in[1] dy, in[2] stats; out [2,C]: row 0 dgamma = sum(dy * xhat),
+                              row 1 dbeta = sum(dy) */
+
+    /* Softmax family over attrs.axis.dim (x viewed as [outer, D, inner]). */
+    LOOM_OP_SOFTMAX,         /* in[0] x; out y */
+    LOOM_OP_LOG_SOFTMAX,     /* in[0] x; out y */
+    LOOM_OP_SOFTMAX_BWD,     /* in[0] y (softmax output), in[1] dy; out dx = y * (dy - sum(dy * y)) */
+    LOOM_OP_LOG_SOFTMAX_BWD, /* in[0] y (log_softmax output), in[1] dy; out dx = dy - exp(y) * sum(dy) */
+
+    /* in[0] y (relu's output), in[1] dy, same shape; out dx = y > 0 ? dy : 0. */
+    LOOM_OP_RELU_BWD,
+
     LOOM_OP_COUNT
 } loom__op;
 
@@ -119,6 +166,21 @@ typedef struct loom__attrs {
             int64_t start, step;
             bool drop_dim; /* select: the sliced dim was removed */
         } slice;
+        struct {
+            int stride[2], pad[2], dilation[2]; /* [h, w]; stride, dilation >= 1 */
+            int groups;                         /* >= 1, divides C and O */
+            bool relu;                          /* fused ReLU on the output (forward only) */
+        } conv;
+        struct {
+            int kernel[2], stride[2], pad[2]; /* [h, w]; unused when adaptive */
+            bool ceil_mode;                   /* (ops/ already sized the output) */
+            bool count_include_pad;           /* avg: divisor counts padding */
+            bool adaptive;                    /* avg: adaptive windows */
+        } pool;
+        struct {
+            double eps;
+            bool training; /* BN_BWD_DATA: the stats are the batch's own */
+        } bn;
     };
 } loom__attrs;
 

@@ -4,11 +4,16 @@
  * For each node the registry asks the backends in priority order and takes
  * the first whose kernel accepts the call. The portable C backend comes last
  * and accepts everything it implements, so it is the fallback for cases a
- * faster backend rejects. The oneDNN backend (a later issue) goes in front.
+ * faster backend rejects. The oneDNN backend, when built, goes in front.
  */
+#include "config.h"
+
 #include <string.h>
 
 #include "backends/ref/ref.h"
+#ifdef LOOM_HAVE_ONEDNN
+#include "backends/onednn/onednn.h"
+#endif
 #include "backends/registry.h"
 #include "runtime/error.h"
 
@@ -59,6 +64,22 @@ static const char *const op_names[] = {
     [LOOM_OP_SLICE_SCATTER] = "slice_scatter",
     [LOOM_OP_INDEX_ADD] = "index_add",
     [LOOM_OP_SCATTER_ADD] = "scatter_add",
+    [LOOM_OP_CONV2D] = "conv2d",
+    [LOOM_OP_CONV2D_BWD_DATA] = "conv2d_backward_data",
+    [LOOM_OP_CONV2D_BWD_WEIGHT] = "conv2d_backward_weight",
+    [LOOM_OP_MAX_POOL2D] = "max_pool2d",
+    [LOOM_OP_MAX_POOL2D_BWD] = "max_pool2d_backward",
+    [LOOM_OP_AVG_POOL2D] = "avg_pool2d",
+    [LOOM_OP_AVG_POOL2D_BWD] = "avg_pool2d_backward",
+    [LOOM_OP_BN_STATS] = "batch_norm_stats",
+    [LOOM_OP_BN_FWD] = "batch_norm",
+    [LOOM_OP_BN_BWD_DATA] = "batch_norm_backward_data",
+    [LOOM_OP_BN_BWD_PARAMS] = "batch_norm_backward_params",
+    [LOOM_OP_SOFTMAX] = "softmax",
+    [LOOM_OP_LOG_SOFTMAX] = "log_softmax",
+    [LOOM_OP_SOFTMAX_BWD] = "softmax_backward",
+    [LOOM_OP_LOG_SOFTMAX_BWD] = "log_softmax_backward",
+    [LOOM_OP_RELU_BWD] = "relu_backward",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
 
@@ -78,11 +99,18 @@ bool loom__backend_parse(const char *name, loom__backend_choice *out)
         *out = LOOM__BACKEND_REF;
         return true;
     }
+    if (strcmp(name, "onednn") == 0) {
+        *out = LOOM__BACKEND_ONEDNN;
+        return true;
+    }
     return false;
 }
 
 /* Priority order for LOOM__BACKEND_AUTO. */
 static const loom__backend *const auto_order[] = {
+#ifdef LOOM_HAVE_ONEDNN
+    &loom__onednn_backend,
+#endif
     &loom__ref_backend,
 };
 
@@ -105,6 +133,15 @@ const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom_
         list = ref_only;
         n = 1;
     }
+#ifdef LOOM_HAVE_ONEDNN
+    /* "onednn": oneDNN for every call it computes exactly (auto's table
+     * also skips the calls where ref is faster). */
+    static const loom__backend *const onednn_first[] = {&loom__onednn_backend_all, &loom__ref_backend};
+    if (choice == LOOM__BACKEND_ONEDNN) {
+        list = onednn_first;
+        n = 2;
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         const loom__kernel *k = try_backend(list[i], call);
         if (k) {

@@ -11,9 +11,13 @@
 typedef enum loom__backend_choice {
     LOOM__BACKEND_AUTO = 0, /* first that supports the call, in priority order */
     LOOM__BACKEND_REF,      /* the portable C backend only */
+    LOOM__BACKEND_ONEDNN,   /* oneDNN first for every call it computes exactly (auto only
+                               takes those where it beats ref), ref for the rest;
+                               graph/context.c refuses it when built without oneDNN */
 } loom__backend_choice;
 
-/* Parses "auto"/"ref" (NULL = auto). Returns false for an unknown name. */
+/* Parses "auto"/"ref"/"onednn" (NULL = auto). Returns false for an unknown
+ * name. */
 bool loom__backend_parse(const char *name, loom__backend_choice *out);
 
 /* The kernel to run `call`, or NULL (with loom_last_error() set) if no

@@ -85,9 +85,18 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     if (!bname) bname = getenv("LOOM_BACKEND");
     loom__backend_choice choice;
     if (!loom__backend_parse(bname, &choice)) {
-        loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_create: unknown backend \"%s\" (expected \"auto\" or \"ref\")", bname);
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "ctx_create: unknown backend \"%s\" (expected \"auto\", \"ref\" or \"onednn\")", bname);
         return NULL;
     }
+#ifndef LOOM_HAVE_ONEDNN
+    if (choice == LOOM__BACKEND_ONEDNN) {
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "ctx_create: backend \"onednn\" requested but Loom was built without oneDNN "
+                        "(install libdnnl-dev and re-run configure)");
+        return NULL;
+    }
+#endif
 
     loom__mem mem;
     loom__mem_init(&mem, o.allocator);
@@ -140,7 +149,8 @@ int loom_ctx_num_workers(const loom_ctx *ctx) { return ctx ? ctx->num_workers : 
 
 const char *loom_ctx_backend(const loom_ctx *ctx)
 {
-    return ctx && ctx->backend == LOOM__BACKEND_REF ? "ref" : "auto";
+    if (!ctx) return "auto";
+    return ctx->backend == LOOM__BACKEND_REF ? "ref" : ctx->backend == LOOM__BACKEND_ONEDNN ? "onednn" : "auto";
 }
 
 void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)

@@ -1,7 +1,8 @@
 /*
- * nn/functional.c - linear, softmax, log_softmax and dropout as functions of
- * tensors (torch.nn.functional). Each is a composition of tensor ops, so
- * autograd differentiates it with the ops' own rules.
+ * nn/functional.c - linear and dropout as functions of tensors
+ * (torch.nn.functional). Each is a composition of tensor ops, so autograd
+ * differentiates it with the ops' own rules. (softmax, log_softmax,
+ * convolution, pooling and batch norm are ops of their own: ops/.)
  */
 #include <math.h>
 
@@ -39,62 +40,6 @@ loom_tensor *loom_linear_fn(loom_tensor *x, loom_tensor *weight, loom_tensor *bi
     if (!loom__nn_enter(ctx)) return NULL;
     loom_tensor *y = loom_matmul(x, loom_transpose(weight, 0, 1));
     if (bias) y = loom_add(y, bias);
-    return loom__nn_leave(ctx, y);
-}
-
-/* Checks the input of softmax/log_softmax and normalises dim. */
-static bool softmax_args(const char *op, loom_tensor *t, int dim, int *out)
-{
-    if (!loom__nn_present(op, "input", t) || !loom__nn_float(op, "input", t)) return false;
-    int ndim = loom_tensor_ndim(t), n = ndim > 0 ? ndim : 1; /* a 0-dim tensor takes dim 0 or -1 */
-    if (dim < -n || dim >= n) {
-        loom__set_error(LOOM_ERR_RANGE, "%s: dim %d is out of range for a tensor of %d dims (expected %d to %d)", op,
-                        dim, ndim, -n, n - 1);
-        return false;
-    }
-    *out = dim < 0 ? dim + n : dim;
-    return true;
-}
-
-/* x - max(x, dim), the max detached: softmax is shift invariant, so the
- * gradient through the shift is exactly zero and need not be recorded (and
- * max's tie-splitting rule never enters the result). */
-static loom_tensor *shifted(loom_tensor *t, int dim)
-{
-    return loom_sub(t, loom_detach(loom_max(t, dim, true)));
-}
-
-loom_tensor *loom_softmax(loom_tensor *t, int dim)
-{
-    int d;
-    if (!softmax_args("softmax", t, dim, &d)) return NULL;
-    loom_ctx *ctx = loom_tensor_ctx(t);
-    if (!loom__nn_enter(ctx)) return NULL;
-    loom_tensor *y;
-    if (loom_tensor_numel(t) == 0) {
-        y = loom_exp(t); /* empty: only the shape matters */
-    } else {
-        /* exp(x - m) / sum(exp(x - m)): at most 1 each, the sum at least 1. */
-        loom_tensor *e = loom_exp(shifted(t, d));
-        y = loom_div(e, loom_sum(e, 1, &d, true));
-    }
-    return loom__nn_leave(ctx, y);
-}
-
-loom_tensor *loom_log_softmax(loom_tensor *t, int dim)
-{
-    int d;
-    if (!softmax_args("log_softmax", t, dim, &d)) return NULL;
-    loom_ctx *ctx = loom_tensor_ctx(t);
-    if (!loom__nn_enter(ctx)) return NULL;
-    loom_tensor *y;
-    if (loom_tensor_numel(t) == 0) {
-        y = loom_exp(t);
-    } else {
-        /* (x - m) - log(sum(exp(x - m))): never log(0), never exp overflow. */
-        loom_tensor *s = shifted(t, d);
-        y = loom_sub(s, loom_log(loom_sum(loom_exp(s), 1, &d, true)));
-    }
     return loom__nn_leave(ctx, y);
 }
 

@@ -23,10 +23,7 @@ static loom_tensor *linear_forward(loom_module *m, loom_tensor *x, void *user)
     return loom_linear_fn(x, d->weight, d->bias);
 }
 
-/* A computed tensor of `shape` uniform in [-bound, bound), drawn from the
- * context's generator as (rand * 2 - 1) * bound. Its temporaries live in a
- * private scope; the result is in the caller's scope. */
-static loom_tensor *uniform(loom_ctx *ctx, int ndim, const int64_t *shape, double bound)
+loom_tensor *loom__nn_uniform(loom_ctx *ctx, int ndim, const int64_t *shape, double bound)
 {
     if (!loom__nn_enter(ctx)) return NULL;
     loom_no_grad_begin(ctx);
@@ -62,11 +59,11 @@ loom_module *loom_linear(loom_ctx *ctx, int64_t in_features, int64_t out_feature
      * sqrt(1/3), i.e. +-1/sqrt(fan_in); the bias is uniform in
      * +-1/sqrt(fan_in). Weight first, then bias, as PyTorch draws them. */
     double bound = 1.0 / sqrt((double)in_features);
-    loom_tensor *w = uniform(ctx, 2, (const int64_t[]){out_features, in_features}, bound);
+    loom_tensor *w = loom__nn_uniform(ctx, 2, (const int64_t[]){out_features, in_features}, bound);
     if (!w || loom_module_add_parameter(m, "weight", w) != LOOM_OK) goto fail_w;
     d->weight = w;
     if (bias) {
-        loom_tensor *b = uniform(ctx, 1, (const int64_t[]){out_features}, bound);
+        loom_tensor *b = loom__nn_uniform(ctx, 1, (const int64_t[]){out_features}, bound);
         if (!b || loom_module_add_parameter(m, "bias", b) != LOOM_OK) {
             loom_tensor_free(b); /* not taken by the module on failure */
             goto fail;

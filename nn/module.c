@@ -470,6 +470,8 @@ loom_tensor *loom_module_forward(loom_module *m, loom_tensor *x)
     return m->forward(m, x, m->user);
 }
 
+void *loom__nn_module_user(loom_module *m) { return m->user; }
+
 /* Chains the children; intermediate handles are freed as soon as the next
  * child has recorded its ops (the graph keeps what backward needs). */
 static loom_tensor *sequential_forward(loom_module *m, loom_tensor *x, void *user)
@@ -478,7 +480,17 @@ static loom_tensor *sequential_forward(loom_module *m, loom_tensor *x, void *use
     if (m->n_children == 0) return loom_alias(x);
     loom_tensor *cur = x;
     for (int i = 0; i < m->n_children; i++) {
-        loom_tensor *next = loom_module_forward(m->children[i].m, cur);
+        loom_module *c = m->children[i].m;
+        loom_tensor *next;
+        if (i + 1 < m->n_children && strcmp(c->type, "Conv2d") == 0 &&
+            strcmp(m->children[i + 1].m->type, "ReLU") == 0) {
+            /* Conv2d + ReLU: one convolution with the ReLU fused in (one
+             * node, one pass over the output, oneDNN's post-op). */
+            next = loom__nn_conv2d_relu_forward(c, cur);
+            i++;
+        } else {
+            next = loom_module_forward(c, cur);
+        }
         /* A forward that returned its input as is must not lose it. */
         if (cur != x && next != cur) loom_tensor_free(cur);
         if (!next) return NULL;

@@ -69,4 +69,18 @@ static inline loom_tensor *loom__nn_leave(loom_ctx *ctx, loom_tensor *result)
     return result;
 }
 
+/* A computed tensor of `shape` uniform in [-bound, bound), drawn from the
+ * context's generator as (rand * 2 - 1) * bound (PyTorch's init order:
+ * weight first, then bias). Its temporaries live in a private scope; the
+ * result is in the caller's scope. (nn/layers.c) */
+loom_tensor *loom__nn_uniform(loom_ctx *ctx, int ndim, const int64_t *shape, double bound);
+
+/* The user pointer a module was created with (nn/module.c). */
+void *loom__nn_module_user(loom_module *m);
+
+/* A Conv2d module's forward with a ReLU fused into the convolution, for
+ * Sequential's Conv2d+ReLU pairs (nn/cnn_layers.c). NULL (no error set)
+ * if conv is not a Conv2d. */
+loom_tensor *loom__nn_conv2d_relu_forward(loom_module *conv, loom_tensor *x);
+
 #endif /* LOOM_NN_MODULE_IMPL_H */

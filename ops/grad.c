@@ -27,7 +27,18 @@ bool loom__op_differentiable(loom__op op)
     case LOOM_OP_LT:
     case LOOM_OP_LE:
     case LOOM_OP_ARGMAX:
-    case LOOM_OP_ARGMIN: return false;
+    case LOOM_OP_ARGMIN:
+    case LOOM_OP_BN_STATS: /* BN_FWD's rule covers the statistics */
+    /* Backward ops: no double backward. */
+    case LOOM_OP_CONV2D_BWD_DATA:
+    case LOOM_OP_CONV2D_BWD_WEIGHT:
+    case LOOM_OP_MAX_POOL2D_BWD:
+    case LOOM_OP_AVG_POOL2D_BWD:
+    case LOOM_OP_BN_BWD_DATA:
+    case LOOM_OP_BN_BWD_PARAMS:
+    case LOOM_OP_SOFTMAX_BWD:
+    case LOOM_OP_LOG_SOFTMAX_BWD:
+    case LOOM_OP_RELU_BWD: return false;
     default: return true;
     }
 }
@@ -124,7 +135,7 @@ static loom_status unary_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
     case LOOM_OP_COS: r = loom_neg(loom_mul(g, loom_sin(a))); break;
     case LOOM_OP_TANH: r = loom_mul(g, loom_sub(num(t, 1.0), loom_mul(t, t))); break;
     case LOOM_OP_SIGMOID: r = loom_mul(g, loom_mul(t, loom_sub(num(t, 1.0), t))); break;
-    case LOOM_OP_RELU: r = masked(loom_gt(t, num(t, 0.0)), g); break;
+    case LOOM_OP_RELU: r = loom__relu_bwd(t, g); break;
     case LOOM_OP_CLAMP: {
         const loom__attrs *at = &t->node.attrs;
         r = masked(loom_ge(a, num(a, at->clamp.lo)), masked(loom_le(a, num(a, at->clamp.hi)), g));
@@ -249,6 +260,54 @@ static loom_status index_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
     return LOOM_OK;
 }
 
+/* Convolution, pooling, batch norm and softmax: each gradient is one or two
+ * backward ops (ops/conv.c, pool.c, norm.c, softmax.c). */
+static loom_status cnn_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
+{
+    loom__node *n = &t->node;
+    const loom__attrs *at = &n->attrs;
+    loom_tensor *x = n->in[0];
+    switch (n->op) {
+    case LOOM_OP_CONV2D: {
+        loom_tensor *w = n->in[1];
+        /* A fused ReLU: y > 0 exactly where the convolution was > 0. */
+        loom_tensor *gp = at->conv.relu ? loom__relu_bwd(t, g) : g;
+        if (need(t, 0)) gin[0] = loom__conv2d_bwd_data(gp, w, at, x->shape);
+        if (need(t, 1)) gin[1] = loom__conv2d_bwd_weight(x, gp, at, w->shape);
+        if (n->n_in == 3 && need(t, 2)) gin[2] = loom_sum(gp, 3, (int[]){0, 2, 3}, false);
+        if (gp != g) loom__drop(gp);
+        break;
+    }
+    case LOOM_OP_MAX_POOL2D:
+        if (need(t, 0)) gin[0] = loom__max_pool2d_bwd(g, x, at);
+        break;
+    case LOOM_OP_AVG_POOL2D:
+        if (need(t, 0)) gin[0] = loom__avg_pool2d_bwd(g, at, x->shape);
+        break;
+    case LOOM_OP_BN_FWD: {
+        loom_tensor *stats = n->in[1], *gamma = n->in[2];
+        if (need(t, 0)) gin[0] = loom__bn_bwd_data(x, g, stats, gamma, at);
+        if (need(t, 2) || need(t, 3)) {
+            loom_tensor *p = loom__bn_bwd_params(x, g, stats, at);
+            if (p && need(t, 2)) gin[2] = loom_select(p, 0, 0);
+            if (p && need(t, 3)) gin[3] = loom_select(p, 0, 1);
+            if (p) loom__drop(p);
+        }
+        if (need(t, 1))
+            return loom__set_error(LOOM_ERR_STATE, "backward: batch_norm statistics that require grad are not supported");
+        break;
+    }
+    case LOOM_OP_SOFTMAX:
+        if (need(t, 0)) gin[0] = loom__softmax_bwd(LOOM_OP_SOFTMAX_BWD, t, g, at);
+        break;
+    case LOOM_OP_LOG_SOFTMAX:
+        if (need(t, 0)) gin[0] = loom__softmax_bwd(LOOM_OP_LOG_SOFTMAX_BWD, t, g, at);
+        break;
+    default: return loom__set_error(LOOM_ERR_STATE, "backward: no gradient rule for %s", loom__op_name(n->op));
+    }
+    return LOOM_OK;
+}
+
 loom_status loom__grad_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
 {
     for (int i = 0; i < t->node.n_in; i++) gin[i] = NULL;
@@ -278,6 +337,12 @@ loom_status loom__grad_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
     case LOOM_OP_SLICE_SCATTER:
     case LOOM_OP_INDEX_ADD:
     case LOOM_OP_SCATTER_ADD: st = index_rule(t, g, gin); break;
+    case LOOM_OP_CONV2D:
+    case LOOM_OP_MAX_POOL2D:
+    case LOOM_OP_AVG_POOL2D:
+    case LOOM_OP_BN_FWD:
+    case LOOM_OP_SOFTMAX:
+    case LOOM_OP_LOG_SOFTMAX: st = cnn_rule(t, g, gin); break;
     default: st = unary_rule(t, g, gin); break;
     }
     if (st != LOOM_OK) return st;

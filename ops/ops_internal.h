@@ -13,6 +13,7 @@
 
 #include "backends/kernel.h"
 #include "graph/tensor_impl.h"
+#include "loom/nn.h"
 #include "loom/ops.h"
 #include "runtime/error.h"
 
@@ -93,5 +94,18 @@ char *loom__shape_str(char *buf, size_t size, const loom_tensor *t);
  * dtype; shape errors at record time. */
 loom_tensor *loom__slice_scatter(loom_tensor *src, int ndim, const int64_t *shape, int dim, int64_t start,
                                  int64_t step);
+
+/* ---- the backward ops of the CNN ops (ops/conv.c, pool.c, norm.c,
+ * softmax.c), for their gradient rules. Each records one node on contiguous
+ * copies of its inputs; a = the forward node's attributes. ---------------- */
+loom_tensor *loom__conv2d_bwd_data(loom_tensor *dy, loom_tensor *w, const loom__attrs *a, const int64_t *x_shape);
+loom_tensor *loom__conv2d_bwd_weight(loom_tensor *x, loom_tensor *dy, const loom__attrs *a, const int64_t *w_shape);
+loom_tensor *loom__relu_bwd(loom_tensor *y, loom_tensor *dy);
+loom_tensor *loom__max_pool2d_bwd(loom_tensor *dy, loom_tensor *x, const loom__attrs *a);
+loom_tensor *loom__avg_pool2d_bwd(loom_tensor *dy, const loom__attrs *a, const int64_t *x_shape);
+loom_tensor *loom__bn_bwd_data(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *gamma,
+                               const loom__attrs *a);
+loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, const loom__attrs *a);
+loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy, const loom__attrs *a);
 
 #endif /* LOOM_OPS_INTERNAL_H */

@@ -26,6 +26,10 @@ Suite *loom_suite_nn(void);
 Suite *loom_suite_optim(void);
 Suite *loom_suite_autograd(void);
 Suite *loom_suite_scatter(void);
+Suite *loom_suite_cnn_kernels(void);
+Suite *loom_suite_data(void);
+Suite *loom_suite_onednn(void);
+Suite *loom_suite_cnn(void);
 
 /* Shared helpers (tests/runner.c). */
 

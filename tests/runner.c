@@ -248,6 +248,10 @@ int main(void)
     srunner_add_suite(sr, loom_suite_optim());
     srunner_add_suite(sr, loom_suite_autograd());
     srunner_add_suite(sr, loom_suite_scatter());
+    srunner_add_suite(sr, loom_suite_cnn_kernels());
+    srunner_add_suite(sr, loom_suite_data());
+    srunner_add_suite(sr, loom_suite_onednn());
+    srunner_add_suite(sr, loom_suite_cnn());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

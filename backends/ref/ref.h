@@ -23,5 +23,19 @@ loom_status loom__ref_gather(const loom__kcall *call);      /* index.c */
 loom_status loom__ref_slice_scatter(const loom__kcall *call); /* index.c */
 loom_status loom__ref_index_add(const loom__kcall *call);   /* index.c */
 loom_status loom__ref_scatter_add(const loom__kcall *call); /* index.c */
+loom_status loom__ref_conv2d(const loom__kcall *call);            /* conv.c: im2col + packed SGEMM */
+loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call);   /* conv.c */
+loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call); /* conv.c */
+loom_status loom__ref_max_pool2d(const loom__kcall *call);        /* pool.c */
+loom_status loom__ref_max_pool2d_bwd(const loom__kcall *call);    /* pool.c */
+loom_status loom__ref_avg_pool2d(const loom__kcall *call);        /* pool.c */
+loom_status loom__ref_avg_pool2d_bwd(const loom__kcall *call);    /* pool.c */
+loom_status loom__ref_bn_stats(const loom__kcall *call);          /* norm.c */
+loom_status loom__ref_bn_fwd(const loom__kcall *call);            /* norm.c */
+loom_status loom__ref_bn_bwd_data(const loom__kcall *call);       /* norm.c */
+loom_status loom__ref_bn_bwd_params(const loom__kcall *call);     /* norm.c */
+loom_status loom__ref_softmax(const loom__kcall *call);           /* softmax.c: SOFTMAX, LOG_SOFTMAX */
+loom_status loom__ref_softmax_bwd(const loom__kcall *call);       /* softmax.c: both backward ops */
+loom_status loom__ref_relu_bwd(const loom__kcall *call);          /* softmax.c */
 
 #endif /* LOOM_BACKENDS_REF_H */

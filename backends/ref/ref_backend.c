@@ -57,9 +57,26 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_SLICE_SCATTER] = {NULL, loom__ref_slice_scatter},
     [LOOM_OP_INDEX_ADD] = {NULL, loom__ref_index_add},
     [LOOM_OP_SCATTER_ADD] = {NULL, loom__ref_scatter_add},
+
+    [LOOM_OP_CONV2D] = {NULL, loom__ref_conv2d},
+    [LOOM_OP_CONV2D_BWD_DATA] = {NULL, loom__ref_conv2d_bwd_data},
+    [LOOM_OP_CONV2D_BWD_WEIGHT] = {NULL, loom__ref_conv2d_bwd_weight},
+    [LOOM_OP_MAX_POOL2D] = {NULL, loom__ref_max_pool2d},
+    [LOOM_OP_MAX_POOL2D_BWD] = {NULL, loom__ref_max_pool2d_bwd},
+    [LOOM_OP_AVG_POOL2D] = {NULL, loom__ref_avg_pool2d},
+    [LOOM_OP_AVG_POOL2D_BWD] = {NULL, loom__ref_avg_pool2d_bwd},
+    [LOOM_OP_BN_STATS] = {NULL, loom__ref_bn_stats},
+    [LOOM_OP_BN_FWD] = {NULL, loom__ref_bn_fwd},
+    [LOOM_OP_BN_BWD_DATA] = {NULL, loom__ref_bn_bwd_data},
+    [LOOM_OP_BN_BWD_PARAMS] = {NULL, loom__ref_bn_bwd_params},
+    [LOOM_OP_SOFTMAX] = {NULL, loom__ref_softmax},
+    [LOOM_OP_LOG_SOFTMAX] = {NULL, loom__ref_softmax},
+    [LOOM_OP_SOFTMAX_BWD] = {NULL, loom__ref_softmax_bwd},
+    [LOOM_OP_LOG_SOFTMAX_BWD] = {NULL, loom__ref_softmax_bwd},
+    [LOOM_OP_RELU_BWD] = {NULL, loom__ref_relu_bwd},
 };
 
-/* The table's size comes from its last entry: an op added after SCATTER_ADD
+/* The table's size comes from its last entry: an op added after RELU_BWD
  * without a kernel here (or the table outgrowing the enum) stops the build.
  * An op added in the middle still gets a {NULL, NULL} slot, which the
  * registry reports as "no kernel", and the test over all ops catches. */

@@ -25,6 +25,7 @@
 #include "loom/autograd.h"
 #include "loom/nn.h"
 #include "loom/optim.h"
+#include "loom/data.h"
 
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1

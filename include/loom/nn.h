@@ -109,8 +109,49 @@ loom_module *loom_log_softmax_module(loom_ctx *ctx, int dim);
  * generator. p in [0, 1), else LOOM_ERR_INVALID_ARG. */
 loom_module *loom_dropout_module(loom_ctx *ctx, double p);
 /* Children named "0", "1", ...; takes ownership of the n modules (also of
- * those already created when it fails). */
+ * those already created when it fails). A Conv2d directly followed by a
+ * ReLU runs as one convolution with a fused ReLU (same values). */
 loom_module *loom_sequential(loom_ctx *ctx, int n, loom_module *const *modules);
+
+/* ---- CNN layers (NCHW) ------------------------------------------------- */
+
+/* Convolution options; zeroed fields take PyTorch's defaults (stride 1,
+ * padding 0, dilation 1, groups 1). [0] is the height, [1] the width. */
+typedef struct loom_conv2d_opts {
+    int stride[2];
+    int padding[2];
+    int dilation[2];
+    int groups;
+    bool relu; /* apply ReLU to the output, fused into the convolution */
+} loom_conv2d_opts;
+
+/* nn.Conv2d: weight [out, in/groups, kh, kw], bias [out]; PyTorch's init
+ * (kaiming-uniform a = sqrt(5): uniform in +-1/sqrt(fan_in), bias likewise,
+ * fan_in = in/groups * kh * kw). opts may be NULL (defaults). */
+loom_module *loom_conv2d_module(loom_ctx *ctx, int64_t in_channels, int64_t out_channels, int kh, int kw,
+                                const loom_conv2d_opts *opts, bool bias);
+
+/* Pooling options: kernel is required; stride 0 means the kernel size;
+ * exclude_pad makes avg pooling divide by the in-input part of the window
+ * only (PyTorch's count_include_pad=False; the default counts padding). */
+typedef struct loom_pool2d_opts {
+    int kernel[2];
+    int stride[2];
+    int padding[2]; /* at most half the kernel */
+    bool ceil_mode;
+    bool exclude_pad;
+} loom_pool2d_opts;
+
+loom_module *loom_max_pool2d_module(loom_ctx *ctx, const loom_pool2d_opts *opts);
+loom_module *loom_avg_pool2d_module(loom_ctx *ctx, const loom_pool2d_opts *opts);
+loom_module *loom_adaptive_avg_pool2d_module(loom_ctx *ctx, int64_t out_h, int64_t out_w);
+/* nn.BatchNorm2d(num_features, eps, momentum, affine): parameters "weight"
+ * (ones) and "bias" (zeros) when affine; buffers "running_mean" (zeros),
+ * "running_var" (ones). Training mode normalises with the batch statistics
+ * and updates the running ones; evaluation mode uses the running ones. */
+loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, double eps, double momentum, bool affine);
+/* nn.Flatten(start_dim, end_dim); PyTorch's defaults are 1 and -1. */
+loom_module *loom_flatten_module(loom_ctx *ctx, int start_dim, int end_dim);
 
 /* ---- functional forms ------------------------------------------------ */
 
@@ -121,6 +162,28 @@ loom_tensor *loom_linear_fn(loom_tensor *x, loom_tensor *weight, loom_tensor *bi
 /* Over dim, stable for any magnitude (the max along dim is subtracted). */
 loom_tensor *loom_softmax(loom_tensor *t, int dim);
 loom_tensor *loom_log_softmax(loom_tensor *t, int dim);
+
+/* F.conv2d: x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or NULL
+ * -> [N, O, OH, OW], OH = (H + 2*padding - dilation*(kh-1) - 1)/stride + 1.
+ * opts NULL: defaults. */
+loom_tensor *loom_conv2d(loom_tensor *x, loom_tensor *weight, loom_tensor *bias, const loom_conv2d_opts *opts);
+/* F.max_pool2d / F.avg_pool2d on x [N, C, H, W], output sizes as PyTorch
+ * (ceil_mode included). Max-pool's gradient goes to the first maximum of
+ * each window, as PyTorch's. */
+loom_tensor *loom_max_pool2d(loom_tensor *x, const loom_pool2d_opts *opts);
+loom_tensor *loom_avg_pool2d(loom_tensor *x, const loom_pool2d_opts *opts);
+/* F.adaptive_avg_pool2d: window i covers rows floor(i*H/out_h) to
+ * ceil((i+1)*H/out_h) - 1 (likewise columns). */
+loom_tensor *loom_adaptive_avg_pool2d(loom_tensor *x, int64_t out_h, int64_t out_w);
+/* F.batch_norm over dim 1 of x [N, C, *]. weight/bias may be NULL (1 and
+ * 0). training: batch statistics, and running_mean/running_var (if given)
+ * are updated in place with momentum, the variance unbiased; else the
+ * running statistics are used (and required). */
+loom_tensor *loom_batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
+                             loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps);
+/* Fraction of rows of logits [N, K] whose argmax equals labels [N] (int64):
+ * a float32 scalar. */
+loom_tensor *loom_accuracy(loom_tensor *logits, loom_tensor *labels);
 /* p in [0, 1]: p == 0 or !training gives an alias of t, p == 1 zeros. */
 loom_tensor *loom_dropout(loom_tensor *t, double p, bool training);
 

@@ -1,0 +1,263 @@
+/*
+ * backends/onednn/onednn.h - the oneDNN backend (internal).
+ *
+ * Built only when configure found oneDNN (LOOM_HAVE_ONEDNN). The backend runs
+ * the CNN ops (convolution, pooling, batch norm, softmax, relu_bwd) and the
+ * unary ops that oneDNN computes exactly as kernels.h specifies; everything
+ * else, and every case a supports() function rejects, falls through to the
+ * portable C backend.
+ *
+ * Pieces:
+ *   engine.c  one CPU engine (pthread_once), a stream and a 64-byte aligned
+ *             scratch buffer per thread, the OpenMP team size around oneDNN
+ *             calls, dnnl_status_t -> loom_status translation;
+ *   cache.c   a bounded LRU cache of built "programs" (below), keyed by op,
+ *             shapes, attributes and thread count;
+ *   conv.c, pool.c, norm.c, eltwise.c   the op builders and supports();
+ *   onednn_backend.c   the kernel table.
+ *
+ * A program (loom__onednn_prim) is what one kernel call runs: a short list
+ * of steps, each a oneDNN primitive with its arguments bound to "slots": the
+ * call's inputs and output, or temporaries carved out of the calling thread's
+ * scratch buffer (reorder targets, pooling workspace). Every primitive is
+ * created with dnnl_scratchpad_mode_user: its scratchpad is the start of the
+ * calling thread's scratch buffer, so one primitive can run on many threads
+ * at once and on a thread other than the one that created it (with the
+ * library-managed scratchpad of Debian's build that crashes).
+ *
+ * Threads: oneDNN (OpenMP runtime) sizes a primitive's team from the caller's
+ * omp_get_max_threads() when the primitive is created, so every kernel sets
+ * it to call->nthreads around building and executing (and restores it), and
+ * the cache key includes nthreads.
+ *
+ * Layouts: Loom's tensors are plain row-major. Convolutions let oneDNN
+ * choose its layouts (dnnl_format_tag_any) and reorder into and out of them
+ * inside the program (measured ~1.4-1.9x faster than gemm on plain NCHW even
+ * with the reorders, except for 1x1 kernels; see conv.c). The
+ * main step of a program keeps its primitive descriptor (step[main].pd), so a
+ * later graph pass can ask it for its preferred layouts
+ * (dnnl_query_src_md ...) and keep blocked tensors between nodes.
+ */
+#ifndef LOOM_BACKENDS_ONEDNN_H
+#define LOOM_BACKENDS_ONEDNN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dnnl.h>
+
+#include "backends/kernel.h"
+
+/* Two kernel tables over the same kernels (onednn_backend.c):
+ *   loom__onednn_backend      for "auto": only the calls where oneDNN was
+ *                             measured faster than ref on plain layouts
+ *                             (convolutions, softmax over the innermost
+ *                             dim, sqrt); LOOM_ONEDNN_OPS=all (or
+ *                             loom__onednn_set_all_ops) widens it to the
+ *                             second table's set;
+ *   loom__onednn_backend_all  for "onednn": every call oneDNN computes
+ *                             exactly as kernels.h specifies. */
+extern const loom__backend loom__onednn_backend;
+extern const loom__backend loom__onednn_backend_all;
+void loom__onednn_set_all_ops(bool all);
+
+/* ---- engine.c ------------------------------------------------------------ */
+
+/* The global CPU engine, created on first use; NULL (and the error set) if
+ * oneDNN could not create it. */
+dnnl_engine_t loom__onednn_engine(void);
+
+/* True when the engine exists (supports() functions ask this first). */
+bool loom__onednn_available(void);
+
+/* The calling thread's stream (created on first use), or NULL with the error
+ * set. */
+dnnl_stream_t loom__onednn_stream(const loom__kcall *call);
+
+/* The calling thread's scratch buffer, grown to at least `bytes` (64-byte
+ * aligned; contents are not preserved when it grows). NULL with a
+ * LOOM_ERR_NOMEM error naming the call's op on failure. Freed when the
+ * thread exits, and for the thread that runs exit() by an atexit handler. */
+void *loom__onednn_scratch(const loom__kcall *call, size_t bytes);
+
+/* Sets the calling thread's OpenMP team size to nthreads (< 1 means 1) and
+ * returns the previous value, for loom__onednn_threads_leave. */
+int loom__onednn_threads_enter(int nthreads);
+void loom__onednn_threads_leave(int previous);
+
+/* Sets the error for a failed dnnl call and returns its status:
+ * "conv2d (onednn): dnnl_primitive_desc_create failed: unimplemented for
+ * x [..] w [..] -> y [..]". dnnl_out_of_memory gives LOOM_ERR_NOMEM, every
+ * other failure LOOM_ERR_BACKEND. */
+loom_status loom__onednn_error(const loom__kcall *call, const char *what, dnnl_status_t st);
+
+/* The primitive attributes every Loom primitive is created with (user
+ * scratchpad; relu post-op when `relu`). Caller destroys. NULL on failure
+ * (error set). */
+dnnl_primitive_attr_t loom__onednn_attr(const loom__kcall *call, bool relu);
+
+/* ---- programs --------------------------------------------------------------- */
+
+/* Slots a step argument can bind: the call's inputs, its output, temporaries. */
+enum {
+    LOOM__ONEDNN_SLOT_IN0 = 0, /* in[0] .. in[3] */
+    LOOM__ONEDNN_SLOT_OUT = 4,
+    LOOM__ONEDNN_SLOT_TMP0 = 5, /* temporaries 0 .. LOOM__ONEDNN_MAX_TMPS - 1 */
+    LOOM__ONEDNN_MAX_TMPS = 4,
+    LOOM__ONEDNN_NSLOTS = LOOM__ONEDNN_SLOT_TMP0 + LOOM__ONEDNN_MAX_TMPS,
+};
+
+#define LOOM__ONEDNN_MAX_STEPS 5
+#define LOOM__ONEDNN_MAX_ARGS 10
+
+typedef struct loom__onednn_arg {
+    int arg;       /* DNNL_ARG_* */
+    int slot;      /* LOOM__ONEDNN_SLOT_* */
+    size_t offset; /* bytes into the slot (batch norm's variance row) */
+} loom__onednn_arg;
+
+typedef struct loom__onednn_step {
+    dnnl_primitive_t prim;
+    const_dnnl_primitive_desc_t pd; /* owned by prim; memory descs are queried from it */
+    int nargs;
+    loom__onednn_arg args[LOOM__ONEDNN_MAX_ARGS];
+    size_t scratchpad_bytes; /* dnnl_query_scratchpad_md's size */
+} loom__onednn_step;
+
+typedef struct loom__onednn_prim {
+    int nsteps;
+    int main_step; /* the op itself (the others are reorders / a recomputed forward) */
+    loom__onednn_step step[LOOM__ONEDNN_MAX_STEPS];
+    int ntmps;
+    size_t tmp_bytes[LOOM__ONEDNN_MAX_TMPS];
+    size_t tmp_offset[LOOM__ONEDNN_MAX_TMPS]; /* set by loom__onednn_prim_layout */
+    size_t scratch_bytes;                     /* max scratchpad + temporaries */
+    /* Optional: fills temporaries before the steps run (batch norm's unit
+     * gamma). slots[] holds every slot's address. */
+    void (*prep)(const loom__kcall *call, void *const *slots);
+} loom__onednn_prim;
+
+/* Appends a step running pd's primitive (created here); the step takes
+ * ownership of nothing: pd stays the caller's. Returns LOOM_OK or the
+ * translated error. */
+loom_status loom__onednn_add_step(const loom__kcall *call, loom__onednn_prim *p, const_dnnl_primitive_desc_t pd,
+                                  int nargs, const loom__onednn_arg *args);
+
+/* Adds a temporary of `bytes`; returns its slot. */
+int loom__onednn_add_tmp(loom__onednn_prim *p, size_t bytes);
+
+/* Appends a reorder step from slot `from` (layout from_md) to slot `to`
+ * (layout to_md). */
+loom_status loom__onednn_add_reorder(const loom__kcall *call, loom__onednn_prim *p, int from,
+                                     const dnnl_memory_desc_t *from_md, int to, const dnnl_memory_desc_t *to_md);
+
+/* The slot an op should read for the user input in `slot` (plain layout
+ * `user`) when its primitive descriptor chose layout `chosen`: `slot` itself
+ * when they match, else a new temporary filled by a reorder step appended
+ * now. -1 (error set) on failure. */
+int loom__onednn_input_slot(const loom__kcall *call, loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
+                            const dnnl_memory_desc_t *chosen);
+
+/* The slot an op should write for the user output in `slot`: `slot` itself
+ * when the layouts match, else a new temporary; the caller then appends
+ * loom__onednn_add_reorder(tmp -> slot) after the op's step. */
+int loom__onednn_output_slot(loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
+                             const dnnl_memory_desc_t *chosen);
+
+/* Computes temporaries' offsets and scratch_bytes (call after the last step). */
+void loom__onednn_prim_layout(loom__onednn_prim *p);
+
+/* Destroys the steps' primitives (not p itself). */
+void loom__onednn_prim_destroy(loom__onednn_prim *p);
+
+/* Runs p's steps on the call's buffers in the calling thread's stream. */
+loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_prim *p);
+
+/* ---- cache.c ----------------------------------------------------------------- */
+
+#define LOOM__ONEDNN_KEY_MAX 512
+
+typedef struct loom__onednn_key {
+    size_t len;
+    unsigned char bytes[LOOM__ONEDNN_KEY_MAX];
+} loom__onednn_key;
+
+/* Starts a key with the op, nthreads and a per-op variant (layout policy,
+ * algorithm). */
+void loom__onednn_key_init(loom__onednn_key *k, const loom__kcall *call, int variant);
+/* Appends n bytes (callers memset structs first, so padding is zero). */
+void loom__onednn_key_add(loom__onednn_key *k, const void *data, size_t n);
+
+/* Builds program p for the call (p arrives zeroed). On failure it leaves p
+ * for the caller to destroy and returns the error. */
+typedef loom_status (*loom__onednn_build_fn)(const loom__kcall *call, const void *params, loom__onednn_prim *p);
+
+/* The cached program for key, built with build(call, params) on a miss.
+ * The result stays valid until loom__onednn_cache_release, even if it is
+ * evicted meanwhile. */
+loom_status loom__onednn_cache_get(const loom__onednn_key *key, const loom__kcall *call, loom__onednn_build_fn build,
+                                   const void *params, const loom__onednn_prim **out);
+void loom__onednn_cache_release(const loom__onednn_prim *p);
+
+/* The whole kernel: sets the team size, gets (or builds) the program, runs
+ * it, releases it. */
+loom_status loom__onednn_run(const loom__kcall *call, const loom__onednn_key *key, loom__onednn_build_fn build,
+                             const void *params);
+
+/* Capacity in programs (from LOOM_ONEDNN_CACHE_CAPACITY, default 256; 0
+ * disables caching: each call builds and destroys its program). Shrinking
+ * evicts least recently used programs at once. */
+void loom__onednn_cache_set_capacity(int capacity);
+
+typedef struct loom__onednn_cache_stats {
+    int64_t hits, misses, evictions;
+    int size, capacity;
+} loom__onednn_cache_stats;
+void loom__onednn_cache_stats_get(loom__onednn_cache_stats *out);
+/* Short name the brief asks for; same as loom__onednn_cache_stats_get. */
+#define loom__onednn_cache_stats(out) loom__onednn_cache_stats_get(out)
+
+/* Destroys every cached program not in use (the atexit cleanup, tests). */
+void loom__onednn_cache_clear(void);
+
+/* ---- op families ----------------------------------------------------------- */
+
+/* Convolution layout policy (LOOM_ONEDNN_CONV_LAYOUT=auto|blocked|plain):
+ * blocked lets oneDNN pick blocked layouts and reorders inside the program;
+ * plain keeps NCHW / OIHW; auto (default) is blocked except for 1x1
+ * kernels. Part of the cache key. */
+enum { LOOM__ONEDNN_LAYOUT_AUTO = 0, LOOM__ONEDNN_LAYOUT_PLAIN = 1, LOOM__ONEDNN_LAYOUT_BLOCKED = 2 };
+void loom__onednn_set_conv_layout(int policy);
+int loom__onednn_conv_layout(void);
+
+bool loom__onednn_conv_supports(const loom__kcall *call);
+loom_status loom__onednn_conv(const loom__kcall *call);
+
+bool loom__onednn_pool_supports(const loom__kcall *call);
+loom_status loom__onednn_pool(const loom__kcall *call);
+
+bool loom__onednn_bn_supports(const loom__kcall *call);
+loom_status loom__onednn_bn(const loom__kcall *call);
+
+bool loom__onednn_unary_supports(const loom__kcall *call);
+loom_status loom__onednn_unary(const loom__kcall *call);
+bool loom__onednn_relu_bwd_supports(const loom__kcall *call);
+loom_status loom__onednn_relu_bwd(const loom__kcall *call);
+bool loom__onednn_softmax_supports(const loom__kcall *call);
+loom_status loom__onednn_softmax(const loom__kcall *call);
+
+/* ---- helpers the op files share -------------------------------------------- */
+
+/* v is float32, contiguous row-major (size-1 dims may have any stride) and
+ * has no zero-size dim. */
+bool loom__onednn_plain_f32(const loom__tview *v);
+
+/* A plain row-major f32 memory desc of ndim dims (1..5 use the abcde tags). */
+dnnl_status_t loom__onednn_plain_md(dnnl_memory_desc_t *md, int ndim, const int64_t *dims);
+
+/* True when any of the n floats is NaN, or (when also_ninf) -inf, or (when
+ * also_pinf) +inf. Scans in blocks, stopping at the first block with one. */
+bool loom__onednn_has_nonfinite(const float *x, int64_t n, bool also_ninf, bool also_pinf);
+
+#endif /* LOOM_BACKENDS_ONEDNN_H */

@@ -1,0 +1,160 @@
+/*
+ * backends/onednn/onednn_backend.c - the oneDNN backend's kernel tables.
+ *
+ * Ops without an entry (views, binary ops, reductions, indexing, MATMUL -
+ * whose packed SGEMM in ref is at parity with oneDNN's - sin, cos and
+ * BN_STATS) and every call a supports() function rejects go to the next
+ * backend (ref). The exactness checks (the *_supports functions of the op
+ * files) are cheap shape and attribute checks, except where oneDNN's result
+ * depends on the values: max pooling, relu_bwd and the softmax forward scan
+ * their input for the non-finite values oneDNN treats differently.
+ *
+ * Two tables (onednn.h):
+ *
+ * loom__onednn_backend_all ("onednn" contexts) takes every exact call.
+ *
+ * loom__onednn_backend (first in "auto") also asks whether oneDNN is faster
+ * than ref for the call on Loom's plain layouts. Measured with oneDNN 2.6.3
+ * on a 2-core Zen 3 (AVX2), 1 and 2 threads, [64,64,26,26]-sized tensors,
+ * time oneDNN / time ref:
+ *   convolution (fwd, bwd-data, bwd-weight)  ~0.6-1.2 (3x3), 0.1-0.3
+ *                                            (depthwise): taken
+ *   softmax fwd, innermost dim               0.2 (jit:avx2): taken
+ *   log_softmax fwd, innermost dim           0.2, but its float
+ *                                            x - max - log(sum) is off by up
+ *                                            to 5e-6 absolute (1.2e-5
+ *                                            relative near 0) where ref's
+ *                                            double sums give 1.5e-6: ref
+ *   sqrt                                     0.2-0.25: taken
+ *   softmax fwd over an outer dim, all       20-100 (ref:any for
+ *     softmax backward                       non-dense axes and backward): ref
+ *   batch norm fwd / bwd                     4-10 (ncsp_bnorm, plain C++): ref
+ *   pooling fwd / max bwd                    2-3 (simple_nchw: plain C++): ref
+ *   avg pool bwd, abs, sigmoid, relu_bwd     ~1 (memory bound; oneDNN adds a
+ *                                            per-call setup and relu_bwd a
+ *                                            scan): ref
+ *   tanh                                     3-4: ref
+ * The slow ones are oneDNN's non-JIT implementations for plain layouts;
+ * keeping blocked layouts between nodes (a later step) would bring its JIT
+ * pooling and batch norm into play. LOOM_ONEDNN_OPS=all makes "auto" take
+ * the full exact set.
+ */
+#include "config.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/onednn/onednn.h"
+
+/* ---- "onednn": every exact call ------------------------------------------------ */
+
+static const loom__kernel onednn_all_kernels[LOOM_OP_COUNT] = {
+    [LOOM_OP_NEG] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_ABS] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_EXP] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_LOG] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_SQRT] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_TANH] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_SIGMOID] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_RELU] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_CLAMP] = {loom__onednn_unary_supports, loom__onednn_unary},
+
+    [LOOM_OP_CONV2D] = {loom__onednn_conv_supports, loom__onednn_conv},
+    [LOOM_OP_CONV2D_BWD_DATA] = {loom__onednn_conv_supports, loom__onednn_conv},
+    [LOOM_OP_CONV2D_BWD_WEIGHT] = {loom__onednn_conv_supports, loom__onednn_conv},
+
+    [LOOM_OP_MAX_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool},
+    [LOOM_OP_MAX_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool},
+    [LOOM_OP_AVG_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool},
+    [LOOM_OP_AVG_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool},
+
+    [LOOM_OP_BN_FWD] = {loom__onednn_bn_supports, loom__onednn_bn},
+    [LOOM_OP_BN_BWD_DATA] = {loom__onednn_bn_supports, loom__onednn_bn},
+    [LOOM_OP_BN_BWD_PARAMS] = {loom__onednn_bn_supports, loom__onednn_bn},
+
+    [LOOM_OP_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax},
+    [LOOM_OP_LOG_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax},
+    [LOOM_OP_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax},
+    [LOOM_OP_LOG_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax},
+
+    [LOOM_OP_RELU_BWD] = {loom__onednn_relu_bwd_supports, loom__onednn_relu_bwd},
+};
+
+const loom__backend loom__onednn_backend_all = {
+    .name = "onednn",
+    .kernels = onednn_all_kernels,
+};
+
+/* ---- "auto": exact and faster than ref ------------------------------------------- */
+
+/* -1: LOOM_ONEDNN_OPS not read yet; 0: the fast set; 1: all. */
+static atomic_int all_ops = -1;
+
+void loom__onednn_set_all_ops(bool all) { atomic_store(&all_ops, all ? 1 : 0); }
+
+static bool want_all(void)
+{
+    int v = atomic_load(&all_ops);
+    if (v < 0) {
+        const char *s = getenv("LOOM_ONEDNN_OPS");
+        int expected = -1;
+        atomic_compare_exchange_strong(&all_ops, &expected, s && strcmp(s, "all") == 0 ? 1 : 0);
+        v = atomic_load(&all_ops);
+    }
+    return v == 1;
+}
+
+/* Softmax over the innermost non-trivial dim (oneDNN's JIT forward). */
+static bool innermost_axis(const loom__kcall *call)
+{
+    if (!call->attrs) return false;
+    const loom__tview *o = &call->out;
+    const int axis = call->attrs->axis.dim;
+    if (axis < 0 || axis >= o->ndim) return false;
+    for (int d = axis + 1; d < o->ndim; d++)
+        if (o->shape[d] != 1) return false;
+    return true;
+}
+
+static bool fast(const loom__kcall *call)
+{
+    switch (call->op) {
+    case LOOM_OP_CONV2D:
+    case LOOM_OP_CONV2D_BWD_DATA:
+    case LOOM_OP_CONV2D_BWD_WEIGHT:
+    case LOOM_OP_SQRT: return true;
+    case LOOM_OP_SOFTMAX: return innermost_axis(call);
+    default: return false;
+    }
+}
+
+static bool auto_supports(const loom__kcall *call)
+{
+    if (call->op <= LOOM_OP_NONE || call->op >= LOOM_OP_COUNT) return false;
+    const loom__kernel *k = &onednn_all_kernels[call->op];
+    if (!k->run || !(want_all() || fast(call))) return false;
+    return !k->supports || k->supports(call);
+}
+
+static loom_status auto_run(const loom__kcall *call) { return onednn_all_kernels[call->op].run(call); }
+
+#define AUTO(op) [op] = {auto_supports, auto_run}
+
+/* The same ops as onednn_all_kernels. */
+static const loom__kernel onednn_auto_kernels[LOOM_OP_COUNT] = {
+    AUTO(LOOM_OP_NEG),           AUTO(LOOM_OP_ABS),           AUTO(LOOM_OP_EXP),
+    AUTO(LOOM_OP_LOG),           AUTO(LOOM_OP_SQRT),          AUTO(LOOM_OP_TANH),
+    AUTO(LOOM_OP_SIGMOID),       AUTO(LOOM_OP_RELU),          AUTO(LOOM_OP_CLAMP),
+    AUTO(LOOM_OP_CONV2D),        AUTO(LOOM_OP_CONV2D_BWD_DATA), AUTO(LOOM_OP_CONV2D_BWD_WEIGHT),
+    AUTO(LOOM_OP_MAX_POOL2D),    AUTO(LOOM_OP_MAX_POOL2D_BWD), AUTO(LOOM_OP_AVG_POOL2D),
+    AUTO(LOOM_OP_AVG_POOL2D_BWD), AUTO(LOOM_OP_BN_FWD),       AUTO(LOOM_OP_BN_BWD_DATA),
+    AUTO(LOOM_OP_BN_BWD_PARAMS), AUTO(LOOM_OP_SOFTMAX),       AUTO(LOOM_OP_LOG_SOFTMAX),
+    AUTO(LOOM_OP_SOFTMAX_BWD),   AUTO(LOOM_OP_LOG_SOFTMAX_BWD), AUTO(LOOM_OP_RELU_BWD),
+};
+
+const loom__backend loom__onednn_backend = {
+    .name = "onednn",
+    .kernels = onednn_auto_kernels,
+};

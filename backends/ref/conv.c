@@ -1,0 +1,515 @@
+/*
+ * backends/ref/conv.c - the portable C 2-D convolution (NCHW, float32):
+ * forward (CONV2D, with optional bias and fused ReLU), backward data
+ * (CONV2D_BWD_DATA) and backward weight (CONV2D_BWD_WEIGHT), all on the
+ * packed SGEMM of sgemm.h.
+ *
+ * Shapes (kernel.h): x [N,C,H,W], w [O,C/g,KH,KW], y [N,O,OH,OW]. Per image
+ * n and group gi, with K = C/g*KH*KW and P = OH*OW:
+ *
+ *   forward      Y_g (O/g x P)   = W_g (O/g x K) * col (K x P)
+ *   bwd data     col (K x P)     = W_g^T (K x O/g) * dY_g (O/g x P), then
+ *                dX_g           += col2im(col)
+ *   bwd weight   dW_g (O/g x K) += dY_g (O/g x P) * col^T (P x K), summed
+ *                                  over the batch
+ *
+ * where col = im2col(x) holds, in row (c, kh, kw) and column (oh, ow), the
+ * input pixel x[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] (0 in the
+ * padding). W^T and col^T are not copied: SGEMM reads them through strides.
+ * A 1x1 convolution with stride 1 and no padding needs no column matrix at
+ * all: x's channel plane is it (and dX the product's output).
+ *
+ * The column matrix is built for a block of output rows at a time, at most
+ * COL_CAP floats (so that SGEMM packs it from L2) unless that would leave
+ * fewer than MIN_COLS columns: a large layer needs neither K x P floats per
+ * thread nor a column matrix that has left the cache by the time it is
+ * packed.
+ *
+ * Threads: when the batch has at least as many images as threads, each
+ * thread takes a contiguous range of images with its own column buffer and
+ * SGEMM workspace and runs single-threaded SGEMMs (the small per-image
+ * products of a CNN do not split well); otherwise images run one after the
+ * other and SGEMM uses all the threads. Backward weight's image-parallel
+ * path sums into one buffer per thread and adds the buffers in thread order
+ * at the end, so a given thread count always gives the same bits. Every
+ * call allocates its workspace once (one aligned_alloc for all threads;
+ * backward weight adds one for the threads' partial sums).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/ref/nditer.h"
+#include "backends/ref/ref.h"
+#include "backends/ref/sgemm.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+/* Floats of one column-matrix block per thread (1 MiB, about one L2),
+ * unless that leaves fewer than MIN_COLS columns. */
+#define COL_CAP ((int64_t)1 << 18)
+#define MIN_COLS 256
+/* Below this many multiply-adds in all, one thread. */
+#define TINY_MACS ((int64_t)1 << 16)
+
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* The geometry of one call. */
+typedef struct conv_geom {
+    int64_t N, C, H, W, O, KH, KW, OH, OW;
+    int64_t g, Cg, Og;      /* groups, input and output channels per group */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t K, P;           /* Cg*KH*KW, OH*OW */
+    int64_t rows;           /* output rows per column block */
+    bool direct;            /* 1x1, stride 1, no padding: x is the column matrix */
+} conv_geom;
+
+static loom_status shape_error(const loom__kcall *call)
+{
+    char s[3][LOOM__SHAPE_STR_MAX];
+    const char *name = loom__op_name(call->op);
+    for (int i = 0; i < 2; i++)
+        loom__fmt_shape(s[i], sizeof s[i], call->in[i].ndim, call->in[i].shape);
+    loom__fmt_shape(s[2], sizeof s[2], call->out.ndim, call->out.shape);
+    return loom__set_error(LOOM_ERR_SHAPE, "%s: inconsistent shapes %s, %s -> %s (stride %d,%d pad %d,%d "
+                           "dilation %d,%d groups %d)", name, s[0], s[1], s[2],
+                           call->attrs->conv.stride[0], call->attrs->conv.stride[1],
+                           call->attrs->conv.pad[0], call->attrs->conv.pad[1],
+                           call->attrs->conv.dilation[0], call->attrs->conv.dilation[1],
+                           call->attrs->conv.groups);
+}
+
+/* Checks the call and fills the geometry. x, w, y are the views that play
+ * the roles of the input image, the weight and the output image. */
+static loom_status make_geom(const loom__kcall *call, int n_in_min, int n_in_max, const loom__tview *x,
+                             const loom__tview *w, const loom__tview *y, conv_geom *g)
+{
+    const char *name = loom__op_name(call->op);
+    if (call->n_in < n_in_min || call->n_in > n_in_max)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected %d inputs, got %d", name, n_in_min,
+                               call->n_in);
+    for (int i = 0; i <= call->n_in; i++) {
+        const loom__tview *v = i < call->n_in ? &call->in[i] : &call->out;
+        if (v->dtype != LOOM_FLOAT32)
+            return loom__set_error(LOOM_ERR_DTYPE, "%s: the ref backend supports float32 only, got %s", name,
+                                   loom_dtype_name(v->dtype));
+    }
+    const loom__attrs *a = call->attrs;
+    memset(g, 0, sizeof *g);
+    if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4) return shape_error(call);
+    g->N = x->shape[0], g->C = x->shape[1], g->H = x->shape[2], g->W = x->shape[3];
+    g->O = w->shape[0], g->KH = w->shape[2], g->KW = w->shape[3];
+    g->OH = y->shape[2], g->OW = y->shape[3];
+    g->g = a->conv.groups;
+    g->sh = a->conv.stride[0], g->sw = a->conv.stride[1];
+    g->ph = a->conv.pad[0], g->pw = a->conv.pad[1];
+    g->dh = a->conv.dilation[0], g->dw = a->conv.dilation[1];
+    if (g->g < 1 || g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->ph < 0 || g->pw < 0 ||
+        g->C % g->g || g->O % g->g)
+        return shape_error(call);
+    g->Cg = g->C / g->g;
+    g->Og = g->O / g->g;
+    const int64_t eh = g->H + 2 * g->ph - g->dh * (g->KH - 1) - 1;
+    const int64_t ew = g->W + 2 * g->pw - g->dw * (g->KW - 1) - 1;
+    if (w->shape[1] != g->Cg || y->shape[0] != g->N || y->shape[1] != g->O || eh < 0 || ew < 0 ||
+        g->OH != eh / g->sh + 1 || g->OW != ew / g->sw + 1)
+        return shape_error(call);
+    if (call->n_in == 3 && (call->in[2].ndim != 1 || call->in[2].shape[0] != g->O)) return shape_error(call);
+    g->K = g->Cg * g->KH * g->KW;
+    g->P = g->OH * g->OW;
+    g->direct = g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    g->rows = g->OH;
+    if (!g->direct && g->K * g->P > COL_CAP) {
+        /* At most COL_CAP floats, but at least MIN_COLS columns (each block
+         * repacks the weights), in blocks of equal height. */
+        int64_t rows = COL_CAP / (g->K * g->OW);
+        const int64_t min_rows = (MIN_COLS + g->OW - 1) / g->OW;
+        if (rows < min_rows) rows = min_rows;
+        if (rows < g->OH) {
+            const int64_t nblocks = (g->OH + rows - 1) / rows;
+            g->rows = (g->OH + nblocks - 1) / nblocks;
+        }
+    }
+    return LOOM_OK;
+}
+
+/* The ow range [lo, hi) whose input column ow*s + off lies in [0, W). */
+static void valid_cols(int64_t off, int64_t s, int64_t W, int64_t OW, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = off < W ? (W - 1 - off) / s + 1 : 0;
+    if (l > OW) l = OW;
+    if (h > OW) h = OW;
+    if (h < l) h = l;
+    *lo = l;
+    *hi = h;
+}
+
+/* col (K x L, L = (oh1 - oh0) * OW) = im2col of output rows [oh0, oh1) of
+ * the group whose Cg channel planes start at x. */
+static void im2col(const conv_geom *g, const float *restrict x, int64_t oh0, int64_t oh1, float *restrict col)
+{
+    const int64_t OW = g->OW, W = g->W, H = g->H, L = (oh1 - oh0) * OW;
+    for (int64_t c = 0; c < g->Cg; c++) {
+        const float *xc = x + c * H * W;
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                float *row = col + ((c * g->KH + kh) * g->KW + kw) * L;
+                const int64_t off = kw * g->dw - g->pw;
+                int64_t lo, hi;
+                valid_cols(off, g->sw, W, OW, &lo, &hi);
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    float *r = row + (oh - oh0) * OW;
+                    const int64_t ih = oh * g->sh - g->ph + kh * g->dh;
+                    if (ih < 0 || ih >= H) {
+                        memset(r, 0, sizeof(float) * (size_t)OW);
+                        continue;
+                    }
+                    for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+                    const float *xr = xc + ih * W;
+                    if (g->sw == 1) {
+                        if (hi > lo) memcpy(r + lo, xr + lo + off, sizeof(float) * (size_t)(hi - lo));
+                    } else {
+                        for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * g->sw + off];
+                    }
+                    for (int64_t ow = hi; ow < OW; ow++) r[ow] = 0.0f;
+                }
+            }
+    }
+}
+
+/* The adjoint of im2col: adds col (K x L, output rows [oh0, oh1)) into the
+ * group's Cg channel planes at dx. */
+static void col2im(const conv_geom *g, const float *restrict col, int64_t oh0, int64_t oh1, float *restrict dx)
+{
+    const int64_t OW = g->OW, W = g->W, H = g->H, L = (oh1 - oh0) * OW;
+    for (int64_t c = 0; c < g->Cg; c++) {
+        float *xc = dx + c * H * W;
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                const float *row = col + ((c * g->KH + kh) * g->KW + kw) * L;
+                const int64_t off = kw * g->dw - g->pw;
+                int64_t lo, hi;
+                valid_cols(off, g->sw, W, OW, &lo, &hi);
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    const int64_t ih = oh * g->sh - g->ph + kh * g->dh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *r = row + (oh - oh0) * OW;
+                    float *xr = xc + ih * W + off;
+                    if (g->sw == 1) {
+                        for (int64_t ow = lo; ow < hi; ow++) xr[ow] += r[ow];
+                    } else {
+                        for (int64_t ow = lo; ow < hi; ow++) xr[ow * g->sw] += r[ow];
+                    }
+                }
+            }
+    }
+}
+
+/* Per-thread workspace: a column block (unless direct) then SGEMM's. The
+ * SGEMM sizes for the full and the last block are passed by the caller. */
+typedef struct conv_ws {
+    char *base;
+    size_t col_bytes, gemm_bytes, per;
+    int nt;
+} conv_ws;
+
+static loom_status ws_alloc(const loom__kcall *call, const conv_geom *g, int nt, int gemm_threads,
+                            int64_t m, int64_t n_full, int64_t k_full, int64_t n_last, int64_t k_last,
+                            conv_ws *ws)
+{
+    ws->nt = nt;
+    ws->col_bytes = g->direct ? 0 : round64(sizeof(float) * (size_t)(g->K * g->rows * g->OW));
+    size_t a = loom__sgemm_workspace_size(m, n_full, k_full, gemm_threads);
+    size_t b = loom__sgemm_workspace_size(m, n_last, k_last, gemm_threads);
+    ws->gemm_bytes = round64(a > b ? a : b);
+    if (ws->gemm_bytes == 0) ws->gemm_bytes = 64;
+    ws->per = ws->col_bytes + ws->gemm_bytes;
+    const size_t total = ws->per * (size_t)nt;
+    ws->base = aligned_alloc(64, total);
+    if (!ws->base)
+        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of workspace",
+                               loom__op_name(call->op), total);
+    return LOOM_OK;
+}
+
+static float *ws_col(const conv_ws *ws, int t) { return (float *)(ws->base + (size_t)t * ws->per); }
+static void *ws_gemm(const conv_ws *ws, int t) { return ws->base + (size_t)t * ws->per + ws->col_bytes; }
+
+/* Threads over images (each running single-threaded SGEMMs), or 1. */
+static int image_team(const loom__kcall *call, const conv_geom *g)
+{
+    const int nthreads = call->nthreads < 1 ? 1 : call->nthreads;
+    const int64_t macs = g->N * g->O * g->P * g->K;
+    if (nthreads <= 1 || macs < TINY_MACS) return 1;
+    return g->N >= nthreads ? nthreads : 1;
+}
+
+/* Threads for SGEMM when images run one after the other. */
+static int gemm_team(const loom__kcall *call, const conv_geom *g, int image_nt)
+{
+    if (image_nt > 1) return 1;
+    const int64_t macs = g->N * g->O * g->P * g->K;
+    return call->nthreads > 1 && macs >= TINY_MACS ? call->nthreads : 1;
+}
+
+static loom_status worker_error(const loom__kcall *call, loom_status st)
+{
+    return loom__set_error(st, "%s: SGEMM failed in a worker thread (%s)", loom__op_name(call->op),
+                           loom_status_str(st));
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* Bias and ReLU on rows [o0, o0 + Og) of y's image, columns [p0, p0 + L). */
+static void epilogue(const conv_geom *g, float *y, int64_t o0, int64_t p0, int64_t L, const float *bias, bool relu)
+{
+    for (int64_t o = o0; o < o0 + g->Og; o++) {
+        float *restrict r = y + o * g->P + p0;
+        const float b = bias ? bias[o] : 0.0f;
+        if (relu)
+            for (int64_t j = 0; j < L; j++) {
+                const float v = r[j] + b;
+                r[j] = v < 0.0f ? 0.0f : v; /* NaN stays */
+            }
+        else
+            for (int64_t j = 0; j < L; j++) r[j] += b;
+    }
+}
+
+static loom_status fwd_image(const conv_geom *g, const float *x, const float *w, const float *bias, bool relu,
+                             float *y, int64_t n, float *col, void *gws, size_t gws_size, int gemm_threads)
+{
+    const float *xn = x + n * g->C * g->H * g->W;
+    float *yn = y + n * g->O * g->P;
+    for (int64_t gi = 0; gi < g->g; gi++) {
+        const float *xg = xn + gi * g->Cg * g->H * g->W;
+        const float *wg = w + gi * g->Og * g->K;
+        for (int64_t oh0 = 0; oh0 < g->OH; oh0 += g->rows) {
+            const int64_t oh1 = oh0 + g->rows < g->OH ? oh0 + g->rows : g->OH;
+            const int64_t L = (oh1 - oh0) * g->OW, p0 = oh0 * g->OW;
+            const float *b = xg;
+            if (!g->direct) {
+                im2col(g, xg, oh0, oh1, col);
+                b = col;
+            }
+            loom_status st = loom__sgemm(g->Og, L, g->K, 1.0f, wg, g->K, 1, b, L, 1, 0.0f,
+                                         yn + gi * g->Og * g->P + p0, g->P, gemm_threads, gws, gws_size);
+            if (st != LOOM_OK) return st;
+            if (bias || relu) epilogue(g, yn, gi * g->Og, p0, L, bias, relu);
+        }
+    }
+    return LOOM_OK;
+}
+
+/* CONV2D: in[0] x, in[1] w, in[2] optional bias; out y. */
+loom_status loom__ref_conv2d(const loom__kcall *call)
+{
+    conv_geom g;
+    loom_status st = make_geom(call, 2, 3, &call->in[0], &call->in[1], &call->out, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data, *w = call->in[1].data;
+    const float *bias = call->n_in == 3 ? call->in[2].data : NULL;
+    const bool relu = call->attrs->conv.relu;
+    float *y = call->out.data;
+
+    const int nt = image_team(call, &g), gt = gemm_team(call, &g, nt);
+    const int64_t last = g.OH % g.rows ? g.OH % g.rows : g.rows;
+    conv_ws ws;
+    st = ws_alloc(call, &g, nt, gt, g.Og, g.rows * g.OW, g.K, last * g.OW, g.K, &ws);
+    if (st != LOOM_OK) return st;
+    if (nt == 1) {
+        for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
+            st = fwd_image(&g, x, w, bias, relu, y, n, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
+        free(ws.base);
+        return st;
+    }
+    loom_status fail = LOOM_OK;
+    LOOM__OMP_PARALLEL(nt)
+    {
+        const int t = loom__omp_thread();
+        int64_t begin, end;
+        loom__nditer_part(g.N, t, loom__omp_nthreads(), 1, &begin, &end);
+        for (int64_t n = begin; n < end; n++) {
+            loom_status s = fwd_image(&g, x, w, bias, relu, y, n, ws_col(&ws, t), ws_gemm(&ws, t), ws.gemm_bytes, 1);
+            if (s != LOOM_OK) {
+                LOOM__OMP_CRITICAL(loom_ref_conv_error)
+                if (fail == LOOM_OK) fail = s;
+                break;
+            }
+        }
+    }
+    free(ws.base);
+    return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
+}
+
+/* ---- backward data ------------------------------------------------------ */
+
+static loom_status bwd_data_image(const conv_geom *g, const float *dy, const float *w, float *dx, int64_t n,
+                                  float *col, void *gws, size_t gws_size, int gemm_threads)
+{
+    const int64_t HW = g->H * g->W;
+    const float *dyn = dy + n * g->O * g->P;
+    float *dxn = dx + n * g->C * HW;
+    if (!g->direct) memset(dxn, 0, sizeof(float) * (size_t)(g->C * HW));
+    for (int64_t gi = 0; gi < g->g; gi++) {
+        const float *wg = w + gi * g->Og * g->K;
+        const float *dyg = dyn + gi * g->Og * g->P;
+        float *dxg = dxn + gi * g->Cg * HW;
+        if (g->direct) { /* dX_g (Cg x HW) = W_g^T dY_g, written in place */
+            loom_status st = loom__sgemm(g->Cg, g->P, g->Og, 1.0f, wg, 1, g->K, dyg, g->P, 1, 0.0f, dxg, HW,
+                                         gemm_threads, gws, gws_size);
+            if (st != LOOM_OK) return st;
+            continue;
+        }
+        for (int64_t oh0 = 0; oh0 < g->OH; oh0 += g->rows) {
+            const int64_t oh1 = oh0 + g->rows < g->OH ? oh0 + g->rows : g->OH;
+            const int64_t L = (oh1 - oh0) * g->OW, p0 = oh0 * g->OW;
+            loom_status st = loom__sgemm(g->K, L, g->Og, 1.0f, wg, 1, g->K, dyg + p0, g->P, 1, 0.0f, col, L,
+                                         gemm_threads, gws, gws_size);
+            if (st != LOOM_OK) return st;
+            col2im(g, col, oh0, oh1, dxg);
+        }
+    }
+    return LOOM_OK;
+}
+
+/* CONV2D_BWD_DATA: in[0] dy [N,O,OH,OW], in[1] w; out dx [N,C,H,W]. */
+loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
+{
+    if (call->n_in != 2)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected 2 inputs, got %d", loom__op_name(call->op),
+                               call->n_in);
+    conv_geom g;
+    loom_status st = make_geom(call, 2, 2, &call->out, &call->in[1], &call->in[0], &g);
+    if (st != LOOM_OK) return st;
+    const float *dy = call->in[0].data, *w = call->in[1].data;
+    float *dx = call->out.data;
+
+    const int nt = image_team(call, &g), gt = gemm_team(call, &g, nt);
+    const int64_t last = g.OH % g.rows ? g.OH % g.rows : g.rows;
+    conv_ws ws;
+    if (g.direct)
+        st = ws_alloc(call, &g, nt, gt, g.Cg, g.P, g.Og, g.P, g.Og, &ws);
+    else
+        st = ws_alloc(call, &g, nt, gt, g.K, g.rows * g.OW, g.Og, last * g.OW, g.Og, &ws);
+    if (st != LOOM_OK) return st;
+    if (nt == 1) {
+        for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
+            st = bwd_data_image(&g, dy, w, dx, n, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
+        free(ws.base);
+        return st;
+    }
+    loom_status fail = LOOM_OK;
+    LOOM__OMP_PARALLEL(nt)
+    {
+        const int t = loom__omp_thread();
+        int64_t begin, end;
+        loom__nditer_part(g.N, t, loom__omp_nthreads(), 1, &begin, &end);
+        for (int64_t n = begin; n < end; n++) {
+            loom_status s = bwd_data_image(&g, dy, w, dx, n, ws_col(&ws, t), ws_gemm(&ws, t), ws.gemm_bytes, 1);
+            if (s != LOOM_OK) {
+                LOOM__OMP_CRITICAL(loom_ref_conv_error)
+                if (fail == LOOM_OK) fail = s;
+                break;
+            }
+        }
+    }
+    free(ws.base);
+    return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
+}
+
+/* ---- backward weight ---------------------------------------------------- */
+
+/* dw (O x K) += (or =, when `first`) image n's contribution. */
+static loom_status bwd_weight_image(const conv_geom *g, const float *x, const float *dy, float *dw, int64_t n,
+                                    bool first, float *col, void *gws, size_t gws_size, int gemm_threads)
+{
+    const float *xn = x + n * g->C * g->H * g->W;
+    const float *dyn = dy + n * g->O * g->P;
+    for (int64_t gi = 0; gi < g->g; gi++) {
+        const float *xg = xn + gi * g->Cg * g->H * g->W;
+        const float *dyg = dyn + gi * g->Og * g->P;
+        float *dwg = dw + gi * g->Og * g->K;
+        for (int64_t oh0 = 0; oh0 < g->OH; oh0 += g->rows) {
+            const int64_t oh1 = oh0 + g->rows < g->OH ? oh0 + g->rows : g->OH;
+            const int64_t L = (oh1 - oh0) * g->OW, p0 = oh0 * g->OW;
+            const float *b = xg; /* col^T (L x K): element (p, k) at col[k * L + p] */
+            if (!g->direct) {
+                im2col(g, xg, oh0, oh1, col);
+                b = col;
+            }
+            const float beta = first && oh0 == 0 ? 0.0f : 1.0f;
+            loom_status st = loom__sgemm(g->Og, g->K, L, 1.0f, dyg + p0, g->P, 1, b, 1, L, beta, dwg, g->K,
+                                         gemm_threads, gws, gws_size);
+            if (st != LOOM_OK) return st;
+        }
+    }
+    return LOOM_OK;
+}
+
+/* CONV2D_BWD_WEIGHT: in[0] x [N,C,H,W], in[1] dy [N,O,OH,OW]; out dw [O,C/g,KH,KW]. */
+loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
+{
+    if (call->n_in != 2)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected 2 inputs, got %d", loom__op_name(call->op),
+                               call->n_in);
+    conv_geom g;
+    loom_status st = make_geom(call, 2, 2, &call->in[0], &call->out, &call->in[1], &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data, *dy = call->in[1].data;
+    float *dw = call->out.data;
+    const int64_t dw_numel = g.O * g.K;
+    if (g.N == 0 || g.P == 0) {
+        memset(dw, 0, sizeof(float) * (size_t)dw_numel);
+        return LOOM_OK;
+    }
+
+    const int nt = image_team(call, &g), gt = gemm_team(call, &g, nt);
+    const int64_t last = g.OH % g.rows ? g.OH % g.rows : g.rows;
+    conv_ws ws;
+    st = ws_alloc(call, &g, nt, gt, g.Og, g.K, g.rows * g.OW, g.K, last * g.OW, &ws);
+    if (st != LOOM_OK) return st;
+    if (nt == 1) {
+        for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
+            st = bwd_weight_image(&g, x, dy, dw, n, n == 0, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
+        free(ws.base);
+        return st;
+    }
+    /* One partial dW per thread after the first (which writes dw itself). */
+    float *part = aligned_alloc(64, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
+    if (!part) {
+        free(ws.base);
+        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
+                               loom__op_name(call->op), sizeof(float) * (size_t)dw_numel * (size_t)(nt - 1));
+    }
+    const size_t part_stride = round64(sizeof(float) * (size_t)dw_numel) / sizeof(float);
+    loom_status fail = LOOM_OK;
+    int team = 1;
+    LOOM__OMP_PARALLEL(nt)
+    {
+        const int t = loom__omp_thread();
+        if (t == 0) team = loom__omp_nthreads();
+        int64_t begin, end;
+        loom__nditer_part(g.N, t, loom__omp_nthreads(), 1, &begin, &end);
+        float *mine = t == 0 ? dw : part + (size_t)(t - 1) * part_stride;
+        if (begin == end) memset(mine, 0, sizeof(float) * (size_t)dw_numel);
+        for (int64_t n = begin; n < end; n++) {
+            loom_status s = bwd_weight_image(&g, x, dy, mine, n, n == begin, ws_col(&ws, t), ws_gemm(&ws, t),
+                                             ws.gemm_bytes, 1);
+            if (s != LOOM_OK) {
+                LOOM__OMP_CRITICAL(loom_ref_conv_error)
+                if (fail == LOOM_OK) fail = s;
+                break;
+            }
+        }
+    }
+    if (fail == LOOM_OK)
+        for (int t = 1; t < team; t++) {
+            const float *restrict p = part + (size_t)(t - 1) * part_stride;
+            for (int64_t i = 0; i < dw_numel; i++) dw[i] += p[i];
+        }
+    free(part);
+    free(ws.base);
+    return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
+}

@@ -1,0 +1,369 @@
+/*
+ * backends/ref/norm.c - the portable C batch-normalization kernels (float32):
+ * batch statistics, the normalization itself, and its two backward halves.
+ *
+ * Shapes: x, dy, y, dx [N,C,*] (any ndim >= 2, contiguous), viewed as
+ * [N, C, S] with S the product of the trailing dims; statistics run over N
+ * and S (M = N*S values per channel). stats [2,C]: row 0 the mean, row 1 the
+ * biased variance; gamma, beta [C]; BN_BWD_PARAMS writes [2,C] (dgamma,
+ * dbeta).
+ *
+ * Reductions are deterministic whatever the thread count: each channel's
+ * values are cut into fixed pieces (one per image, long rows further into
+ * pieces of PIECE values), each piece is summed in double by one thread
+ * with four interleaved accumulators, and the pieces are combined per
+ * channel in a fixed order. The variance is two-pass inside a piece (its
+ * own mean first, then the squared deviations, all in cache) and the pieces
+ * combine exactly: M2 = sum(M2_i + n_i * (mean_i - mean)^2). Elementwise
+ * passes split the flattened [N*C*S] range among threads, so a few large
+ * planes still parallelise.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/ref/nditer.h"
+#include "backends/ref/ref.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+#define PIECE 16384        /* values per reduction piece (at most) */
+#define BN_GRAIN 32768     /* elements per thread before a second thread pays */
+
+typedef struct bn_geom {
+    int64_t N, C, S, M;
+    int64_t npiece; /* pieces per (n, c) row */
+} bn_geom;
+
+/* Checks dtypes (every view float32), x's ndim, and the shapes of the other
+ * views: `like_x` marks the inputs (and out, as bit n_in) shaped like x; the
+ * rest must be [2,C] when in `stats2` (same bits), else [C]. */
+static loom_status check_call(const loom__kcall *call, int n_in, unsigned like_x, unsigned stats2, bn_geom *g)
+{
+    const char *name = loom__op_name(call->op);
+    if (call->n_in != n_in)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected %d inputs, got %d", name, n_in, call->n_in);
+    for (int i = 0; i <= n_in; i++) {
+        const loom__tview *v = i < n_in ? &call->in[i] : &call->out;
+        if (v->dtype != LOOM_FLOAT32)
+            return loom__set_error(LOOM_ERR_DTYPE, "%s: the ref backend supports float32 only, got %s", name,
+                                   loom_dtype_name(v->dtype));
+    }
+    const loom__tview *x = &call->in[0];
+    bool ok = x->ndim >= 2;
+    for (int i = 0; ok && i <= n_in; i++) {
+        const loom__tview *v = i < n_in ? &call->in[i] : &call->out;
+        if (like_x >> i & 1u) {
+            ok = v->ndim == x->ndim;
+            for (int d = 0; ok && d < x->ndim; d++) ok = v->shape[d] == x->shape[d];
+        } else if (stats2 >> i & 1u) {
+            ok = v->ndim == 2 && v->shape[0] == 2 && v->shape[1] == x->shape[1];
+        } else {
+            ok = v->ndim == 1 && v->shape[0] == x->shape[1];
+        }
+        if (!ok) {
+            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+            return loom__set_error(LOOM_ERR_SHAPE, "%s: %s %d has shape %s, which does not fit x's %s", name,
+                                   i < n_in ? "input" : "output", i < n_in ? i : 0,
+                                   loom__fmt_shape(s1, sizeof s1, v->ndim, v->shape),
+                                   loom__fmt_shape(s2, sizeof s2, x->ndim, x->shape));
+        }
+    }
+    if (!ok) return loom__set_error(LOOM_ERR_SHAPE, "%s: x must have at least 2 dims, got %d", name, x->ndim);
+    g->N = x->shape[0];
+    g->C = x->shape[1];
+    g->S = 1;
+    for (int d = 2; d < x->ndim; d++) g->S *= x->shape[d];
+    g->M = g->N * g->S;
+    g->npiece = g->S > PIECE ? (g->S + PIECE - 1) / PIECE : 1;
+    return LOOM_OK;
+}
+
+static int team(const loom__kcall *call, int64_t work, int64_t units)
+{
+    int nt = loom__ref_team(call->nthreads, work, BN_GRAIN);
+    return nt > units ? (int)(units > 0 ? units : 1) : nt;
+}
+
+/* Piece t of the reduction: its first element (flat index), length and channel. */
+static inline void piece(const bn_geom *g, int64_t t, int64_t *start, int64_t *len, int64_t *c)
+{
+    const int64_t row = t / g->npiece, j = t % g->npiece;
+    const int64_t lo = j * PIECE, hi = lo + PIECE < g->S ? lo + PIECE : g->S;
+    *start = row * g->S + lo;
+    *len = hi - lo;
+    *c = row % g->C;
+}
+
+/* Sum of x[0..n-1] in double, four interleaved accumulators. */
+static double sum_d(const float *restrict x, int64_t n)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += x[i];
+        a1 += x[i + 1];
+        a2 += x[i + 2];
+        a3 += x[i + 3];
+    }
+    for (; i < n; i++) a0 += x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* Sum of (x - m)^2 in double. */
+static double sumsq_d(const float *restrict x, int64_t n, double m)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+        a2 += d2 * d2;
+        a3 += d3 * d3;
+    }
+    for (; i < n; i++) {
+        const double d = x[i] - m;
+        a0 += d * d;
+    }
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* Sums of dy and of dy * (x - m), in double. */
+static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t n, double m, double *sdy,
+                     double *sdyx)
+{
+    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        a0 += dy[i];
+        a1 += dy[i + 1];
+        b0 += (double)dy[i] * (x[i] - m);
+        b1 += (double)dy[i + 1] * (x[i + 1] - m);
+    }
+    for (; i < n; i++) {
+        a0 += dy[i];
+        b0 += (double)dy[i] * (x[i] - m);
+    }
+    *sdy = a0 + a1;
+    *sdyx = b0 + b1;
+}
+
+/* Runs body(t) for every piece t, split among nt threads. */
+#define FOR_PIECES(nt, total, t, ...)                                                         \
+    do {                                                                                       \
+        if ((nt) <= 1) {                                                                       \
+            for (int64_t t = 0; t < (total); t++) __VA_ARGS__;                                        \
+        } else {                                                                               \
+            LOOM__OMP_PARALLEL(nt)                                                             \
+            {                                                                                  \
+                int64_t b_, e_;                                                                \
+                loom__nditer_part((total), loom__omp_thread(), loom__omp_nthreads(), 1, &b_, &e_); \
+                for (int64_t t = b_; t < e_; t++) __VA_ARGS__;                                        \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* Per channel: sum(dy) and sum(dy * (x - mean)) over N and S, in double
+ * (out[2c], out[2c+1]). */
+static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const float *x, const float *dy,
+                             const float *mean, double *out)
+{
+    const int64_t total = g->N * g->C * g->npiece;
+    double *part = malloc(sizeof(double) * 2 * (size_t)(total > 0 ? total : 1));
+    if (!part)
+        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
+                               loom__op_name(call->op), sizeof(double) * 2 * (size_t)total);
+    const int nt = team(call, g->N * g->C * g->S, total);
+    FOR_PIECES(nt, total, t, {
+        int64_t start, len, c;
+        piece(g, t, &start, &len, &c);
+        sum_dy_d(x + start, dy + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+    });
+    for (int64_t c = 0; c < g->C; c++) out[2 * c] = out[2 * c + 1] = 0.0;
+    for (int64_t t = 0; t < total; t++) { /* fixed order: n, then piece */
+        int64_t start, len, c;
+        piece(g, t, &start, &len, &c);
+        out[2 * c] += part[2 * t];
+        out[2 * c + 1] += part[2 * t + 1];
+    }
+    free(part);
+    return LOOM_OK;
+}
+
+static double invstd_of(double var, double eps) { return 1.0 / sqrt(var + eps); }
+
+/* BN_STATS: in[0] x; out stats [2,C]. */
+loom_status loom__ref_bn_stats(const loom__kcall *call)
+{
+    bn_geom g;
+    loom_status st = check_call(call, 1, 1u, 2u, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data;
+    float *stats = call->out.data;
+    const int64_t total = g.N * g.C * g.npiece;
+    /* Per piece: its sum, then its M2 around its own mean. */
+    double *part = malloc(sizeof(double) * 2 * (size_t)(total > 0 ? total : 1));
+    double *acc = calloc((size_t)g.C * 2, sizeof(double));
+    if (!part || !acc) {
+        free(part);
+        free(acc);
+        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate the partial sums", loom__op_name(call->op));
+    }
+    const int nt = team(call, g.N * g.C * g.S, total);
+    FOR_PIECES(nt, total, t, {
+        int64_t start, len, c;
+        piece(&g, t, &start, &len, &c);
+        const double s = sum_d(x + start, len);
+        part[2 * t] = s;
+        part[2 * t + 1] = len > 0 ? sumsq_d(x + start, len, s / (double)len) : 0.0;
+    });
+    for (int64_t t = 0; t < total; t++) {
+        int64_t start, len, c;
+        piece(&g, t, &start, &len, &c);
+        acc[2 * c] += part[2 * t];
+    }
+    for (int64_t c = 0; c < g.C; c++) acc[2 * c] = g.M > 0 ? acc[2 * c] / (double)g.M : NAN;
+    for (int64_t t = 0; t < total; t++) {
+        int64_t start, len, c;
+        piece(&g, t, &start, &len, &c);
+        if (len == 0) continue;
+        const double d = part[2 * t] / (double)len - acc[2 * c];
+        acc[2 * c + 1] += part[2 * t + 1] + (double)len * d * d;
+    }
+    for (int64_t c = 0; c < g.C; c++) {
+        stats[c] = (float)acc[2 * c];
+        stats[g.C + c] = g.M > 0 ? (float)(acc[2 * c + 1] / (double)g.M) : NAN;
+    }
+    free(part);
+    free(acc);
+    return LOOM_OK;
+}
+
+/* Calls body for each run of one channel inside the flat range [b, e):
+ * c is the channel, i0/i1 the run's flat bounds. */
+#define FOR_RUNS(g, b, e, c, i0, i1, ...)                                      \
+    for (int64_t i0 = (b), i1; i0 < (e); i0 = i1) {                             \
+        const int64_t row_ = i0 / (g)->S;                                       \
+        const int64_t c = row_ % (g)->C;                                        \
+        i1 = (row_ + 1) * (g)->S < (e) ? (row_ + 1) * (g)->S : (e);             \
+        __VA_ARGS__;                                                            \
+    }
+
+/* An elementwise pass over [0, N*C*S) split among threads. */
+#define FOR_FLAT(call, g, b, e, ...)                                                          \
+    do {                                                                                       \
+        const int64_t n_ = (g)->N * (g)->C * (g)->S;                                           \
+        const int nt_ = loom__ref_team((call)->nthreads, n_, BN_GRAIN);                        \
+        if (nt_ <= 1) {                                                                        \
+            const int64_t b = 0, e = n_;                                                       \
+            __VA_ARGS__;                                                                       \
+        } else {                                                                               \
+            LOOM__OMP_PARALLEL(nt_)                                                            \
+            {                                                                                  \
+                int64_t b, e;                                                                  \
+                loom__nditer_part(n_, loom__omp_thread(), loom__omp_nthreads(), 16, &b, &e);   \
+                __VA_ARGS__;                                                                   \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* BN_FWD: in[0] x, in[1] stats, in[2] gamma, in[3] beta; out y. */
+loom_status loom__ref_bn_fwd(const loom__kcall *call)
+{
+    bn_geom g;
+    loom_status st = check_call(call, 4, 1u | 16u, 2u, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data, *stats = call->in[1].data;
+    const float *gamma = call->in[2].data, *beta = call->in[3].data;
+    float *y = call->out.data;
+    float *coef = malloc(sizeof(float) * 2 * (size_t)g.C);
+    if (!coef) return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
+    for (int64_t c = 0; c < g.C; c++) {
+        coef[2 * c] = stats[c];
+        coef[2 * c + 1] = (float)(gamma[c] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
+    }
+    const bn_geom *gp = &g;
+    FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
+                 const float m = coef[2 * c], a = coef[2 * c + 1], bb = beta[c];
+                 for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
+             }));
+    free(coef);
+    return LOOM_OK;
+}
+
+/* BN_BWD_DATA: in[0] x, in[1] dy, in[2] stats, in[3] gamma; out dx. */
+loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
+{
+    bn_geom g;
+    loom_status st = check_call(call, 4, 1u | 2u | 16u, 4u, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data, *dy = call->in[1].data, *stats = call->in[2].data;
+    const float *gamma = call->in[3].data;
+    float *dx = call->out.data;
+    const double eps = call->attrs->bn.eps;
+    const bool training = call->attrs->bn.training;
+    /* dx = k * (dy - mdy - (x - mean) * q) with k = gamma * invstd and, in
+     * training, mdy = sum(dy) / M, q = invstd^2 * sum(dy * (x - mean)) / M
+     * (so (x - mean) * q = xhat * sum(dy * xhat) / M); frozen: mdy = q = 0. */
+    float *coef = malloc(sizeof(float) * 4 * (size_t)g.C);
+    double *sums = training ? malloc(sizeof(double) * 2 * (size_t)g.C) : NULL;
+    if (!coef || (training && !sums)) {
+        free(coef);
+        free(sums);
+        return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
+    }
+    if (training) {
+        st = reduce_dy(call, &g, x, dy, stats, sums);
+        if (st != LOOM_OK) {
+            free(coef);
+            free(sums);
+            return st;
+        }
+    }
+    for (int64_t c = 0; c < g.C; c++) {
+        const double is = invstd_of(stats[g.C + c], eps);
+        coef[4 * c] = stats[c];
+        coef[4 * c + 1] = (float)(gamma[c] * is);
+        coef[4 * c + 2] = training ? (float)(sums[2 * c] / (double)g.M) : 0.0f;
+        coef[4 * c + 3] = training ? (float)(is * is * sums[2 * c + 1] / (double)g.M) : 0.0f;
+    }
+    const bn_geom *gp = &g;
+    if (training)
+        FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
+                     const float m = coef[4 * c], k = coef[4 * c + 1], mdy = coef[4 * c + 2], q = coef[4 * c + 3];
+                     for (int64_t i = i0; i < i1; i++) dx[i] = k * (dy[i] - mdy - (x[i] - m) * q);
+                 }));
+    else
+        FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
+                     const float k = coef[4 * c + 1];
+                     for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * k;
+                 }));
+    free(coef);
+    free(sums);
+    return LOOM_OK;
+}
+
+/* BN_BWD_PARAMS: in[0] x, in[1] dy, in[2] stats; out [2,C] (dgamma, dbeta). */
+loom_status loom__ref_bn_bwd_params(const loom__kcall *call)
+{
+    bn_geom g;
+    loom_status st = check_call(call, 3, 1u | 2u, 4u | 8u, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data, *dy = call->in[1].data, *stats = call->in[2].data;
+    float *out = call->out.data;
+    double *sums = malloc(sizeof(double) * 2 * (size_t)(g.C > 0 ? g.C : 1));
+    if (!sums) return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
+    st = reduce_dy(call, &g, x, dy, stats, sums);
+    if (st != LOOM_OK) {
+        free(sums);
+        return st;
+    }
+    for (int64_t c = 0; c < g.C; c++) {
+        out[c] = (float)(sums[2 * c + 1] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
+        out[g.C + c] = (float)sums[2 * c];
+    }
+    free(sums);
+    return LOOM_OK;
+}

@@ -1,0 +1,299 @@
+/*
+ * backends/ref/pool.c - the portable C 2-D pooling kernels (NCHW, float32):
+ * max and average pooling, forward and backward, plain (kernel, stride,
+ * padding, ceil_mode already folded into the output's shape by ops/) or
+ * adaptive.
+ *
+ * Shapes: x / dx [N,C,H,W], y / dy [N,C,OH,OW]. Each (n, c) plane is
+ * independent, so threads take contiguous ranges of planes; every output
+ * element is computed the same way whatever the thread count.
+ *
+ * Windows (PyTorch's rules, kernel.h):
+ *   plain     rows hs = oh*sh - ph .. hs + kh - 1, clipped to [0, H);
+ *   adaptive  rows floor(oh*H/OH) .. ceil((oh+1)*H/OH) - 1 (no padding);
+ * columns likewise. Average pooling divides by the adaptive window's size,
+ * or by the window clipped to [-pad, H + pad) with count_include_pad, or by
+ * the window clipped to the input. Max pooling treats padding as -inf, keeps
+ * the first maximum in row-major window order, and lets NaN win (the first
+ * NaN of the window); its backward recomputes that argmax from x (no saved
+ * indices) and sends dy there. Backward kernels zero their plane of dx and
+ * add each dy into its window.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backends/ref/nditer.h"
+#include "backends/ref/ref.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+/* Window elements visited per thread before a second thread pays. */
+#define POOL_GRAIN 32768
+
+typedef struct pool_geom {
+    int64_t planes, H, W, OH, OW;
+    int64_t kh, kw, sh, sw, ph, pw;
+    bool adaptive, include_pad;
+} pool_geom;
+
+/* One window: the clipped rows [h0, h1), columns [w0, w1), and the average's divisor. */
+typedef struct pool_win {
+    int64_t h0, h1, w0, w1;
+    int64_t divisor;
+} pool_win;
+
+static inline void window(const pool_geom *g, int64_t oh, int64_t ow, pool_win *win)
+{
+    if (g->adaptive) {
+        win->h0 = oh * g->H / g->OH;
+        win->h1 = ((oh + 1) * g->H + g->OH - 1) / g->OH;
+        win->w0 = ow * g->W / g->OW;
+        win->w1 = ((ow + 1) * g->W + g->OW - 1) / g->OW;
+        win->divisor = (win->h1 - win->h0) * (win->w1 - win->w0);
+        return;
+    }
+    int64_t hs = oh * g->sh - g->ph, ws = ow * g->sw - g->pw;
+    int64_t he = hs + g->kh, we = ws + g->kw;
+    if (he > g->H + g->ph) he = g->H + g->ph;
+    if (we > g->W + g->pw) we = g->W + g->pw;
+    const int64_t pool_size = (he - hs) * (we - ws);
+    if (hs < 0) hs = 0;
+    if (ws < 0) ws = 0;
+    if (he > g->H) he = g->H;
+    if (we > g->W) we = g->W;
+    if (he < hs) he = hs;
+    if (we < ws) we = ws;
+    win->h0 = hs, win->h1 = he, win->w0 = ws, win->w1 = we;
+    win->divisor = g->include_pad ? pool_size : (he - hs) * (we - ws);
+}
+
+/* Checks dtypes and shapes; x is the [N,C,H,W] view, y the [N,C,OH,OW] one. */
+static loom_status make_geom(const loom__kcall *call, int n_in, const loom__tview *x, const loom__tview *y,
+                             pool_geom *g)
+{
+    const char *name = loom__op_name(call->op);
+    if (call->n_in != n_in)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected %d inputs, got %d", name, n_in, call->n_in);
+    for (int i = 0; i <= n_in; i++) {
+        const loom__tview *v = i < n_in ? &call->in[i] : &call->out;
+        if (v->dtype != LOOM_FLOAT32)
+            return loom__set_error(LOOM_ERR_DTYPE, "%s: the ref backend supports float32 only, got %s", name,
+                                   loom_dtype_name(v->dtype));
+    }
+    const loom__attrs *a = call->attrs;
+    memset(g, 0, sizeof *g);
+    g->adaptive = a->pool.adaptive;
+    g->include_pad = a->pool.count_include_pad;
+    if (!g->adaptive) {
+        g->kh = a->pool.kernel[0], g->kw = a->pool.kernel[1];
+        g->sh = a->pool.stride[0], g->sw = a->pool.stride[1];
+        g->ph = a->pool.pad[0], g->pw = a->pool.pad[1];
+    }
+    bool ok = x->ndim == 4 && y->ndim == 4 && x->shape[0] == y->shape[0] && x->shape[1] == y->shape[1];
+    if (ok) {
+        g->planes = x->shape[0] * x->shape[1];
+        g->H = x->shape[2], g->W = x->shape[3], g->OH = y->shape[2], g->OW = y->shape[3];
+        ok = g->adaptive ? g->OH > 0 && g->OW > 0
+                         : g->kh > 0 && g->kw > 0 && g->sh > 0 && g->sw > 0 && g->ph >= 0 && g->pw >= 0 &&
+                               (g->OH - 1) * g->sh - g->ph < g->H && (g->OW - 1) * g->sw - g->pw < g->W;
+    }
+    for (int i = 1; ok && i < n_in; i++) { /* backward: in[1] is x (max) */
+        const loom__tview *v = &call->in[i];
+        ok = v->ndim == 4;
+        for (int d = 0; ok && d < 4; d++) ok = v->shape[d] == x->shape[d];
+    }
+    if (!ok) {
+        char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+        return loom__set_error(LOOM_ERR_SHAPE, "%s: shapes %s and %s do not fit the pooling window", name,
+                               loom__fmt_shape(s1, sizeof s1, x->ndim, x->shape),
+                               loom__fmt_shape(s2, sizeof s2, y->ndim, y->shape));
+    }
+    return LOOM_OK;
+}
+
+/* Threads for the planes: by the window elements visited in all. */
+static int plane_team(const loom__kcall *call, const pool_geom *g)
+{
+    const int64_t per_out = g->adaptive ? ((g->H + g->OH - 1) / g->OH + 1) * ((g->W + g->OW - 1) / g->OW + 1)
+                                        : g->kh * g->kw;
+    int nt = loom__ref_team(call->nthreads, g->planes * g->OH * g->OW * per_out, POOL_GRAIN);
+    return nt > g->planes ? (int)g->planes : nt;
+}
+
+/* The flat index (in the plane) of window win's maximum: the first one in
+ * row-major order, NaN beating everything; -1 for an empty window. */
+static inline int64_t argmax(const pool_geom *g, const float *x, const pool_win *win)
+{
+    int64_t best = -1;
+    float m = -INFINITY;
+    for (int64_t h = win->h0; h < win->h1; h++)
+        for (int64_t w = win->w0; w < win->w1; w++) {
+            const float v = x[h * g->W + w];
+            if (best < 0 || v > m || (v != v && m == m)) {
+                m = v;
+                best = h * g->W + w;
+            }
+            if (m != m) return best;
+        }
+    return best;
+}
+
+/* ---- max --------------------------------------------------------------- */
+
+static void max_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const float *xp = x + p * g->H * g->W;
+        float *yp = y + p * g->OH * g->OW;
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                pool_win win;
+                window(g, oh, ow, &win);
+                const int64_t i = argmax(g, xp, &win);
+                yp[oh * g->OW + ow] = i < 0 ? -INFINITY : xp[i];
+            }
+    }
+}
+
+/* MAX_POOL2D: in[0] x; out y. */
+loom_status loom__ref_max_pool2d(const loom__kcall *call)
+{
+    pool_geom g;
+    loom_status st = make_geom(call, 1, &call->in[0], &call->out, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data;
+    float *y = call->out.data;
+    const int nt = plane_team(call, &g);
+    if (nt <= 1) {
+        max_fwd_planes(&g, x, y, 0, g.planes);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        max_fwd_planes(&g, x, y, b, e);
+    }
+    return LOOM_OK;
+}
+
+static void max_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const float *xp = x + p * g->H * g->W;
+        const float *dyp = dy + p * g->OH * g->OW;
+        float *dxp = dx + p * g->H * g->W;
+        memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W));
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                pool_win win;
+                window(g, oh, ow, &win);
+                const int64_t i = argmax(g, xp, &win);
+                if (i >= 0) dxp[i] += dyp[oh * g->OW + ow];
+            }
+    }
+}
+
+/* MAX_POOL2D_BWD: in[0] dy, in[1] x; out dx. */
+loom_status loom__ref_max_pool2d_bwd(const loom__kcall *call)
+{
+    pool_geom g;
+    loom_status st = make_geom(call, 2, &call->out, &call->in[0], &g);
+    if (st != LOOM_OK) return st;
+    const float *dy = call->in[0].data, *x = call->in[1].data;
+    float *dx = call->out.data;
+    const int nt = plane_team(call, &g);
+    if (nt <= 1) {
+        max_bwd_planes(&g, dy, x, dx, 0, g.planes);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        max_bwd_planes(&g, dy, x, dx, b, e);
+    }
+    return LOOM_OK;
+}
+
+/* ---- average ----------------------------------------------------------- */
+
+static void avg_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const float *xp = x + p * g->H * g->W;
+        float *yp = y + p * g->OH * g->OW;
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                pool_win win;
+                window(g, oh, ow, &win);
+                float s = 0.0f;
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) s += xp[h * g->W + w];
+                yp[oh * g->OW + ow] = win.divisor > 0 ? s / (float)win.divisor : 0.0f;
+            }
+    }
+}
+
+/* AVG_POOL2D: in[0] x; out y. */
+loom_status loom__ref_avg_pool2d(const loom__kcall *call)
+{
+    pool_geom g;
+    loom_status st = make_geom(call, 1, &call->in[0], &call->out, &g);
+    if (st != LOOM_OK) return st;
+    const float *x = call->in[0].data;
+    float *y = call->out.data;
+    const int nt = plane_team(call, &g);
+    if (nt <= 1) {
+        avg_fwd_planes(&g, x, y, 0, g.planes);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        avg_fwd_planes(&g, x, y, b, e);
+    }
+    return LOOM_OK;
+}
+
+static void avg_bwd_planes(const pool_geom *g, const float *dy, float *dx, int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const float *dyp = dy + p * g->OH * g->OW;
+        float *dxp = dx + p * g->H * g->W;
+        memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W));
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                pool_win win;
+                window(g, oh, ow, &win);
+                if (win.divisor <= 0) continue;
+                const float v = dyp[oh * g->OW + ow] / (float)win.divisor;
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) dxp[h * g->W + w] += v;
+            }
+    }
+}
+
+/* AVG_POOL2D_BWD: in[0] dy; out dx. */
+loom_status loom__ref_avg_pool2d_bwd(const loom__kcall *call)
+{
+    pool_geom g;
+    loom_status st = make_geom(call, 1, &call->out, &call->in[0], &g);
+    if (st != LOOM_OK) return st;
+    const float *dy = call->in[0].data;
+    float *dx = call->out.data;
+    const int nt = plane_team(call, &g);
+    if (nt <= 1) {
+        avg_bwd_planes(&g, dy, dx, 0, g.planes);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        avg_bwd_planes(&g, dy, dx, b, e);
+    }
+    return LOOM_OK;
+}
