@@ -60,19 +60,35 @@ static void lock(loom__mem *mem)
 
 static void unlock(loom__mem *mem) { atomic_flag_clear_explicit(&mem->lock, memory_order_release); }
 
+#define POW2_MAX_SHIFT (MIN_CLASS_SHIFT + LOOM__MEM_POW2_CLASSES - 1) /* 128 KiB */
+
 /* The class of a size, or NO_CLASS if it is too big to cache. */
 static unsigned size_class(size_t size)
 {
-    unsigned c = 0;
-    size_t cap = (size_t)1 << MIN_CLASS_SHIFT;
-    while (cap < size) {
-        cap <<= 1;
-        if (++c == LOOM__MEM_CLASSES) return NO_CLASS;
+    if (size <= (size_t)1 << POW2_MAX_SHIFT) {
+        unsigned c = 0;
+        size_t cap = (size_t)1 << MIN_CLASS_SHIFT;
+        while (cap < size) {
+            cap <<= 1;
+            c++;
+        }
+        return c;
     }
-    return c;
+    /* 2^e < size <= 2^(e+1), e >= POW2_MAX_SHIFT: quarter steps of 2^(e-2). */
+    unsigned e = POW2_MAX_SHIFT;
+    while (e < 63 && ((size_t)2 << e) < size) e++;
+    size_t step = (size_t)1 << (e - 2);
+    size_t q = (size - ((size_t)1 << e) + step - 1) / step; /* 1..4 */
+    unsigned c = LOOM__MEM_POW2_CLASSES + (e - POW2_MAX_SHIFT) * 4 + (unsigned)(q - 1);
+    return c < LOOM__MEM_CLASSES ? c : NO_CLASS;
 }
 
-static size_t class_bytes(unsigned c) { return (size_t)1 << (c + MIN_CLASS_SHIFT); }
+static size_t class_bytes(unsigned c)
+{
+    if (c < LOOM__MEM_POW2_CLASSES) return (size_t)1 << (c + MIN_CLASS_SHIFT);
+    unsigned k = c - LOOM__MEM_POW2_CLASSES, e = POW2_MAX_SHIFT + k / 4;
+    return ((size_t)1 << e) + (size_t)(k % 4 + 1) * ((size_t)1 << (e - 2));
+}
 
 static void *block_alloc(loom__mem *mem, size_t size, bool counted)
 {

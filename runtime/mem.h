@@ -6,8 +6,9 @@
  * a loom__mem, so that a test can inject failures (an OOM sweep) and a
  * report can show live and peak bytes. A training step makes thousands of
  * short-lived tensors whose sizes repeat from step to step, so freed blocks
- * up to 128 KiB are kept in per-size-class free lists (at most
- * LOOM__MEM_CACHE_BYTES in all) and reused:
+ * up to 1 GiB are kept in per-size-class free lists (at most
+ * LOOM__MEM_CACHE_BYTES in all) and reused, as PyTorch's caching allocator
+ * does:
  * recording and running a node then costs no call to the user's allocator
  * at steady state. loom__mem_drain() returns the cache to the allocator.
  * The functions are thread-safe if the user's allocator is.
@@ -22,16 +23,19 @@
 #include "loom/context.h"
 
 #define LOOM__ALIGN 64
-/* Size classes 64 B, 128 B, ..., 128 KiB; larger blocks are not cached. */
-#define LOOM__MEM_CLASSES 12
+/* Size classes: powers of two from 64 B to 128 KiB (12 classes), then four
+ * per octave up to 1 GiB (52 classes: 160, 192, 224, 256 KiB, 320, ...),
+ * which wastes at most 25% of a big block; larger blocks are not cached. */
+#define LOOM__MEM_POW2_CLASSES 12
+#define LOOM__MEM_CLASSES (LOOM__MEM_POW2_CLASSES + 52)
 /* The cache holds at most this many bytes in all. A training step's
  * activations are freed together at the end of its scope and reallocated
  * by the next step: a cache that holds them spares the page faults of
  * fresh memory, which cost more than the compute of small nodes (the
  * machine writes fresh pages at ~5 GB/s). */
-#define LOOM__MEM_CACHE_BYTES ((size_t)256 << 20)
+#define LOOM__MEM_CACHE_BYTES ((size_t)1 << 30)
 /* ... and at most this many per size class above 4 KiB (256 blocks below). */
-#define LOOM__MEM_CACHE_CLASS_BYTES ((size_t)64 << 20)
+#define LOOM__MEM_CACHE_CLASS_BYTES ((size_t)256 << 20)
 
 typedef struct loom__mem {
     loom_allocator alloc;

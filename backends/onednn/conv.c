@@ -13,13 +13,16 @@
  * the plain inputs into the layouts oneDNN chose (nChw8c / nChw16c and
  * blocked weights on AVX2 / AVX-512) and the output back; "plain" keeps
  * nchw / oihw (oneDNN then picks gemm:jit, im2col + its SGEMM). On the
- * reference shape (N=64, 32->64 channels, 3x3, 26x26, 2 threads, Zen 3 AVX2)
- * blocked measured, reorders included: forward 153 vs 98 GFLOP/s,
- * backward-data 144 vs 77, backward-weights 106 vs 75; weights-only `any`
- * with plain data kept gemm:jit and gained nothing. For 1x1 kernels plain
- * won (gemm without im2col: 144 vs 106 forward), so "auto" (the default) is
- * blocked except for 1x1 kernels. The bwd-weights op gives no diff_bias (the
- * bias gradient is a separate sum in ops/).
+ * reference shape (N=64, 32->64 channels, 3x3, 26x26, 2 threads, Zen 3 AVX2,
+ * best of interleaved runs through this kernel, reorders included), GFLOP/s
+ * blocked / plain / ref backend: forward 162 / 126 / 131, backward-data
+ * 155 / 87 / 134, backward-weights 122 / 92 / 126 (jit:avx2 on nChw8c vs
+ * gemm:jit). Weights-only `any` with plain data kept gemm:jit and gained
+ * nothing. For 1x1 kernels plain won (a GEMM without im2col: 144 vs 106
+ * forward), so "auto" (the default) is blocked except for 1x1 kernels. The
+ * weights are reordered on every call (caching them for inference is a later
+ * step). The bwd-weights op gives no diff_bias (the bias gradient is a
+ * separate sum in ops/).
  */
 #include "config.h"
 

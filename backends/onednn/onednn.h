@@ -14,7 +14,7 @@
  *   cache.c   a bounded LRU cache of built "programs" (below), keyed by op,
  *             shapes, attributes and thread count;
  *   conv.c, pool.c, norm.c, eltwise.c   the op builders and supports();
- *   onednn_backend.c   the kernel table.
+ *   onednn_backend.c   the kernel tables (see below).
  *
  * A program (loom__onednn_prim) is what one kernel call runs: a short list
  * of steps, each a oneDNN primitive with its arguments bound to "slots": the
@@ -32,11 +32,14 @@
  *
  * Layouts: Loom's tensors are plain row-major. Convolutions let oneDNN
  * choose its layouts (dnnl_format_tag_any) and reorder into and out of them
- * inside the program (measured ~1.4-1.9x faster than gemm on plain NCHW even
- * with the reorders, except for 1x1 kernels; see conv.c). The
- * main step of a program keeps its primitive descriptor (step[main].pd), so a
- * later graph pass can ask it for its preferred layouts
- * (dnnl_query_src_md ...) and keep blocked tensors between nodes.
+ * inside the program (measured 1.3-1.8x faster than gemm on plain NCHW even
+ * with the reorders, except for 1x1 kernels; see conv.c). Pooling, batch
+ * norm, softmax and eltwise run on the plain layouts. The main step of a
+ * program keeps its primitive descriptor (step[main_step].pd), so a later
+ * graph pass can ask it for its preferred layouts (dnnl_query_src_md ...)
+ * and keep blocked tensors between nodes; the layouts of every step's
+ * arguments (and the max-pooling workspace) are likewise queried from the
+ * steps' descriptors (dnnl_query_exec_arg_md), not stored twice.
  */
 #ifndef LOOM_BACKENDS_ONEDNN_H
 #define LOOM_BACKENDS_ONEDNN_H

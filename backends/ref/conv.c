@@ -31,9 +31,10 @@
  * products of a CNN do not split well); otherwise images run one after the
  * other and SGEMM uses all the threads. Backward weight's image-parallel
  * path sums into one buffer per thread and adds the buffers in thread order
- * at the end, so a given thread count always gives the same bits. Every
- * call allocates its workspace once (one aligned_alloc for all threads;
- * backward weight adds one for the threads' partial sums).
+ * at the end, so a given thread count always gives the same bits. The
+ * workspace (all threads' columns and packing buffers, and backward
+ * weight's partial sums) lives in the calling thread's scratch slots 0 and
+ * 1 (runtime/scratch.h), reused from call to call.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@
 #include "backends/ref/sgemm.h"
 #include "backends/registry.h"
 #include "runtime/error.h"
+#include "runtime/scratch.h"
 
 /* Floats of one column-matrix block per thread (1 MiB, about one L2),
  * unless that leaves fewer than MIN_COLS columns. */
@@ -226,7 +228,7 @@ static loom_status ws_alloc(const loom__kcall *call, const conv_geom *g, int nt,
     if (ws->gemm_bytes == 0) ws->gemm_bytes = 64;
     ws->per = ws->col_bytes + ws->gemm_bytes;
     const size_t total = ws->per * (size_t)nt;
-    ws->base = aligned_alloc(64, total);
+    ws->base = loom__scratch(0, total); /* per-thread, reused: no page faults per call */
     if (!ws->base)
         return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of workspace",
                                loom__op_name(call->op), total);
@@ -321,8 +323,7 @@ loom_status loom__ref_conv2d(const loom__kcall *call)
     if (nt == 1) {
         for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
             st = fwd_image(&g, x, w, bias, relu, y, n, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
-        free(ws.base);
-        return st;
+                return st;
     }
     loom_status fail = LOOM_OK;
     LOOM__OMP_PARALLEL(nt)
@@ -339,8 +340,7 @@ loom_status loom__ref_conv2d(const loom__kcall *call)
             }
         }
     }
-    free(ws.base);
-    return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
+        return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }
 
 /* ---- backward data ------------------------------------------------------ */
@@ -397,8 +397,7 @@ loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
     if (nt == 1) {
         for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
             st = bwd_data_image(&g, dy, w, dx, n, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
-        free(ws.base);
-        return st;
+                return st;
     }
     loom_status fail = LOOM_OK;
     LOOM__OMP_PARALLEL(nt)
@@ -415,8 +414,7 @@ loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
             }
         }
     }
-    free(ws.base);
-    return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
+        return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }
 
 /* ---- backward weight ---------------------------------------------------- */
@@ -473,13 +471,11 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
     if (nt == 1) {
         for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
             st = bwd_weight_image(&g, x, dy, dw, n, n == 0, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
-        free(ws.base);
-        return st;
+                return st;
     }
     /* One partial dW per thread after the first (which writes dw itself). */
-    float *part = aligned_alloc(64, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
+    float *part = loom__scratch(1, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
     if (!part) {
-        free(ws.base);
         return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
                                loom__op_name(call->op), sizeof(float) * (size_t)dw_numel * (size_t)(nt - 1));
     }
@@ -509,7 +505,5 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
             const float *restrict p = part + (size_t)(t - 1) * part_stride;
             for (int64_t i = 0; i < dw_numel; i++) dw[i] += p[i];
         }
-    free(part);
-    free(ws.base);
     return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }
