@@ -118,6 +118,8 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->kernel_threads = threads / ctx->num_workers;
     ctx->pool = NULL;
     ctx->backend = choice;
+    const char *prof = getenv("LOOM_PROFILE");
+    ctx->profile = prof && *prof && strcmp(prof, "0") != 0;
     ctx->rng_seed = o.seed;
     ctx->rng_offset = 0;
     root->parent = NULL;
@@ -132,6 +134,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
 void loom_ctx_free(loom_ctx *ctx)
 {
     if (!ctx) return;
+    if (ctx->profile) loom__profile_report(ctx);
     while (ctx->scope_depth > 0) loom_scope_end(ctx);
     loom__scope_clear(ctx->scope);
     loom__pool_free(ctx->pool);

@@ -7,8 +7,10 @@
  * runtime issue replaces the loop in run_order() by the work-stealing
  * scheduler; loom__run_node() is the unit both use.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/registry.h"
 #include "graph/eval.h"
@@ -80,7 +82,20 @@ loom_status loom__run_node(loom_tensor *t)
         };
         view_of(t, &call.out);
         const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, NULL);
-        loom_status st = k ? k->run(&call) : LOOM_ERR_BACKEND;
+        loom_status st;
+        if (!k) {
+            st = LOOM_ERR_BACKEND;
+        } else if (t->ctx->profile) {
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            st = k->run(&call);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            int64_t ns = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+            atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], ns, memory_order_relaxed);
+            atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
+        } else {
+            st = k->run(&call);
+        }
         if (views != inline_views) free(views);
         if (st != LOOM_OK) return fail(t, st);
     }
@@ -88,6 +103,30 @@ loom_status loom__run_node(loom_tensor *t)
     atomic_fetch_add_explicit(&t->ctx->nodes_run, 1, memory_order_relaxed);
     atomic_store_explicit(&t->state, LOOM__READY, memory_order_release);
     return LOOM_OK;
+}
+
+void loom__profile_report(loom_ctx *ctx)
+{
+    int64_t total = 0;
+    int order[LOOM_OP_COUNT], n = 0;
+    for (int op = 0; op < LOOM_OP_COUNT; op++) {
+        total += ctx->prof_ns[op];
+        if (ctx->prof_calls[op]) order[n++] = op;
+    }
+    /* Insertion sort, longest first (a few dozen ops at most). */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && ctx->prof_ns[order[j]] > ctx->prof_ns[order[j - 1]]; j--) {
+            int tmp = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = tmp;
+        }
+    fprintf(stderr, "loom profile: %.3f s in kernels\n%-28s %10s %10s %7s\n", (double)total * 1e-9, "op", "calls",
+            "ms", "%");
+    for (int i = 0; i < n; i++) {
+        int op = order[i];
+        fprintf(stderr, "%-28s %10lld %10.2f %6.1f%%\n", loom__op_name((loom__op)op), (long long)ctx->prof_calls[op],
+                (double)ctx->prof_ns[op] * 1e-6, total ? 100.0 * (double)ctx->prof_ns[op] / (double)total : 0.0);
+    }
 }
 
 static loom_status report_failed(loom_tensor *t)

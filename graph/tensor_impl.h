@@ -110,7 +110,15 @@ struct loom_ctx {
     int no_grad_depth; /* > 0: ops record no gradient information */
     _Atomic int64_t live_tensors;
     _Atomic int64_t nodes_run;
+    /* LOOM_PROFILE set at creation: kernel time and calls per op, printed
+     * to stderr by loom_ctx_free (graph/eval.c, loom__profile_report). */
+    bool profile;
+    _Atomic int64_t prof_ns[LOOM_OP_COUNT];
+    _Atomic int64_t prof_calls[LOOM_OP_COUNT];
 };
+
+/* Prints the per-op kernel times of a profiling context to stderr. */
+void loom__profile_report(loom_ctx *ctx);
 
 /* ---- tensor lifetime (graph/tensor.c) --------------------------------- */
 

@@ -18,7 +18,10 @@
  * on a 2-core Zen 3 (AVX2), 1 and 2 threads, [64,64,26,26]-sized tensors,
  * time oneDNN / time ref:
  *   convolution (fwd, bwd-data, bwd-weight)  ~0.6-1.2 (3x3), 0.1-0.3
- *                                            (depthwise): taken
+ *                                            (depthwise): taken, except
+ *                                            dense bwd-weight, where ref
+ *                                            measured 1.7-3x faster in a
+ *                                            training step (see fast())
  *   softmax fwd, innermost dim               0.2 (jit:avx2): taken
  *   log_softmax fwd, innermost dim           0.2, but its float
  *                                            x - max - log(sum) is off by up
@@ -123,8 +126,12 @@ static bool fast(const loom__kcall *call)
     switch (call->op) {
     case LOOM_OP_CONV2D:
     case LOOM_OP_CONV2D_BWD_DATA:
-    case LOOM_OP_CONV2D_BWD_WEIGHT:
     case LOOM_OP_SQRT: return true;
+    /* Dense backward-weight: ref's per-thread partial sums beat oneDNN's
+     * reduction here (SimpleCNN conv2 [64,32,26,26] -> 64: 11.8 ms vs 20 ms,
+     * conv1 1 -> 32: 0.95 vs 2.8 ms, 2 threads, examples/LOOM_PROFILE);
+     * grouped and depthwise stay on oneDNN (3-20x faster than ref). */
+    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1;
     case LOOM_OP_SOFTMAX: return innermost_axis(call);
     default: return false;
     }

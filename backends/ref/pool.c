@@ -179,25 +179,45 @@ static void max2x2_fwd_planes(const pool_geom *g, const float *x, float *y, int6
 
 /* dx of a 2x2 window: dy at the first maximum, 0 elsewhere; rows and
  * columns the windows do not cover (odd H or W) are zeroed. */
+/* True if the n floats hold a NaN (vectorised; no early exit). */
+static bool has_nan(const float *restrict v, int64_t n)
+{
+    int any = 0;
+    for (int64_t i = 0; i < n; i++) any |= v[i] != v[i];
+    return any != 0;
+}
+
+static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p);
+
+/* A plane without NaN (checked first; such planes take the generic path):
+ * "first maximum in row-major order" is then plain strict comparisons in
+ * that order, which compile to selects rather than branches that ReLU's
+ * many tied zeros would mispredict. */
 static void max2x2_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
     const int64_t H = g->H, W = g->W, OW = g->OW;
     for (int64_t p = p0; p < p1; p++) {
+        if (has_nan(x + p * H * W, H * W)) {
+            max_bwd_generic(g, dy, x, dx, p);
+            continue;
+        }
         for (int64_t oh = 0; oh < g->OH; oh++) {
             const float *restrict r0 = x + (p * H + 2 * oh) * W, *restrict r1 = r0 + W;
             float *restrict d0 = dx + (p * H + 2 * oh) * W, *restrict d1 = d0 + W;
             const float *restrict dyr = dy + (p * g->OH + oh) * OW;
             for (int64_t ow = 0; ow < OW; ow++) {
-                float m = r0[2 * ow];
-                int i = 0;
-                MAX_STEP(m, i, r0[2 * ow + 1], 1);
-                MAX_STEP(m, i, r1[2 * ow], 2);
-                MAX_STEP(m, i, r1[2 * ow + 1], 3);
+                const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+                const bool tb = b > a;
+                const float mab = tb ? b : a;
+                const bool tc = c > mab;
+                const float mabc = tc ? c : mab;
+                const bool td = d > mabc;
                 const float gv = dyr[ow];
-                d0[2 * ow] = i == 0 ? gv : 0.0f;
-                d0[2 * ow + 1] = i == 1 ? gv : 0.0f;
-                d1[2 * ow] = i == 2 ? gv : 0.0f;
-                d1[2 * ow + 1] = i == 3 ? gv : 0.0f;
+                /* winner: d if td, else c if tc, else b if tb, else a */
+                d1[2 * ow + 1] = td ? gv : 0.0f;
+                d1[2 * ow] = !td && tc ? gv : 0.0f;
+                d0[2 * ow + 1] = !td && !tc && tb ? gv : 0.0f;
+                d0[2 * ow] = !td && !tc && !tb ? gv : 0.0f;
             }
             for (int64_t w = 2 * OW; w < W; w++) d0[w] = d1[w] = 0.0f;
         }
@@ -246,25 +266,28 @@ loom_status loom__ref_max_pool2d(const loom__kcall *call)
     return LOOM_OK;
 }
 
+static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p)
+{
+    const float *xp = x + p * g->H * g->W;
+    const float *dyp = dy + p * g->OH * g->OW;
+    float *dxp = dx + p * g->H * g->W;
+    memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W));
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            pool_win win;
+            window(g, oh, ow, &win);
+            const int64_t i = argmax(g, xp, &win);
+            if (i >= 0) dxp[i] += dyp[oh * g->OW + ow];
+        }
+}
+
 static void max_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
     if (is_2x2(g)) {
         max2x2_bwd_planes(g, dy, x, dx, p0, p1);
         return;
     }
-    for (int64_t p = p0; p < p1; p++) {
-        const float *xp = x + p * g->H * g->W;
-        const float *dyp = dy + p * g->OH * g->OW;
-        float *dxp = dx + p * g->H * g->W;
-        memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W));
-        for (int64_t oh = 0; oh < g->OH; oh++)
-            for (int64_t ow = 0; ow < g->OW; ow++) {
-                pool_win win;
-                window(g, oh, ow, &win);
-                const int64_t i = argmax(g, xp, &win);
-                if (i >= 0) dxp[i] += dyp[oh * g->OW + ow];
-            }
-    }
+    for (int64_t p = p0; p < p1; p++) max_bwd_generic(g, dy, x, dx, p);
 }
 
 /* MAX_POOL2D_BWD: in[0] dy, in[1] x; out dx. */
