@@ -142,6 +142,14 @@ typedef enum loom__op {
     /* in[0] y (relu's output), in[1] dy, same shape; out dx = y > 0 ? dy : 0. */
     LOOM_OP_RELU_BWD,
 
+    /* One Adam step, fused (torch.optim.Adam's single-tensor arithmetic, in
+     * its order): in[0] p, in[1] g, in[2] m, in[3] v, contiguous float32
+     * of one numel n (m and v are not read when attrs.adam.first: they
+     * start at 0); out [3, n]: row 0 the new p, row 1 the new m, row 2 the
+     * new v:  m' = m*b1 + g*(1-b1);  v' = v*b2 + (1-b2)*g*g;
+     *         p' = p + (-step_size) * (m' / (sqrt(v') / bc2_sqrt + eps)). */
+    LOOM_OP_ADAM_STEP,
+
     LOOM_OP_COUNT
 } loom__op;
 
@@ -181,6 +189,10 @@ typedef struct loom__attrs {
             double eps;
             bool training; /* BN_BWD_DATA: the stats are the batch's own */
         } bn;
+        struct {
+            double beta1, beta2, step_size, bc2_sqrt, eps;
+            bool first; /* m and v are zero (not read) */
+        } adam;
     };
 } loom__attrs;
 

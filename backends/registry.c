@@ -80,6 +80,7 @@ static const char *const op_names[] = {
     [LOOM_OP_SOFTMAX_BWD] = "softmax_backward",
     [LOOM_OP_LOG_SOFTMAX_BWD] = "log_softmax_backward",
     [LOOM_OP_RELU_BWD] = "relu_backward",
+    [LOOM_OP_ADAM_STEP] = "adam_step",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
 

@@ -38,7 +38,8 @@ bool loom__op_differentiable(loom__op op)
     case LOOM_OP_BN_BWD_PARAMS:
     case LOOM_OP_SOFTMAX_BWD:
     case LOOM_OP_LOG_SOFTMAX_BWD:
-    case LOOM_OP_RELU_BWD: return false;
+    case LOOM_OP_RELU_BWD:
+    case LOOM_OP_ADAM_STEP: return false;
     default: return true;
     }
 }

@@ -295,7 +295,8 @@ static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_
  *     denom = sqrt(amsgrad ? vmax : v) / sqrt(1 - b2^t) + eps
  *     p = p - (lr / (1 - b1^t)) * m / denom
  * The state starts at zeros in PyTorch; on the first step b1 * 0 + x is
- * exactly x, so the zeros are never materialised. */
+ * exactly x, so the zeros are never materialised. Without amsgrad the
+ * whole update is one fused node (loom_adam_step_fused). */
 static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, param_state *s, loom_tensor *p,
                       loom_tensor *g, loom_tensor **p_new, loom_tensor **st_new)
 {
@@ -306,6 +307,22 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
         else
             g = loom_add(g, loom_mul_scalar(p, o->weight_decay));
     }
+    double bias_correction1 = 1.0 - pow(b1, t);
+    double bias_correction2 = 1.0 - pow(b2, t);
+    double step_size = lr / bias_correction1;
+    if (!o->amsgrad) {
+        /* One fused pass (ops/optim.c); its [3, n] result is viewed as the
+         * new p, m and v. */
+        loom_tensor *f = loom_adam_step_fused(p, g, s->state[M], s->state[V], b1, b2, step_size, bias_correction2,
+                                              o->eps);
+        int64_t shape[LOOM_MAX_DIMS];
+        loom_tensor_shape(p, shape);
+        int nd = loom_tensor_ndim(p);
+        *p_new = loom_reshape(loom_select(f, 0, 0), nd, shape);
+        st_new[M] = loom_reshape(loom_select(f, 0, 1), nd, shape);
+        st_new[V] = loom_reshape(loom_select(f, 0, 2), nd, shape);
+        return;
+    }
     loom_tensor *m = loom_mul_scalar(g, 1.0 - b1);
     loom_tensor *v = loom_mul(loom_mul_scalar(g, 1.0 - b2), g);
     if (s->state[M]) {
@@ -314,14 +331,8 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
     }
     st_new[M] = m;
     st_new[V] = v;
-    loom_tensor *second = v;
-    if (o->amsgrad) {
-        second = s->state[VMAX] ? loom_maximum(s->state[VMAX], v) : loom_alias(v);
-        st_new[VMAX] = second;
-    }
-    double bias_correction1 = 1.0 - pow(b1, t);
-    double bias_correction2 = 1.0 - pow(b2, t);
-    double step_size = lr / bias_correction1;
+    loom_tensor *second = s->state[VMAX] ? loom_maximum(s->state[VMAX], v) : loom_alias(v);
+    st_new[VMAX] = second;
     loom_tensor *denom = loom_add_scalar(loom_div_scalar(loom_sqrt(second), sqrt(bias_correction2)), o->eps);
     /* addcdiv_(m, denom, value=-step_size): p + (-step_size * m) / denom. */
     *p_new = loom_sub(p, loom_div(loom_mul_scalar(m, step_size), denom));

@@ -36,6 +36,7 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call);       /* norm.c */
 loom_status loom__ref_bn_bwd_params(const loom__kcall *call);     /* norm.c */
 loom_status loom__ref_softmax(const loom__kcall *call);           /* softmax.c: SOFTMAX, LOG_SOFTMAX */
 loom_status loom__ref_softmax_bwd(const loom__kcall *call);       /* softmax.c: both backward ops */
-loom_status loom__ref_relu_bwd(const loom__kcall *call);          /* softmax.c */
+loom_status loom__ref_relu_bwd(const loom__kcall *call);
+loom_status loom__ref_adam_step(const loom__kcall *call); /* optim.c */          /* softmax.c */
 
 #endif /* LOOM_BACKENDS_REF_H */

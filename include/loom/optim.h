@@ -74,6 +74,16 @@ loom_status loom_optimizer_set_lr(loom_optimizer *opt, int group, double lr);
 /* One update of every parameter with a gradient. On failure the parameters
  * before the failing one have been updated, the rest have not. */
 loom_status loom_optimizer_step(loom_optimizer *opt);
+
+/* The fused kernel Adam and AdamW step with (one pass over the data instead
+ * of a dozen elementwise ops), for custom optimizers: with n = numel(p),
+ * returns a new [3, n] float32 tensor whose rows are the new p, m and v:
+ *   m' = m*beta1 + g*(1-beta1);  v' = v*beta2 + (1-beta2)*g*g;
+ *   p' = p - step_size * m' / (sqrt(v') / sqrt(bias_correction2) + eps),
+ * torch.optim.Adam's single-tensor arithmetic in its order. m and v both
+ * NULL mean zeros (the first step). g, m, v need p's numel. */
+loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
+                                  double beta2, double step_size, double bias_correction2, double eps);
 /* Drops the gradients of every parameter (set_to_none). */
 void loom_optimizer_zero_grad(loom_optimizer *opt);
 void loom_optimizer_free(loom_optimizer *opt);

@@ -1,0 +1,63 @@
+/*
+ * backends/ref/optim.c - the fused optimizer step (LOOM_OP_ADAM_STEP).
+ *
+ * Adam written as tensor ops makes ~11 passes over every parameter and its
+ * state per step (mul, add, sqrt, div, ...), each a kernel call with its
+ * own output: 10% of a SimpleCNN training step. One pass reads p, g, m, v
+ * and writes the new three, with PyTorch's float32 operations in PyTorch's
+ * order (kernel.h gives the formula).
+ */
+#include <math.h>
+
+#include "backends/ref/nditer.h"
+#include "backends/ref/ref.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+/* Elements per thread below which a team does not pay. */
+#define ADAM_GRAIN 32768
+
+static void adam_range(const loom__attrs *a, const float *restrict p, const float *restrict g,
+                       const float *restrict m, const float *restrict v, float *restrict out, int64_t n,
+                       int64_t i0, int64_t i1)
+{
+    const float b1 = (float)a->adam.beta1, b2 = (float)a->adam.beta2;
+    const float c1 = (float)(1.0 - a->adam.beta1), c2 = (float)(1.0 - a->adam.beta2);
+    const float step = (float)-a->adam.step_size, bc2 = (float)a->adam.bc2_sqrt, eps = (float)a->adam.eps;
+    float *restrict po = out, *restrict mo = out + n, *restrict vo = out + 2 * n;
+    const bool first = a->adam.first;
+    for (int64_t i = i0; i < i1; i++) {
+        const float gi = g[i];
+        const float mi = (first ? 0.0f : m[i] * b1) + gi * c1;
+        const float vi = (first ? 0.0f : v[i] * b2) + c2 * (gi * gi);
+        const float d = sqrtf(vi) / bc2 + eps;
+        po[i] = p[i] + step * (mi / d);
+        mo[i] = mi;
+        vo[i] = vi;
+    }
+}
+
+loom_status loom__ref_adam_step(const loom__kcall *call)
+{
+    const int64_t n = call->n_in == 4 ? loom__tview_numel(&call->in[0]) : -1;
+    bool ok = n >= 0 && loom__tview_numel(&call->out) == 3 * n;
+    for (int i = 0; ok && i < 4; i++)
+        ok = call->in[i].dtype == LOOM_FLOAT32 && loom__tview_numel(&call->in[i]) == n;
+    if (!ok || call->out.dtype != LOOM_FLOAT32)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expects four float32 inputs of one size and a [3, n] output",
+                               loom__op_name(call->op));
+    const float *p = call->in[0].data, *g = call->in[1].data, *m = call->in[2].data, *v = call->in[3].data;
+    float *out = call->out.data;
+    const int nt = loom__ref_team(call->nthreads, n, ADAM_GRAIN);
+    if (nt <= 1) {
+        adam_range(call->attrs, p, g, m, v, out, n, 0, n);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t i0, i1;
+        loom__nditer_part(n, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
+        adam_range(call->attrs, p, g, m, v, out, n, i0, i1);
+    }
+    return LOOM_OK;
+}

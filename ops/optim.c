@@ -1,0 +1,48 @@
+/*
+ * ops/optim.c - fused optimizer updates as ops (LOOM_OP_ADAM_STEP).
+ *
+ * The optimizers (optim/) could write Adam with a dozen elementwise ops;
+ * one fused node makes one pass instead. Its single output packs the three
+ * results, [3, n]: the new parameter, first and second moments, which
+ * optim/ takes as views (one output per node stays the rule).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "loom/optim.h"
+#include "ops/cnn_common.h"
+
+loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
+                                  double beta2, double step_size, double bias_correction2, double eps)
+{
+    const char *op = "adam_step";
+    bool first = !m && !v;
+    loom_tensor *in[4] = {p, g, first ? g : m, first ? g : v};
+    if (!loom__check_inputs(op, 4, in)) return NULL;
+    int64_t n = loom__numel(p->ndim, p->shape);
+    for (int i = 0; i < 4; i++) {
+        if (!loom__want_float(op, "every tensor", in[i])) return NULL;
+        if (loom__numel(in[i]->ndim, in[i]->shape) != n) {
+            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+            loom__set_error(LOOM_ERR_SHAPE, "adam_step: parameter %s and %s %s differ in size",
+                            loom__shape_str(s1, sizeof s1, p), i == 1 ? "gradient" : i == 2 ? "m" : "v",
+                            loom__shape_str(s2, sizeof s2, in[i]));
+            return NULL;
+        }
+    }
+    if (!(bias_correction2 > 0.0) || !(eps >= 0.0)) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "adam_step: bias_correction2 must be > 0 and eps >= 0, got %g and %g",
+                        bias_correction2, eps);
+        return NULL;
+    }
+    loom__attrs a;
+    memset(&a, 0, sizeof a);
+    a.adam.beta1 = beta1;
+    a.adam.beta2 = beta2;
+    a.adam.step_size = step_size;
+    a.adam.bc2_sqrt = sqrt(bias_correction2);
+    a.adam.eps = eps;
+    a.adam.first = first;
+    int64_t shape[2] = {3, n};
+    return loom__record_contig(LOOM_OP_ADAM_STEP, &a, 4, in, 2, shape);
+}
