@@ -101,7 +101,8 @@ typedef struct options {
     const char *backend;
     const char *data;
     bool json;
-    long limit; /* train batches per epoch, 0 = all (for quick checks) */
+    long limit;      /* train and test batches per epoch, 0 = all (for quick checks) */
+    long test_batch; /* test batch size */
 } options;
 
 static void usage(FILE *f)
@@ -118,6 +119,7 @@ static void usage(FILE *f)
             "  --threads T       compute threads (default: LOOM_NUM_THREADS, else every core)\n"
             "  --backend NAME    auto, onednn or ref (default: LOOM_BACKEND, else auto)\n"
             "  --limit N         only the first N training and N test batches (quick checks)\n"
+            "  --test-batch-size B  test batch size (default 1000)\n"
             "  --json            print JSON lines instead of text\n"
             "  --help            print this and exit\n",
             PROG);
@@ -137,7 +139,7 @@ static bool parse_long(const char *s, long min, long max, long *out)
 /* Returns 0 to go on, 1 after --help, 2 on a bad option (message printed). */
 static int parse_options(int argc, char **argv, options *o)
 {
-    *o = (options){.epochs = 1, .batch_size = 64, .lr = 1e-3, .seed = 1, .data = DEFAULT_DATA};
+    *o = (options){.epochs = 1, .batch_size = 64, .lr = 1e-3, .seed = 1, .data = DEFAULT_DATA, .test_batch = 1000};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -149,7 +151,8 @@ static int parse_options(int argc, char **argv, options *o)
             continue;
         }
         static const char *const names[] = {"--epochs",  "--batch-size", "--lr",   "--seed",
-                                            "--threads", "--backend",    "--data", "--limit"};
+                                            "--threads", "--backend",    "--data", "--limit",
+                                            "--test-batch-size"};
         int which = -1;
         const char *val = NULL;
         for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++) {
@@ -190,7 +193,8 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case 5: o->backend = val; break;
         case 6: o->data = val; break;
-        default: ok = parse_long(val, 1, LONG_MAX, &o->limit); break;
+        case 7: ok = parse_long(val, 1, LONG_MAX, &o->limit); break;
+        default: ok = parse_long(val, 1, 1000000, &o->test_batch); break;
         }
         if (!ok) {
             fprintf(stderr, "%s: bad value '%s' for %s (try --help)\n", PROG, val, names[which]);
@@ -282,10 +286,12 @@ static loom_status train_epoch(run *r, loom_dataloader *dl, const options *o, lo
 }
 
 /* Average NLL loss and correct predictions over the test set. */
-static loom_status test(run *r, const loom_dataset *ds, long limit, double *avg_loss, long *correct, long *total)
+static loom_status test(run *r, const loom_dataset *ds, const options *o, double *avg_loss, long *correct,
+                        long *total)
 {
     loom_dataloader_options lo = loom_dataloader_defaults();
-    lo.batch_size = 1000;
+    lo.batch_size = o->test_batch;
+    const long limit = o->limit;
     lo.normalize = true;
     lo.mean = LOOM_FASHION_MNIST_MEAN;
     lo.std = LOOM_FASHION_MNIST_STD;
@@ -379,7 +385,7 @@ int main(int argc, char **argv)
         loom_status st = loom_dataloader_set_epoch(dl, e - 1);
         if (st == LOOM_OK) st = train_epoch(&r, dl, &o, e, tty, &train_loss, &ips);
         double train_s = now() - t0;
-        if (st == LOOM_OK) st = test(&r, testset, o.limit, &test_loss, &correct, &total);
+        if (st == LOOM_OK) st = test(&r, testset, &o, &test_loss, &correct, &total);
         if (st != LOOM_OK) {
             fprintf(stderr, "%s: epoch %ld failed: %s\n", PROG, e, loom_last_error());
             rc = 1;

@@ -669,11 +669,55 @@ START_TEST(test_pytorch_parity)
 }
 END_TEST
 
+/* loom_adam_step_fused against the formula evaluated by hand in float, and
+ * its argument checks. */
+START_TEST(test_adam_step_fused)
+{
+    loom_ctx *ctx = loom_ctx_create(NULL);
+    const float pv[3] = {1.0f, -2.0f, 0.5f}, gv[3] = {0.1f, 0.2f, -0.3f};
+    const float mv[3] = {0.01f, -0.02f, 0.03f}, vv[3] = {0.001f, 0.002f, 0.003f};
+    loom_tensor *p = loom_tensor_from_array(ctx, LOOM_FLOAT32, pv, LOOM_SHAPE(3));
+    loom_tensor *g = loom_tensor_from_array(ctx, LOOM_FLOAT32, gv, LOOM_SHAPE(3));
+    loom_tensor *m = loom_tensor_from_array(ctx, LOOM_FLOAT32, mv, LOOM_SHAPE(3));
+    loom_tensor *v = loom_tensor_from_array(ctx, LOOM_FLOAT32, vv, LOOM_SHAPE(3));
+    const double b1 = 0.9, b2 = 0.999, step = 0.01, bc2 = 0.5, eps = 1e-8;
+    for (int first = 0; first < 2; first++) {
+        loom_tensor *f = first ? loom_adam_step_fused(p, g, NULL, NULL, b1, b2, step, bc2, eps)
+                               : loom_adam_step_fused(p, g, m, v, b1, b2, step, bc2, eps);
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(loom_tensor_ndim(f), 2);
+        ck_assert_int_eq(loom_tensor_size(f, 0), 3);
+        float want[9];
+        for (int i = 0; i < 3; i++) {
+            float mi = (first ? 0.0f : mv[i] * (float)b1) + gv[i] * (float)(1 - b1);
+            float vi = (first ? 0.0f : vv[i] * (float)b2) + (float)(1 - b2) * (gv[i] * gv[i]);
+            float d = sqrtf(vi) / (float)sqrt(bc2) + (float)eps;
+            want[i] = pv[i] + (float)-step * (mi / d);
+            want[3 + i] = mi;
+            want[6 + i] = vi;
+        }
+        assert_values_f32(f, want, 9, 1e-6);
+    }
+    /* Errors: sizes, dtype, bias correction. */
+    loom_tensor *g4 = loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(4));
+    ck_assert_ptr_null(loom_adam_step_fused(p, g4, m, v, b1, b2, step, bc2, eps));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "adam_step"));
+    loom_tensor *gi = loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(3));
+    ck_assert_ptr_null(loom_adam_step_fused(p, gi, m, v, b1, b2, step, bc2, eps));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_DTYPE);
+    ck_assert_ptr_null(loom_adam_step_fused(p, g, m, v, b1, b2, step, 0.0, eps));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_optim(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = test_tcase(s, "sgd", 0);
     tcase_add_test(tc, test_sgd_plain);
+    tcase_add_test(tc, test_adam_step_fused);
     tcase_add_test(tc, test_sgd_weight_decay);
     tcase_add_test(tc, test_sgd_momentum);
     tcase_add_test(tc, test_sgd_dampening);

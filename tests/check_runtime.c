@@ -17,13 +17,16 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "tests/check_suites.h"
 
 #include "runtime/deque.h"
 #include "runtime/error.h"
+#include "runtime/mem.h"
 #include "runtime/pool.h"
+#include "runtime/scratch.h"
 #include "runtime/topology.h"
 
 #define ITEM(i) ((void *)(uintptr_t)(i))
@@ -921,11 +924,85 @@ START_TEST(test_pool_options)
 }
 END_TEST
 
+/* ---- per-thread scratch and the block cache's big classes ------------- */
+
+static void *scratch_other_thread(void *arg)
+{
+    (void)arg;
+    return loom__scratch(0, 1000);
+}
+
+START_TEST(test_scratch)
+{
+    char *a = loom__scratch(0, 1000);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq((uintptr_t)a % 64, 0);
+    memset(a, 1, 1000);                          /* really that big */
+    ck_assert_ptr_eq(loom__scratch(0, 10), a);   /* smaller: the same buffer */
+    ck_assert_ptr_eq(loom__scratch(0, 1400), a); /* grown by half on the first allocation */
+    char *b = loom__scratch(1, 1000);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_ne(a, b); /* slots are independent */
+    char *c = loom__scratch(0, 1 << 20);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq((uintptr_t)c % 64, 0);
+    memset(c, 2, 1 << 20);
+    ck_assert_ptr_null(loom__scratch(-1, 10));
+    ck_assert_ptr_null(loom__scratch(LOOM__SCRATCH_SLOTS, 10));
+    /* Another thread gets its own buffer (freed when it exits). */
+    pthread_t th;
+    void *theirs = NULL;
+    ck_assert_int_eq(pthread_create(&th, NULL, scratch_other_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(th, &theirs), 0);
+    ck_assert_ptr_nonnull(theirs);
+    ck_assert_ptr_ne(theirs, loom__scratch(0, 10));
+}
+END_TEST
+
+START_TEST(test_mem_big_classes)
+{
+    loom__mem mem;
+    loom__mem_init(&mem, NULL);
+    /* A SimpleCNN activation, [64, 64, 24, 24] floats: cached and reused
+     * (it used to bypass the cache above 128 KiB). */
+    size_t sz = (size_t)64 * 64 * 24 * 24 * 4;
+    void *p = loom__mem_alloc_data(&mem, sz);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq((uintptr_t)p % 64, 0);
+    memset(p, 0, sz);
+    loom__mem_free_data(&mem, p);
+    ck_assert_uint_gt(mem.cached_bytes, 0);
+    /* Same quarter-octave class (8 MiB < size <= 10 MiB): the same block. */
+    void *q = loom__mem_alloc_data(&mem, (size_t)10 << 20);
+    ck_assert_ptr_eq(q, p);
+    memset(q, 0, (size_t)10 << 20);
+    loom__mem_free_data(&mem, q);
+    /* The next class up (10 MiB < size <= 12 MiB): a new block. */
+    void *r = loom__mem_alloc_data(&mem, ((size_t)10 << 20) + 1);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_ne(r, p);
+    memset(r, 0, ((size_t)10 << 20) + 1);
+    loom__mem_free_data(&mem, r);
+    /* Above 1 GiB nothing is cached (the cache would be too coarse). */
+    size_t cached = mem.cached_bytes;
+    void *h = loom__mem_alloc_data(&mem, ((size_t)1 << 30) + 64);
+    if (h) { /* may fail on a small machine: then there is nothing to check */
+        loom__mem_free_data(&mem, h);
+        ck_assert_uint_eq(mem.cached_bytes, cached);
+    }
+    ck_assert_int_eq(mem.live_bytes, 0);
+    loom__mem_drain(&mem);
+    ck_assert_uint_eq(mem.cached_bytes, 0);
+}
+END_TEST
+
 Suite *loom_suite_runtime(void)
 {
     Suite *s = suite_create("runtime");
     TCase *tc = test_tcase(s, "deque", 60);
     tcase_add_test(tc, test_deque_basic);
+    tcase_add_test(tc, test_scratch);
+    tcase_add_test(tc, test_mem_big_classes);
     tcase_add_test(tc, test_deque_wraparound);
     tcase_add_test(tc, test_deque_stress);
 

@@ -72,9 +72,11 @@ typedef struct loom_ctx_options {
     int num_workers;
     /* Seed of the context's default random generator. */
     uint64_t seed;
-    /* Backend: NULL or "auto" picks the first backend that supports each
-     * node (oneDNN where built and applicable, then the portable C one);
-     * "ref" forces the portable C backend. NULL also honours LOOM_BACKEND. */
+    /* Backend: NULL or "auto" runs each node on oneDNN where it is exact
+     * and measured faster, else on the portable C backend; "onednn" uses
+     * oneDNN for every call it computes exactly (an error at creation when
+     * Loom was built without it); "ref" forces the portable C backend. NULL
+     * also honours the LOOM_BACKEND environment variable (docs/cnn.md). */
     const char *backend;
     /* NULL: malloc/free. The pointed-to struct is copied. */
     const loom_allocator *allocator;
