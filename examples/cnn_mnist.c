@@ -103,6 +103,7 @@ typedef struct options {
     bool json;
     long limit;      /* train and test batches per epoch, 0 = all (for quick checks) */
     long test_batch; /* test batch size */
+    const char *checkpoint; /* save the model's state here after each epoch */
 } options;
 
 static void usage(FILE *f)
@@ -120,6 +121,8 @@ static void usage(FILE *f)
             "  --backend NAME    auto, onednn or ref (default: LOOM_BACKEND, else auto)\n"
             "  --limit N         only the first N training and N test batches (quick checks)\n"
             "  --test-batch-size B  test batch size (default 1000)\n"
+            "  --checkpoint PATH save the model (safetensors, PyTorch's state_dict names)\n"
+            "                    after each epoch, atomically\n"
             "  --json            print JSON lines instead of text\n"
             "  --help            print this and exit\n",
             PROG);
@@ -152,7 +155,7 @@ static int parse_options(int argc, char **argv, options *o)
         }
         static const char *const names[] = {"--epochs",  "--batch-size", "--lr",   "--seed",
                                             "--threads", "--backend",    "--data", "--limit",
-                                            "--test-batch-size"};
+                                            "--test-batch-size", "--checkpoint"};
         int which = -1;
         const char *val = NULL;
         for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++) {
@@ -194,7 +197,8 @@ static int parse_options(int argc, char **argv, options *o)
         case 5: o->backend = val; break;
         case 6: o->data = val; break;
         case 7: ok = parse_long(val, 1, LONG_MAX, &o->limit); break;
-        default: ok = parse_long(val, 1, 1000000, &o->test_batch); break;
+        case 8: ok = parse_long(val, 1, 1000000, &o->test_batch); break;
+        default: o->checkpoint = val; break;
         }
         if (!ok) {
             fprintf(stderr, "%s: bad value '%s' for %s (try --help)\n", PROG, val, names[which]);
@@ -401,6 +405,11 @@ int main(int argc, char **argv)
             printf("Test set: Average loss: %.4f, Accuracy: %ld/%ld (%.0f%%)  [epoch %ld: %.1f s, %.0f img/s]\n",
                    test_loss, correct, total, 100.0 * acc, e, train_s, ips);
         fflush(stdout);
+        if (o.checkpoint && loom_module_save(r.model, o.checkpoint) != LOOM_OK) {
+            fprintf(stderr, "%s: saving the checkpoint failed: %s\n", PROG, loom_last_error());
+            rc = 1;
+            break;
+        }
     }
 done:
     loom_dataloader_free(dl);

@@ -268,3 +268,53 @@ loom_tensor *loom_accuracy(loom_tensor *logits, loom_tensor *labels)
     loom_tensor *hit = loom_eq(loom_argmax(logits, 1, false), labels);
     return loom__nn_leave(ctx, loom_mean(loom_to_dtype(hit, LOOM_FLOAT32), 0, NULL, false));
 }
+
+/* ---- conv + batch norm folding (torch.nn.utils.fuse_conv_bn_eval) ------------ */
+
+loom_module *loom_fuse_conv_bn_eval(loom_module *conv, loom_module *bn)
+{
+    const char *op = "fuse_conv_bn_eval";
+    if (!conv || !bn || strcmp(loom_module_type(conv), "Conv2d") != 0 ||
+        strcmp(loom_module_type(bn), "BatchNorm2d") != 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expected a Conv2d and a BatchNorm2d module", op);
+        return NULL;
+    }
+    const conv_data *c = loom__nn_module_user(conv);
+    const bn_data *b = loom__nn_module_user(bn);
+    int64_t O = loom_tensor_size(c->weight, 0);
+    if (loom_tensor_size(b->running_mean, 0) != O) {
+        loom__set_error(LOOM_ERR_SHAPE, "%s: the convolution has %lld output channels but the batch norm %lld", op,
+                        (long long)O, (long long)loom_tensor_size(b->running_mean, 0));
+        return NULL;
+    }
+    loom_ctx *ctx = loom_module_ctx(conv);
+    int64_t ws[4];
+    loom_tensor_shape(c->weight, ws);
+    int groups = c->opts.groups ? c->opts.groups : 1;
+    loom_module *fused = loom_conv2d_module(ctx, ws[1] * groups, O, (int)ws[2], (int)ws[3], &c->opts, true);
+    if (!fused) return NULL;
+    conv_data *f = loom__nn_module_user(fused);
+    if (!loom__nn_enter(ctx)) {
+        loom_module_free(fused);
+        return NULL;
+    }
+    loom_no_grad_begin(ctx);
+    /* scale [O] = gamma / sqrt(running_var + eps);
+     * w' = w * scale[o]; b' = (b - running_mean) * scale + beta. */
+    loom_tensor *scale = loom_div(b->weight ? b->weight : loom_ones(ctx, LOOM_FLOAT32, 1, &O),
+                                  loom_sqrt(loom_add_scalar(b->running_var, b->eps)));
+    loom_tensor *w = loom_mul(c->weight, loom_reshape(scale, 4, (const int64_t[]){O, 1, 1, 1}));
+    loom_tensor *bias = c->bias ? c->bias : loom_zeros(ctx, LOOM_FLOAT32, 1, &O);
+    loom_tensor *nb = loom_mul(loom_sub(bias, b->running_mean), scale);
+    if (b->bias) nb = loom_add(nb, b->bias);
+    loom_status st = w && nb ? loom_tensor_assign(f->weight, w) : loom_last_status();
+    if (st == LOOM_OK) st = loom_tensor_assign(f->bias, nb);
+    loom_no_grad_end(ctx);
+    loom__nn_leave(ctx, NULL);
+    if (st != LOOM_OK) {
+        loom_module_free(fused);
+        return NULL;
+    }
+    loom_module_train(fused, false);
+    return fused;
+}

@@ -1045,12 +1045,58 @@ START_TEST(test_cnn_no_leaks)
 }
 END_TEST
 
+/* loom_fuse_conv_bn_eval: one convolution equals conv then batch norm in
+ * evaluation mode (non-trivial running statistics and affine parameters). */
+START_TEST(test_fuse_conv_bn_eval)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    for (int groups = 1; groups <= 2; groups++) {
+        loom_conv2d_opts o = {.stride = {2, 1}, .padding = {1, 1}, .groups = groups};
+        loom_module *conv = loom_conv2d_module(ctx, 4, 6, 3, 3, &o, groups == 1);
+        loom_module *bn = loom_batch_norm2d_module(ctx, 6, 1e-3, 0.1, true);
+        ck_assert_ptr_nonnull(conv);
+        ck_assert_ptr_nonnull(bn);
+        const char *names[4] = {"weight", "bias", "running_mean", "running_var"};
+        for (int i = 0; i < 4; i++) {
+            loom_tensor *r = loom_rand(ctx, LOOM_SHAPE(6));
+            if (i == 3) r = loom_add_scalar(r, 0.5); /* variances > 0 */
+            else r = loom_sub_scalar(r, 0.5);
+            ck_assert_int_eq(loom_tensor_assign(loom_module_get(bn, names[i]), r), LOOM_OK);
+        }
+        loom_module_train(conv, false);
+        loom_module_train(bn, false);
+        loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 4, 7, 6));
+        loom_tensor *want = loom_module_forward(bn, loom_module_forward(conv, x));
+        loom_module *fused = loom_fuse_conv_bn_eval(conv, bn);
+        ck_assert_ptr_nonnull(fused);
+        ck_assert_ptr_nonnull(loom_module_get(fused, "bias"));
+        loom_tensor *got = loom_module_forward(fused, x);
+        assert_close(got, want, 1e-5, "fused conv+bn");
+        loom_module_free(fused);
+        loom_module_free(bn);
+        loom_module_free(conv);
+    }
+    /* Errors: wrong module types, channel mismatch. */
+    loom_module *conv = loom_conv2d_module(ctx, 2, 3, 1, 1, NULL, false);
+    loom_module *bn = loom_batch_norm2d_module(ctx, 4, 1e-5, 0.1, true);
+    ck_assert_ptr_null(loom_fuse_conv_bn_eval(bn, conv));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+    ck_assert_ptr_null(loom_fuse_conv_bn_eval(conv, bn));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "output channels"));
+    loom_module_free(bn);
+    loom_module_free(conv);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_cnn(void)
 {
     Suite *s = suite_create("cnn");
     TCase *tp = test_tcase(s, "parity", 60);
     tcase_add_loop_test(tp, test_pytorch_parity, 0, CNN_NCASES * NCFG);
     tcase_add_loop_test(tp, test_fused_relu_matches_unfused, 0, NCFG);
+    tcase_add_loop_test(tp, test_fuse_conv_bn_eval, 0, NCFG);
     tcase_add_loop_test(tp, test_noncontiguous_inputs, 0, NCFG);
     tcase_add_loop_test(tp, test_hand_values, 0, NCFG);
 

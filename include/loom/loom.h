@@ -26,6 +26,7 @@
 #include "loom/nn.h"
 #include "loom/optim.h"
 #include "loom/data.h"
+#include "loom/io.h"
 
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1

@@ -150,6 +150,14 @@ loom_module *loom_adaptive_avg_pool2d_module(loom_ctx *ctx, int64_t out_h, int64
  * "running_var" (ones). Training mode normalises with the batch statistics
  * and updates the running ones; evaluation mode uses the running ones. */
 loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, double eps, double momentum, bool affine);
+/* torch.nn.utils.fuse_conv_bn_eval: a new Conv2d (with bias) computing
+ * bn(conv(x)) in evaluation mode, with the batch norm's running statistics
+ * and affine parameters folded into its weight and bias:
+ *   scale = gamma / sqrt(running_var + eps), w' = w * scale[o],
+ *   b' = (b - running_mean) * scale + beta.
+ * conv and bn are only read; the caller owns the result. For inference:
+ * one convolution instead of a convolution and a batch-norm pass. */
+loom_module *loom_fuse_conv_bn_eval(loom_module *conv, loom_module *bn);
 /* nn.Flatten(start_dim, end_dim); PyTorch's defaults are 1 and -1. */
 loom_module *loom_flatten_module(loom_ctx *ctx, int start_dim, int end_dim);
 

@@ -1,0 +1,94 @@
+/*
+ * loom/io.h - checkpoints in the safetensors format.
+ *
+ * safetensors (Hugging Face) is a plain file of tensors: 8 bytes holding N
+ * (little-endian uint64), N bytes of JSON naming each tensor's dtype, shape
+ * and byte range, then the raw little-endian row-major data. PyTorch users
+ * read Loom's files with safetensors.torch.load_file(path) and write files
+ * Loom reads with safetensors.torch.save_file(tensors, path); module state
+ * names follow PyTorch's state_dict keys ("conv1.weight", "bn.running_mean").
+ *
+ *     loom_module_save(net, "ckpt.safetensors");            // all its state
+ *     ...
+ *     loom_module_load(net, "ckpt.safetensors", true);      // strict
+ *
+ * Loom's tensors map to the dtypes "F32" (float32), "I64" (int64) and
+ * "BOOL" (bool). Files are untrusted input: every header field, offset and
+ * size is checked before anything is read, and a bad file gives
+ * LOOM_ERR_FORMAT with a message naming the file and the problem.
+ *
+ * Saving is atomic: the file is written as `path.tmp.XXXXXX` in the same
+ * directory, flushed to disk, then renamed over `path`; if anything fails,
+ * the temporary file is removed and a file already at `path` is untouched.
+ */
+#ifndef LOOM_IO_H
+#define LOOM_IO_H
+
+#include <stdbool.h>
+
+#include "loom/context.h"
+#include "loom/nn.h"
+#include "loom/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Computes tensors[0..n-1] and writes them to `path` as tensors called
+ * names[0..n-1] (written contiguously whatever their strides). Names must
+ * be distinct (else LOOM_ERR_INVALID_ARG, and nothing is written) and not
+ * "__metadata__". metadata_json: NULL, or a JSON object whose values are
+ * strings ("{\"format\": \"pt\"}"), stored as the header's "__metadata__";
+ * anything else is LOOM_ERR_INVALID_ARG. The header is written as the
+ * safetensors library writes it: compact JSON, "__metadata__" first, then
+ * the tensors ordered by dtype (I64, F32, BOOL) and by name, their data in
+ * that order, the header padded with spaces to a multiple of 8 bytes.
+ * Nothing is taken over: tensors and strings stay the caller's. Errors:
+ * LOOM_ERR_IO (the directory is missing or not writable, the disk is
+ * full...), or whatever computing a tensor reported. */
+loom_status loom_save_safetensors(const char *path, int n, loom_tensor *const *tensors, const char *const *names,
+                                  const char *metadata_json);
+
+/* Reads every tensor of the file at `path`. On success *n_out is the count,
+ * *tensors_out a malloc'd array of n new tensors, each owned by the ctx's
+ * current scope like any new tensor (the caller frees the array with
+ * free()), and *names_out (if names_out is not NULL) a malloc'd array of n
+ * malloc'd names, freed with loom_safetensors_free_names(); both arrays are
+ * in the order the header lists the tensors, and NULL when n is 0. On
+ * failure nothing is created and the outputs are not written. A tensor of a
+ * dtype Loom lacks (F16, BF16, F64, I32, U8, ...) gives LOOM_ERR_DTYPE
+ * naming the tensor and the dtype; one with more than LOOM_MAX_DIMS dims,
+ * LOOM_ERR_SHAPE; a corrupt file, LOOM_ERR_FORMAT; one that cannot be
+ * opened or read, LOOM_ERR_IO. The header's "__metadata__" is checked (an
+ * object of strings) and otherwise ignored. */
+loom_status loom_load_safetensors(loom_ctx *ctx, const char *path, int *n_out, loom_tensor ***tensors_out,
+                                  char ***names_out);
+
+/* Frees names[0..n-1] and the array (as loom_load_safetensors returned
+ * them). NULL is a no-op. */
+void loom_safetensors_free_names(char **names, int n);
+
+/* Saves m's state (loom_module_state: parameters and buffers, with their
+ * dotted names) to `path`, with the metadata {"format": "pt"} that
+ * Hugging Face's loaders expect of PyTorch checkpoints. As
+ * loom_save_safetensors otherwise. */
+loom_status loom_module_save(loom_module *m, const char *path);
+
+/* Loads m's state from `path`. Every tensor of m's state found in the file
+ * must have exactly the module's shape (else LOOM_ERR_SHAPE: "conv1.weight
+ * has shape [32, 1, 3, 3] in the file but [32, 1, 5, 5] in the module")
+ * and dtype (else LOOM_ERR_DTYPE); nothing is converted. strict: every
+ * name of m's state must be in the file and the file must hold no other
+ * tensor (else LOOM_ERR_FORMAT, listing the missing and unexpected names);
+ * not strict: the tensors present in both are loaded, the rest is left as
+ * it is. The values are written in place (loom_tensor_assign) only once the
+ * whole file has been checked and read, so a failed load leaves m unchanged.
+ * (Only an allocation of a few bytes failing while the values are being
+ * written could stop it halfway; it says so.) Errors for the file itself as
+ * for loom_load_safetensors. */
+loom_status loom_module_load(loom_module *m, const char *path, bool strict);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_IO_H */
