@@ -35,28 +35,8 @@ if [ ! -x "$loom_bin" ]; then
     echo "run_cnn_bench: $loom_bin not found: run 'make benchmarks/cnn_bench' (or set LOOM_BUILDDIR)" >&2
     exit 1
 fi
-"$python" -c 'import torch' 2>/dev/null || {
-    echo "run_cnn_bench: $python cannot import torch (scripts/install-deps --with-torch)" >&2
-    exit 1
-}
-blasdir=/usr/lib/x86_64-linux-gnu/openblas-openmp
-if [ -d "$blasdir" ]; then
-    torch_ld=$blasdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-else
-    echo "run_cnn_bench: warning: $blasdir missing (apt-get install libopenblas0-openmp); PyTorch runs on the default BLAS" >&2
-    torch_ld=${LD_LIBRARY_PATH:-}
-fi
-if [ -n "${LOOM_BENCH_CORETYPE:-}" ]; then
-    coretype=$LOOM_BENCH_CORETYPE
-elif grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-    coretype=SkylakeX
-elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
-    coretype=Haswell
-else
-    coretype=
-fi
-echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $ncores cores" >&2
-echo "# pytorch: LD_LIBRARY_PATH=$torch_ld OPENBLAS_CORETYPE=${coretype:-unset} OPENBLAS_NUM_THREADS=T" >&2
+bench_name=run_cnn_bench
+. "$here/torch_env.sh"
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT INT TERM

@@ -38,32 +38,8 @@ if [ ! -x "$loom_bin" ]; then
     echo "run_mlp_bench: $loom_bin not found: run 'make benchmarks/mlp_step' (or set LOOM_BUILDDIR)" >&2
     exit 1
 fi
-"$python" -c 'import torch' 2>/dev/null || {
-    echo "run_mlp_bench: $python cannot import torch (apt-get install python3-torch)" >&2
-    exit 1
-}
-
-blasdir=/usr/lib/x86_64-linux-gnu/openblas-openmp
-if [ -d "$blasdir" ]; then
-    torch_ld=$blasdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-else
-    echo "run_mlp_bench: warning: $blasdir missing (apt-get install libopenblas0-openmp); PyTorch runs on the default BLAS" >&2
-    torch_ld=${LD_LIBRARY_PATH:-}
-fi
-# The environment's own OPENBLAS_CORETYPE is not trusted (baseline.md: a
-# machine that sets Haswell on an AVX-512 CPU costs PyTorch 20-37%);
-# LOOM_BENCH_CORETYPE forces a value.
-if [ -n "${LOOM_BENCH_CORETYPE:-}" ]; then
-    coretype=$LOOM_BENCH_CORETYPE
-elif grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-    coretype=SkylakeX
-elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
-    coretype=Haswell
-else
-    coretype= # let OpenBLAS detect it
-fi
-echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $ncores cores" >&2
-echo "# pytorch: LD_LIBRARY_PATH=$torch_ld OPENBLAS_CORETYPE=${coretype:-unset} OPENBLAS_NUM_THREADS=T" >&2
+bench_name=run_mlp_bench
+. "$here/torch_env.sh"
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT INT TERM
