@@ -127,16 +127,33 @@ static inline int64_t argmax(const pool_geom *g, const float *x, const pool_win 
 {
     int64_t best = -1;
     float m = -INFINITY;
-    for (int64_t h = win->h0; h < win->h1; h++)
+    /* Selects, not branches: with ReLU's tied zeros a branch on "v > m"
+     * mispredicts half the time. Once m is NaN nothing replaces it (v > NaN
+     * is false, and a later NaN needs m == m), so the first NaN wins. */
+    for (int64_t h = win->h0; h < win->h1; h++) {
+        const float *r = x + h * g->W;
         for (int64_t w = win->w0; w < win->w1; w++) {
-            const float v = x[h * g->W + w];
-            if (best < 0 || v > m || (v != v && m == m)) {
-                m = v;
-                best = h * g->W + w;
-            }
-            if (m != m) return best;
+            const float v = r[w];
+            const bool take = (best < 0) | (v > m) | ((v != v) & (m == m));
+            m = take ? v : m;
+            best = take ? h * g->W + w : best;
         }
+    }
     return best;
+}
+
+/* The window's maximum (NaN if it holds one), -inf for an empty window. */
+static inline float window_max(const pool_geom *g, const float *x, const pool_win *win)
+{
+    float m = -INFINITY;
+    for (int64_t h = win->h0; h < win->h1; h++) {
+        const float *r = x + h * g->W;
+        for (int64_t w = win->w0; w < win->w1; w++) {
+            const float v = r[w];
+            m = (v > m) | (v != v) ? v : m;
+        }
+    }
+    return m;
 }
 
 /* ---- max --------------------------------------------------------------- */
@@ -238,8 +255,7 @@ static void max_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t
             for (int64_t ow = 0; ow < g->OW; ow++) {
                 pool_win win;
                 window(g, oh, ow, &win);
-                const int64_t i = argmax(g, xp, &win);
-                yp[oh * g->OW + ow] = i < 0 ? -INFINITY : xp[i];
+                yp[oh * g->OW + ow] = window_max(g, xp, &win);
             }
     }
 }
