@@ -15,6 +15,7 @@
 
 #include "backends/registry.h"
 #include "graph/tensor_impl.h"
+#include "graph/trace.h"
 #include "loom/loom.h"
 #include "runtime/error.h"
 #include "runtime/pool.h"
@@ -120,6 +121,15 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->backend = choice;
     const char *prof = getenv("LOOM_PROFILE");
     ctx->profile = prof && *prof && strcmp(prof, "0") != 0;
+    const char *trace = getenv("LOOM_TRACE");
+    if (trace && *trace) {
+        /* Best effort: a context that cannot trace still computes. */
+        ctx->trace_path = strdup(trace);
+        if (ctx->trace_path && loom_trace_start(ctx) != LOOM_OK) {
+            free(ctx->trace_path);
+            ctx->trace_path = NULL;
+        }
+    }
     ctx->rng_seed = o.seed;
     ctx->rng_offset = 0;
     root->parent = NULL;
@@ -135,6 +145,13 @@ void loom_ctx_free(loom_ctx *ctx)
 {
     if (!ctx) return;
     if (ctx->profile) loom__profile_report(ctx);
+    if (ctx->trace) {
+        if (ctx->trace_path && loom_trace_stop(ctx, ctx->trace_path) != LOOM_OK)
+            fprintf(stderr, "loom: LOOM_TRACE: %s\n", loom_last_error());
+        loom__trace_free(ctx->trace); /* stopped by the user's path, or NULL */
+        ctx->trace = NULL;
+    }
+    free(ctx->trace_path);
     while (ctx->scope_depth > 0) loom_scope_end(ctx);
     loom__scope_clear(ctx->scope);
     loom__pool_free(ctx->pool);

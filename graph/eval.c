@@ -14,6 +14,7 @@
 
 #include "backends/registry.h"
 #include "graph/eval.h"
+#include "graph/trace.h"
 #include "runtime/error.h"
 
 static bool is_view_op(loom__op op)
@@ -81,18 +82,20 @@ loom_status loom__run_node(loom_tensor *t)
             .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->kernel_threads,
         };
         view_of(t, &call.out);
-        const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, NULL);
+        const char *bname = NULL;
+        const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, &bname);
         loom_status st;
         if (!k) {
             st = LOOM_ERR_BACKEND;
-        } else if (t->ctx->profile) {
-            struct timespec a, b;
-            clock_gettime(CLOCK_MONOTONIC, &a);
+        } else if (t->ctx->profile || t->ctx->trace) {
+            int64_t a = loom__trace_now();
             st = k->run(&call);
-            clock_gettime(CLOCK_MONOTONIC, &b);
-            int64_t ns = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
-            atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], ns, memory_order_relaxed);
-            atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
+            int64_t b = loom__trace_now();
+            if (t->ctx->profile) {
+                atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], b - a, memory_order_relaxed);
+                atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
+            }
+            if (t->ctx->trace) loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape);
         } else {
             st = k->run(&call);
         }

@@ -113,6 +113,8 @@ struct loom_ctx {
     /* LOOM_PROFILE set at creation: kernel time and calls per op, printed
      * to stderr by loom_ctx_free (graph/eval.c, loom__profile_report). */
     bool profile;
+    struct loom__trace *trace;  /* loom_trace_start .. stop (graph/trace.c) */
+    char *trace_path;           /* LOOM_TRACE: written by loom_ctx_free */
     _Atomic int64_t prof_ns[LOOM_OP_COUNT];
     _Atomic int64_t prof_calls[LOOM_OP_COUNT];
 };

@@ -6,6 +6,12 @@
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "tests/check_suites.h"
 
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/io_impl.h"
+
 static loom_ctx *workers_ctx(int workers, int threads)
 {
     loom_ctx_options o = {.num_threads = threads, .num_workers = workers, .seed = 99};
@@ -184,6 +190,83 @@ START_TEST(test_worker_options)
 }
 END_TEST
 
+/* ---- timeline tracing ------------------------------------------------------ */
+
+static const loom__json *member(const loom__json *o, const char *key)
+{
+    for (size_t i = 0; o->kind == LOOM__JSON_OBJECT && i < o->n; i++)
+        if (strcmp(o->members[i].key, key) == 0) return &o->members[i].value;
+    return NULL;
+}
+
+/* A traced parallel run writes valid trace-event JSON with one complete
+ * ("X") slice per node run, on at most num_workers threads; errors. */
+START_TEST(test_trace_file)
+{
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2, .num_workers = 2});
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(loom_trace_stop(ctx, NULL), LOOM_ERR_STATE);
+    ck_assert_int_eq(loom_trace_start(ctx), LOOM_OK);
+    ck_assert_int_eq(loom_trace_start(ctx), LOOM_ERR_STATE);
+    loom_ctx_stats before, after;
+    loom_ctx_get_stats(ctx, &before);
+    loom_tensor *ys[16];
+    for (int b = 0; b < 16; b++) {
+        loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(64, 64));
+        ys[b] = loom_sum(loom_tanh(loom_matmul(x, x)), 0, NULL, false);
+    }
+    ck_assert_int_eq(loom_tensor_eval(loom_sum(loom_stack(ys, 16, 0), 0, NULL, false)), LOOM_OK);
+    loom_ctx_get_stats(ctx, &after);
+    char dir[] = "/tmp/loom_trace_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[64], bad[80];
+    snprintf(path, sizeof path, "%s/t.json", dir);
+    snprintf(bad, sizeof bad, "%s/missing/t.json", dir);
+    ck_assert_int_eq(loom_trace_stop(ctx, path), LOOM_OK);
+    /* A path that cannot be written: an error, and no file left behind. */
+    ck_assert_int_eq(loom_trace_start(ctx), LOOM_OK);
+    ck_assert_int_eq(loom_trace_stop(ctx, bad), LOOM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "missing"));
+
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text, f);
+    fclose(f);
+    ck_assert_uint_lt(len, sizeof text);
+    loom__json doc;
+    ck_assert_msg(loom__json_parse(text, len, "trace", &doc) == LOOM_OK, "%s", loom_last_error());
+    const loom__json *events = member(&doc, "traceEvents");
+    ck_assert_ptr_nonnull(events);
+    ck_assert_int_eq(events->kind, LOOM__JSON_ARRAY);
+    int64_t slices = 0;
+    bool tid_seen[128] = {false};
+    for (size_t i = 0; i < events->n; i++) {
+        const loom__json *e = &events->items[i], *ph = member(e, "ph");
+        ck_assert_ptr_nonnull(ph);
+        if (strcmp(ph->str, "X") != 0) continue;
+        slices++;
+        ck_assert_ptr_nonnull(member(e, "name"));
+        ck_assert_ptr_nonnull(member(e, "ts"));
+        ck_assert_ptr_nonnull(member(e, "dur"));
+        const loom__json *tid = member(e, "tid");
+        ck_assert(tid && tid->is_uint && tid->uint < 128);
+        tid_seen[tid->uint] = true;
+    }
+    /* Every node that ran a kernel; views and leaves run none. */
+    ck_assert_int_gt(slices, 16 * 3);
+    ck_assert_int_le(slices, after.nodes_run - before.nodes_run);
+    int threads = 0;
+    for (int i = 0; i < 128; i++) threads += tid_seen[i];
+    ck_assert_int_ge(threads, 1);
+    ck_assert_int_le(threads, 3); /* 2 workers, and the caller may run nodes */
+    loom__json_free(&doc);
+    remove(path);
+    rmdir(dir);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_exec(void)
 {
     Suite *s = suite_create("exec");
@@ -194,6 +277,7 @@ Suite *loom_suite_exec(void)
     tcase_add_test(tc, test_error_stops_parallel_run);
     tcase_add_test(tc, test_training_bitwise_reproducible);
     tcase_add_test(tc, test_worker_options);
+    tcase_add_test(tc, test_trace_file);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -115,6 +115,18 @@ typedef struct loom_ctx_stats {
 } loom_ctx_stats;
 void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out);
 
+/* Timeline tracing: from loom_trace_start until loom_trace_stop, every node
+ * the context runs is recorded (op, backend, output shape, thread, start
+ * and duration), and loom_trace_stop writes them to path as a Chrome
+ * trace-event JSON file (open it in Perfetto or chrome://tracing): one
+ * track per thread, one slice per node. path NULL discards the trace. The
+ * file is written under a temporary name and renamed. Setting the
+ * environment variable LOOM_TRACE=path traces a context from creation and
+ * writes the file when it is freed. LOOM_ERR_STATE: start while tracing,
+ * stop while not. */
+loom_status loom_trace_start(loom_ctx *ctx);
+loom_status loom_trace_stop(loom_ctx *ctx, const char *path);
+
 /* Opens a scope: tensors created from now on belong to it. */
 loom_status loom_scope_begin(loom_ctx *ctx);
 

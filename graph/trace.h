@@ -1,0 +1,27 @@
+/*
+ * graph/trace.h - the timeline tracer behind loom_trace_start/stop and
+ * LOOM_TRACE (graph/trace.c): one slice per executed node, written as a
+ * Chrome trace-event file (Perfetto, chrome://tracing).
+ */
+#ifndef LOOM_GRAPH_TRACE_H
+#define LOOM_GRAPH_TRACE_H
+
+#include <stdint.h>
+
+#include "backends/kernel.h"
+
+typedef struct loom__trace loom__trace;
+
+/* Nanoseconds on the monotonic clock. */
+int64_t loom__trace_now(void);
+
+/* Records one executed node (thread-safe): op, start and end times, the
+ * backend that ran it and the output's shape. Drops the event (counting
+ * it) when the buffer is full or out of memory. */
+void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
+                      const int64_t *shape);
+
+/* Frees a tracer (events not written are lost). NULL is a no-op. */
+void loom__trace_free(loom__trace *tr);
+
+#endif /* LOOM_GRAPH_TRACE_H */
