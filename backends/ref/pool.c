@@ -242,8 +242,33 @@ static void max2x2_bwd_planes(const pool_geom *g, const float *dy, const float *
     }
 }
 
-static void max_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+/* A kernel's work over planes [p0, p1): in0 and in1 (NULL when the op has
+ * one input) and out, each [planes, ...] contiguous. */
+typedef void (*planes_fn)(const pool_geom *g, const float *in0, const float *in1, float *out, int64_t p0,
+                          int64_t p1);
+
+/* Runs fn over all planes, split among plane_team's threads. */
+static loom_status run_planes(const loom__kcall *call, const pool_geom *g, planes_fn fn)
 {
+    const float *in0 = call->in[0].data, *in1 = call->n_in > 1 ? call->in[1].data : NULL;
+    float *out = call->out.data;
+    const int nt = plane_team(call, g);
+    if (nt <= 1) {
+        fn(g, in0, in1, out, 0, g->planes);
+        return LOOM_OK;
+    }
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(g->planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        fn(g, in0, in1, out, b, e);
+    }
+    return LOOM_OK;
+}
+
+static void max_fwd_planes(const pool_geom *g, const float *x, const float *unused, float *y, int64_t p0, int64_t p1)
+{
+    (void)unused;
     if (is_2x2(g)) {
         max2x2_fwd_planes(g, x, y, p0, p1);
         return;
@@ -265,21 +290,7 @@ loom_status loom__ref_max_pool2d(const loom__kcall *call)
 {
     pool_geom g;
     loom_status st = make_geom(call, 1, &call->in[0], &call->out, &g);
-    if (st != LOOM_OK) return st;
-    const float *x = call->in[0].data;
-    float *y = call->out.data;
-    const int nt = plane_team(call, &g);
-    if (nt <= 1) {
-        max_fwd_planes(&g, x, y, 0, g.planes);
-        return LOOM_OK;
-    }
-    LOOM__OMP_PARALLEL(nt)
-    {
-        int64_t b, e;
-        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
-        max_fwd_planes(&g, x, y, b, e);
-    }
-    return LOOM_OK;
+    return st != LOOM_OK ? st : run_planes(call, &g, max_fwd_planes);
 }
 
 static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p)
@@ -311,27 +322,14 @@ loom_status loom__ref_max_pool2d_bwd(const loom__kcall *call)
 {
     pool_geom g;
     loom_status st = make_geom(call, 2, &call->out, &call->in[0], &g);
-    if (st != LOOM_OK) return st;
-    const float *dy = call->in[0].data, *x = call->in[1].data;
-    float *dx = call->out.data;
-    const int nt = plane_team(call, &g);
-    if (nt <= 1) {
-        max_bwd_planes(&g, dy, x, dx, 0, g.planes);
-        return LOOM_OK;
-    }
-    LOOM__OMP_PARALLEL(nt)
-    {
-        int64_t b, e;
-        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
-        max_bwd_planes(&g, dy, x, dx, b, e);
-    }
-    return LOOM_OK;
+    return st != LOOM_OK ? st : run_planes(call, &g, max_bwd_planes);
 }
 
 /* ---- average ----------------------------------------------------------- */
 
-static void avg_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+static void avg_fwd_planes(const pool_geom *g, const float *x, const float *unused, float *y, int64_t p0, int64_t p1)
 {
+    (void)unused;
     for (int64_t p = p0; p < p1; p++) {
         const float *xp = x + p * g->H * g->W;
         float *yp = y + p * g->OH * g->OW;
@@ -352,25 +350,12 @@ loom_status loom__ref_avg_pool2d(const loom__kcall *call)
 {
     pool_geom g;
     loom_status st = make_geom(call, 1, &call->in[0], &call->out, &g);
-    if (st != LOOM_OK) return st;
-    const float *x = call->in[0].data;
-    float *y = call->out.data;
-    const int nt = plane_team(call, &g);
-    if (nt <= 1) {
-        avg_fwd_planes(&g, x, y, 0, g.planes);
-        return LOOM_OK;
-    }
-    LOOM__OMP_PARALLEL(nt)
-    {
-        int64_t b, e;
-        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
-        avg_fwd_planes(&g, x, y, b, e);
-    }
-    return LOOM_OK;
+    return st != LOOM_OK ? st : run_planes(call, &g, avg_fwd_planes);
 }
 
-static void avg_bwd_planes(const pool_geom *g, const float *dy, float *dx, int64_t p0, int64_t p1)
+static void avg_bwd_planes(const pool_geom *g, const float *dy, const float *unused, float *dx, int64_t p0, int64_t p1)
 {
+    (void)unused;
     for (int64_t p = p0; p < p1; p++) {
         const float *dyp = dy + p * g->OH * g->OW;
         float *dxp = dx + p * g->H * g->W;
@@ -392,19 +377,5 @@ loom_status loom__ref_avg_pool2d_bwd(const loom__kcall *call)
 {
     pool_geom g;
     loom_status st = make_geom(call, 1, &call->out, &call->in[0], &g);
-    if (st != LOOM_OK) return st;
-    const float *dy = call->in[0].data;
-    float *dx = call->out.data;
-    const int nt = plane_team(call, &g);
-    if (nt <= 1) {
-        avg_bwd_planes(&g, dy, dx, 0, g.planes);
-        return LOOM_OK;
-    }
-    LOOM__OMP_PARALLEL(nt)
-    {
-        int64_t b, e;
-        loom__nditer_part(g.planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
-        avg_bwd_planes(&g, dy, dx, b, e);
-    }
-    return LOOM_OK;
+    return st != LOOM_OK ? st : run_planes(call, &g, avg_bwd_planes);
 }
