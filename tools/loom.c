@@ -1,7 +1,8 @@
 /*
- * tools/loom.c - the `loom` command. For now one subcommand:
+ * tools/loom.c - the `loom` command:
  *
  *     loom info [--threads N] [--workers N]   version, build, topology, placement
+ *     loom inspect [--json] FILE              the tensors of a safetensors file
  *     loom --version | --help
  *
  * Bad arguments print one line and exit with status 2; a failure inside
@@ -19,6 +20,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: loom <command> [options]\n"
                "commands:\n"
                "  info [--threads N] [--workers N]  version, build options, topology and worker placement\n"
+               "  inspect [--json] FILE             names, dtypes and shapes of the tensors in a safetensors file\n"
                "options:\n"
                "  --version  print the version\n"
                "  --help     print this (loom <command> --help for a command)\n");
@@ -70,6 +72,77 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+static int cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: loom inspect [--json] FILE\n"
+                   "Lists the tensors of a safetensors checkpoint (as loom_module_save and Hugging Face's\n"
+                   "safetensors write them): name, dtype, shape and element count, in the file's order,\n"
+                   "then the totals. --json prints one JSON object per tensor instead.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "loom inspect: unknown option '%s' (see loom inspect --help)\n", argv[i]);
+            return 2;
+        } else if (path) {
+            fprintf(stderr, "loom inspect: one file at a time (got '%s' and '%s')\n", path, argv[i]);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "loom inspect: which file? (see loom inspect --help)\n");
+        return 2;
+    }
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 1});
+    int n = 0;
+    loom_tensor **ts = NULL;
+    char **names = NULL;
+    if (!ctx || loom_load_safetensors(ctx, path, &n, &ts, &names) != LOOM_OK) {
+        fprintf(stderr, "loom inspect: %s\n", loom_last_error());
+        loom_ctx_free(ctx);
+        return 1;
+    }
+    int64_t total = 0, bytes = 0;
+    if (!json) printf("%-40s %-8s %-24s %12s\n", "name", "dtype", "shape", "elements");
+    for (int i = 0; i < n; i++) {
+        char shape[256];
+        size_t len = 0;
+        int nd = loom_tensor_ndim(ts[i]);
+        len += (size_t)snprintf(shape, sizeof shape, "[");
+        for (int d = 0; d < nd && len < sizeof shape; d++)
+            len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%lld", d ? ", " : "",
+                                    (long long)loom_tensor_size(ts[i], d));
+        if (len < sizeof shape) snprintf(shape + len, sizeof shape - len, "]");
+        int64_t numel = loom_tensor_numel(ts[i]);
+        const char *dt = loom_dtype_name(loom_tensor_dtype(ts[i]));
+        total += numel;
+        bytes += numel * (int64_t)loom_dtype_size(loom_tensor_dtype(ts[i]));
+        if (json) /* names are printed as JSON strings: escape quotes, backslashes, controls */
+        {
+            printf("{\"name\": \"");
+            for (const unsigned char *c = (const unsigned char *)names[i]; *c; c++) {
+                if (*c == '"' || *c == '\\') printf("\\%c", *c);
+                else if (*c < 0x20) printf("\\u%04x", *c);
+                else putchar(*c);
+            }
+            printf("\", \"dtype\": \"%s\", \"shape\": %s, \"numel\": %lld}\n", dt, shape, (long long)numel);
+        } else {
+            printf("%-40s %-8s %-24s %12lld\n", names[i], dt, shape, (long long)numel);
+        }
+    }
+    if (!json) printf("%d tensors, %lld elements, %lld bytes\n", n, (long long)total, (long long)bytes);
+    loom_safetensors_free_names(names, n);
+    free(ts);
+    loom_ctx_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -85,6 +158,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n", argv[1]);
     return 2;
 }
