@@ -19,6 +19,14 @@
 
 #define LOOM__SCRATCH_SLOTS 4
 
+/* The slots by user: a kernel's buffers must not share a slot with anything
+ * that runs while they are live. */
+enum {
+    LOOM__SCRATCH_CONV = 0,       /* backends/ref/conv.c: columns and GEMM packing */
+    LOOM__SCRATCH_CONV_PARTS = 1, /* backends/ref/conv.c: backward-weight partial sums */
+    LOOM__SCRATCH_ONEDNN = 2,     /* backends/onednn: user scratchpads and reorder buffers */
+};
+
 /* A 64-byte aligned buffer of at least `bytes` for slot (0 <= slot <
  * LOOM__SCRATCH_SLOTS) of the calling thread, or NULL if out of memory
  * (the slot's old buffer is then kept). Contents are unspecified. */

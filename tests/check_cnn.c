@@ -92,34 +92,6 @@ static void assert_close(loom_tensor *a, loom_tensor *b, double tol, const char 
     free(vb);
 }
 
-/* Sets a module's parameter or buffer to literal values. */
-#define SET(m, name, ...)                                                                          \
-    do {                                                                                           \
-        loom_tensor *p_ = loom_module_get((m), (name));                                            \
-        ck_assert_msg(p_ != NULL, "%s", loom_last_error());                                        \
-        int64_t sh_[LOOM_MAX_DIMS];                                                                \
-        loom_tensor_shape(p_, sh_);                                                                \
-        loom_tensor *v_ = loom_tensor_from_array(loom_module_ctx(m), LOOM_FLOAT32,                 \
-                                                 (const float[]){__VA_ARGS__}, loom_tensor_ndim(p_), sh_); \
-        ck_assert_int_eq(loom_tensor_assign(p_, v_), LOOM_OK);                                     \
-        loom_tensor_free(v_);                                                                      \
-    } while (0)
-
-static void expect_names(loom_module *m, bool state, const char *const *want, int n)
-{
-    const char *names[16];
-    loom_tensor *ts[16];
-    int got = state ? loom_module_state(m, ts, names, 16) : loom_module_parameters(m, ts, names, 16);
-    ck_assert_int_eq(got, n);
-    for (int i = 0; i < n; i++) {
-        ck_assert_str_eq(names[i], want[i]);
-        ck_assert_ptr_eq(ts[i], loom_module_get(m, names[i]));
-    }
-}
-#define EXPECT_NAMES(m, state, ...)                                                                \
-    expect_names((m), (state), (const char *const[]){__VA_ARGS__},                                 \
-                 (int)(sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)))
-
 /* ---- PyTorch parity (tests/fixtures/cnn_cases.h) ------------------------- */
 
 /* Case _i / NCFG under configuration _i % NCFG: the output, its shape, the

@@ -78,6 +78,27 @@ void test_assert_error(int was_null, loom_status status, const char *substr, con
 
 #define P53 INT64_C(9007199254740992) /* 2^53 */
 
+/* Sets module m's parameter or buffer `name` to literal float values. */
+#define SET(m, name, ...)                                                                          \
+    do {                                                                                           \
+        loom_tensor *p_ = loom_module_get((m), (name));                                            \
+        ck_assert_msg(p_ != NULL, "%s", loom_last_error());                                        \
+        int64_t sh_[LOOM_MAX_DIMS];                                                                \
+        loom_tensor_shape(p_, sh_);                                                                \
+        loom_tensor *v_ = loom_tensor_from_array(loom_module_ctx(m), LOOM_FLOAT32,                 \
+                                                 (const float[]){__VA_ARGS__}, loom_tensor_ndim(p_), sh_); \
+        ck_assert_int_eq(loom_tensor_assign(p_, v_), LOOM_OK);                                     \
+        loom_tensor_free(v_);                                                                      \
+    } while (0)
+
+/* Checks that m's parameters (state == false) or whole state (true) are
+ * exactly `want`, in order, and that each name looks up its tensor (at most
+ * 32 names). */
+void expect_names(loom_module *m, bool state, const char *const *want, int n);
+#define EXPECT_NAMES(m, state, ...)                                                                \
+    expect_names((m), (state), (const char *const[]){__VA_ARGS__},                                 \
+                 (int)(sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)))
+
 /* The configurations of loop tests (tcase_add_loop_test(tc, fn, 0, NCFG)):
  * _i = 0: one thread; 1: two threads; 2: two threads with the portable C
  * backend ("ref") forced. cfg_ctx(_i) creates the context. */

@@ -102,6 +102,18 @@ loom_ctx *cfg_ctx(int i)
     return test_ctx(cfgs[i].threads, cfgs[i].backend);
 }
 
+void expect_names(loom_module *m, bool state, const char *const *want, int n)
+{
+    const char *names[32];
+    loom_tensor *ts[32];
+    int got = state ? loom_module_state(m, ts, names, 32) : loom_module_parameters(m, ts, names, 32);
+    ck_assert_int_eq(got, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_str_eq(names[i], want[i]);
+        ck_assert_ptr_eq(ts[i], loom_module_get(m, names[i]));
+    }
+}
+
 TCase *test_tcase(Suite *s, const char *name, double timeout)
 {
     TCase *tc = tcase_create(name);

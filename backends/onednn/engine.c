@@ -4,11 +4,12 @@
  * programs (see onednn.h).
  *
  * Lifetime: the engine is created once (pthread_once). Each thread that runs
- * a oneDNN kernel gets a small state block (stream + scratch buffer) on first
- * use; a pthread key destructor frees it when the thread exits. The thread
- * that calls exit() never runs key destructors, so an atexit handler
- * (registered with the engine) frees that thread's block, destroys every
- * cached program and then the engine: valgrind sees no leak. libdnnl's own
+ * a oneDNN kernel gets a small state block (its stream) on first use, and
+ * its scratch from runtime/scratch.h; a pthread key destructor frees the
+ * block when the thread exits. The thread that calls exit() never runs key
+ * destructors, so an atexit handler (registered with the engine) frees that
+ * thread's block, destroys every cached program and then the engine:
+ * valgrind sees no leak. libdnnl's own
  * static objects were registered before ours and are destroyed after.
  */
 #include "config.h"
@@ -28,6 +29,7 @@
 #include "backends/onednn/onednn.h"
 #include "backends/registry.h"
 #include "runtime/error.h"
+#include "runtime/scratch.h"
 
 /* ---- engine ------------------------------------------------------------------ */
 
@@ -39,8 +41,6 @@ static bool tls_key_ok;
 
 typedef struct thread_state {
     dnnl_stream_t stream;
-    void *buf;
-    size_t cap;
 } thread_state;
 
 static _Thread_local thread_state *tls_state;
@@ -49,7 +49,6 @@ static void thread_state_free(thread_state *t)
 {
     if (!t) return;
     if (t->stream) dnnl_stream_destroy(t->stream);
-    free(t->buf);
     free(t);
 }
 
@@ -126,28 +125,12 @@ dnnl_stream_t loom__onednn_stream(const loom__kcall *call)
 
 void *loom__onednn_scratch(const loom__kcall *call, size_t bytes)
 {
-    thread_state *t = state(call);
-    if (!t) return NULL;
-    if (bytes == 0) bytes = 64;
-    if (t->cap < bytes) {
-        /* Grow by at least 1.5x so that a few growing shapes do not
-         * reallocate on every call. */
-        size_t want = t->cap + t->cap / 2;
-        if (want < bytes) want = bytes;
-        want = (want + 63) & ~(size_t)63;
-        free(t->buf);
-        t->buf = NULL;
-        t->cap = 0;
-        void *p = NULL;
-        if (want < bytes || posix_memalign(&p, 64, want) != 0) {
-            loom__set_error(LOOM_ERR_NOMEM, "%s (onednn): out of memory allocating %zu bytes of scratch",
-                            loom__op_name(call->op), bytes);
-            return NULL;
-        }
-        t->buf = p;
-        t->cap = want;
-    }
-    return t->buf;
+    /* The runtime's per-thread grow-only buffer, in oneDNN's own slot. */
+    void *p = loom__scratch(LOOM__SCRATCH_ONEDNN, bytes);
+    if (!p)
+        loom__set_error(LOOM_ERR_NOMEM, "%s (onednn): out of memory allocating %zu bytes of scratch",
+                        loom__op_name(call->op), bytes);
+    return p;
 }
 
 /* ---- threads ----------------------------------------------------------------- */

@@ -33,8 +33,8 @@
  * path sums into one buffer per thread and adds the buffers in thread order
  * at the end, so a given thread count always gives the same bits. The
  * workspace (all threads' columns and packing buffers, and backward
- * weight's partial sums) lives in the calling thread's scratch slots 0 and
- * 1 (runtime/scratch.h), reused from call to call.
+ * weight's partial sums) lives in the calling thread's scratch slots
+ * (runtime/scratch.h), reused from call to call.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -228,7 +228,7 @@ static loom_status ws_alloc(const loom__kcall *call, const conv_geom *g, int nt,
     if (ws->gemm_bytes == 0) ws->gemm_bytes = 64;
     ws->per = ws->col_bytes + ws->gemm_bytes;
     const size_t total = ws->per * (size_t)nt;
-    ws->base = loom__scratch(0, total); /* per-thread, reused: no page faults per call */
+    ws->base = loom__scratch(LOOM__SCRATCH_CONV, total); /* per-thread, reused: no page faults per call */
     if (!ws->base)
         return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of workspace",
                                loom__op_name(call->op), total);
@@ -474,7 +474,8 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
                 return st;
     }
     /* One partial dW per thread after the first (which writes dw itself). */
-    float *part = loom__scratch(1, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
+    float *part =
+        loom__scratch(LOOM__SCRATCH_CONV_PARTS, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
     if (!part) {
         return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
                                loom__op_name(call->op), sizeof(float) * (size_t)dw_numel * (size_t)(nt - 1));
