@@ -223,6 +223,13 @@ typedef bool (*loom__supports_fn)(const loom__kcall *call);
 typedef struct loom__kernel {
     loom__supports_fn supports;
     loom__kernel_fn run;
+    /* The results depend on nthreads (e.g. oneDNN's GEMM splits a reduction
+     * differently for another team size). The scheduler then always runs
+     * the node at its planned width (runtime/cores.h, exact), so results
+     * stay bitwise the same run after run; other kernels must give the same
+     * bits at every width (tests/check_exec.c checks the portable ones) and
+     * run with whatever cores are free. */
+    bool exact_width;
 } loom__kernel;
 
 /* A backend is a name and a table of LOOM_OP_COUNT kernels indexed by op. */

@@ -80,7 +80,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
                             getenv("LOOM_NUM_WORKERS"));
             return NULL;
         }
-        if (workers == 0) workers = 1;
+        if (workers == 0) workers = threads;
     }
     const char *bname = o.backend;
     if (!bname) bname = getenv("LOOM_BACKEND");
@@ -116,7 +116,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->num_threads = threads;
     /* More workers than threads would run more threads than Loom was given. */
     ctx->num_workers = workers < threads ? workers : threads;
-    ctx->kernel_threads = threads / ctx->num_workers;
+    ctx->kernel_threads = threads; /* the serial loop's width (one worker) */
     ctx->pool = NULL;
     ctx->backend = choice;
     const char *prof = getenv("LOOM_PROFILE");
@@ -229,7 +229,7 @@ char *loom_ctx_describe(loom_ctx *ctx)
     int hn = snprintf(head, sizeof head,
                       "Loom %s\n"
                       "build:    oneDNN %s, hwloc %s, OpenMP %s, portable kernels %s\n"
-                      "context:  %d threads, %d worker%s x %d kernel thread%s, backend %s\n\n",
+                      "context:  %d threads, %d worker%s (%s), backend %s\n\n",
                       loom_version(),
 #ifdef LOOM_HAVE_ONEDNN
                       "yes",
@@ -247,7 +247,9 @@ char *loom_ctx_describe(loom_ctx *ctx)
                       "no",
 #endif
                       kernel_isa(), ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
-                      ctx->kernel_threads, ctx->kernel_threads == 1 ? "" : "s", loom_ctx_backend(ctx));
+                      ctx->num_workers == 1 ? "scheduler off: nodes in order, each with every thread"
+                                            : "work-stealing scheduler, core budget = the threads",
+                      loom_ctx_backend(ctx));
     if (hn < 0) hn = 0;
     /* The topology and the placement the pool uses (or would use). */
     loom__topology *topo = loom__topology_create(NULL);

@@ -15,6 +15,8 @@
 #include "backends/registry.h"
 #include "graph/eval.h"
 #include "graph/trace.h"
+#include "runtime/cores.h"
+#include "runtime/pool.h"
 #include "runtime/error.h"
 
 static bool is_view_op(loom__op op)
@@ -33,6 +35,65 @@ static void view_of(const loom_tensor *t, loom__tview *v)
     }
 }
 
+static int64_t numel_t(const loom_tensor *t) { return loom__numel(t->ndim, t->shape); }
+
+/* A node's work in rough nanoseconds of one core: a multiply-add of a
+ * convolution or matmul 1/16 (SGEMM-bound: conv2 of the SimpleCNN, 680 M
+ * multiply-adds, takes ~22 ms on one core of the 2-core EPYC VM), an
+ * element of a window of pooling 2, an element of anything else 1. */
+static int64_t node_cost(const loom_tensor *t)
+{
+    const loom__node *n = &t->node;
+    const loom_tensor *dy = NULL, *wt = NULL;
+    int64_t touched = numel_t(t);
+    for (int i = 0; i < n->n_in; i++) touched += numel_t(n->in[i]);
+    switch (n->op) {
+    case LOOM_OP_CONV2D: dy = t, wt = n->in[1]; break;
+    case LOOM_OP_CONV2D_BWD_DATA: dy = n->in[0], wt = n->in[1]; break;
+    case LOOM_OP_CONV2D_BWD_WEIGHT: dy = n->in[1], wt = t; break;
+    case LOOM_OP_MATMUL: {
+        const loom_tensor *a = n->in[0];
+        return numel_t(t) * (a->ndim ? a->shape[a->ndim - 1] : 1) / 16 + touched;
+    }
+    case LOOM_OP_MAX_POOL2D:
+    case LOOM_OP_MAX_POOL2D_BWD:
+    case LOOM_OP_AVG_POOL2D:
+    case LOOM_OP_AVG_POOL2D_BWD:
+        if (!n->attrs.pool.adaptive) return touched * 2 * n->attrs.pool.kernel[0] * n->attrs.pool.kernel[1];
+        return touched * 2;
+    default: break;
+    }
+    if (dy && wt && wt->ndim == 4 && wt->shape[0] > 0)
+        return numel_t(dy) * (numel_t(wt) / wt->shape[0]) / 16 + touched;
+    return touched;
+}
+
+/* The threads a node uses well: one per NODE_GRAIN of work (about 0.25 ms
+ * of one core), at least 1, at most max. Below that an OpenMP team's
+ * wake-up and barriers eat the gain, and the node does better as one of
+ * several running side by side (benchmarks/dag_parallel: [96, 96] matmuls,
+ * ~0.1 ms each, gain 1.8x from two workers, at most 1.5x from two threads
+ * inside). A deterministic function of the node, so that exact-width
+ * kernels always run at the same width. */
+#define NODE_GRAIN ((int64_t)1 << 18)
+int loom__node_want(const loom_tensor *t, int max)
+{
+    int64_t want = 1 + node_cost(t) / NODE_GRAIN;
+    return want < max ? (int)want : max;
+}
+
+/* Threads running nodes now, and the most there ever were (the core
+ * budget's bound, checked by tests/check_exec.c). */
+static void count_running(loom_ctx *ctx, int delta)
+{
+    int now = atomic_fetch_add_explicit(&ctx->running, delta, memory_order_relaxed) + delta;
+    int max = atomic_load_explicit(&ctx->running_max, memory_order_relaxed);
+    while (now > max &&
+           !atomic_compare_exchange_weak_explicit(&ctx->running_max, &max, now, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
+}
+
 static loom_status fail(loom_tensor *t, loom_status st)
 {
     t->err = st;
@@ -45,7 +106,7 @@ static loom_status fail(loom_tensor *t, loom_status st)
     return st;
 }
 
-loom_status loom__run_node(loom_tensor *t)
+loom_status loom__run_node(loom_tensor *t, loom__worker *w)
 {
     loom__node *n = &t->node;
     for (int i = 0; i < n->n_in; i++) {
@@ -85,6 +146,19 @@ loom_status loom__run_node(loom_tensor *t)
         const char *bname = NULL;
         const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, &bname);
         loom_status st;
+        int held = 0; /* core-budget tokens held (scheduler only) */
+        if (k && w) {
+            /* The scheduler: the node runs with the cores it gets from the
+             * budget (runtime/cores.h): exactly its planned width when the
+             * kernel's results depend on the thread count, else up to it. */
+            const int total = loom__worker_cores_total(w);
+            const int want = loom__cores_width(loom__node_want(t, total), total);
+            held = loom__worker_cores_take(w, want, k->exact_width);
+            call.nthreads = loom__cores_width(held, total);
+            loom__worker_cores_give(w, held - call.nthreads);
+            held = call.nthreads;
+            count_running(t->ctx, held);
+        }
         if (!k) {
             st = LOOM_ERR_BACKEND;
         } else if (t->ctx->profile || t->ctx->trace) {
@@ -95,9 +169,13 @@ loom_status loom__run_node(loom_tensor *t)
                 atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], b - a, memory_order_relaxed);
                 atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
             }
-            if (t->ctx->trace) loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape);
+            if (t->ctx->trace) loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads);
         } else {
             st = k->run(&call);
+        }
+        if (held) {
+            count_running(t->ctx, -held);
+            loom__worker_cores_give(w, held);
         }
         if (views != inline_views) free(views);
         if (st != LOOM_OK) return fail(t, st);
@@ -215,7 +293,7 @@ loom_status loom__eval(loom_tensor *t)
     if (s != LOOM_OK) return s;
     if (t->ctx->num_workers > 1 && n > 1) s = loom__run_parallel(t->ctx, order, n);
     else
-        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i]);
+        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i], NULL);
     free(order);
     return s;
 }

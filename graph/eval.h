@@ -12,9 +12,18 @@
  * returned with loom_last_error() set. */
 loom_status loom__eval(loom_tensor *t);
 
+struct loom__worker;
+
 /* Runs one node whose inputs are all READY (the unit of work a scheduler
- * hands to a worker). Thread-safe for distinct nodes. */
-loom_status loom__run_node(loom_tensor *t);
+ * hands to a worker). Thread-safe for distinct nodes. w NULL: on the
+ * calling thread, the kernel with ctx->kernel_threads threads; else on
+ * scheduler worker w, with the threads the core budget grants (graph/eval.c,
+ * runtime/cores.h). */
+loom_status loom__run_node(loom_tensor *t, struct loom__worker *w);
+
+/* The threads node t uses well (1..max), from its work: multiply-adds of
+ * convolutions and matmuls, elements of the rest (graph/eval.c). */
+int loom__node_want(const loom_tensor *t, int max);
 
 /* Decides whether a walk goes from tensor `from` to its input `in`: true to
  * follow; false to skip it, or to stop the walk with *status set. */

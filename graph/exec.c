@@ -26,6 +26,7 @@
 typedef struct exec_node {
     loom_tensor *t;
     atomic_int pending; /* input edges from nodes not yet run */
+    bool wide;          /* wants more than one thread: runs on worker 0 */
     int64_t succ_begin, succ_end; /* into exec.succ */
 } exec_node;
 
@@ -38,13 +39,31 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
 {
     exec *e = user;
     exec_node *x = task;
-    loom_status st = loom__run_node(x->t);
-    if (st != LOOM_OK) return st;
-    for (int64_t k = x->succ_begin; k < x->succ_end; k++) {
-        exec_node *s = &e->nodes[e->succ[k]];
-        /* acq_rel: the consumer's worker must see this node's output. */
-        if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1)
-            if ((st = loom__pool_spawn(w, s)) != LOOM_OK) return st;
+    /* A chain runs in this loop: the worker keeps one consumer it made ready
+     * and runs it next itself, and spawns only the others. A spawn wakes a
+     * sleeping worker, which on a chain would only find nothing to do, spin
+     * while this worker's team computes, and slow it down. */
+    while (x) {
+        /* Nodes that want an OpenMP team run on worker 0 only, so that the
+         * process has one team (loom__pool_spawn_pinned says why); the
+         * other workers run the narrow nodes beside it. */
+        if (x->wide && loom__worker_index(w) != 0) return loom__pool_spawn_pinned(w, x);
+        loom_status st = loom__run_node(x->t, w);
+        if (st != LOOM_OK) return st;
+        exec_node *next = NULL;
+        for (int64_t k = x->succ_begin; k < x->succ_end; k++) {
+            exec_node *s = &e->nodes[e->succ[k]];
+            /* acq_rel: the consumer's worker must see this node's output. */
+            if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
+                if (!next) {
+                    next = s;
+                } else if ((st = loom__pool_spawn(w, s)) != LOOM_OK) {
+                    return st;
+                }
+            }
+        }
+        x = next;
+        if (x && loom__worker_stopping(w)) return LOOM_OK; /* the batch failed: skip the rest */
     }
     return LOOM_OK;
 }
@@ -52,7 +71,8 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
 loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
 {
     if (!ctx->pool) {
-        loom__pool_options o = {.num_workers = ctx->num_workers, .deque_capacity = 4096};
+        loom__pool_options o = {
+            .num_workers = ctx->num_workers, .core_budget = ctx->num_threads, .deque_capacity = 4096};
         ctx->pool = loom__pool_create(NULL, &o);
         if (!ctx->pool) return loom_last_status();
     }
@@ -80,6 +100,7 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
             }
         }
         e.nodes[i].t = t;
+        e.nodes[i].wide = loom__node_want(t, ctx->num_threads) > 1;
         atomic_init(&e.nodes[i].pending, pend);
     }
     for (size_t i = 0; i < n; i++) count[i + 1] += count[i]; /* prefix sums: CSR offsets */

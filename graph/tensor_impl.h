@@ -110,6 +110,9 @@ struct loom_ctx {
     int no_grad_depth; /* > 0: ops record no gradient information */
     _Atomic int64_t live_tensors;
     _Atomic int64_t nodes_run;
+    /* Threads running nodes on the scheduler now (workers and their teams),
+     * and the most at any time since creation (graph/eval.c). */
+    _Atomic int running, running_max;
     /* LOOM_PROFILE set at creation: kernel time and calls per op, printed
      * to stderr by loom_ctx_free (graph/eval.c, loom__profile_report). */
     bool profile;

@@ -33,6 +33,7 @@ typedef struct event {
     int16_t op;
     int8_t ndim;
     int8_t tid;
+    int16_t threads; /* the kernel's width */
 } event;
 
 struct loom__trace {
@@ -59,7 +60,7 @@ static _Thread_local int my_tid;
 static _Atomic uint64_t generations;
 
 void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
-                      const int64_t *shape)
+                      const int64_t *shape, int threads)
 {
     while (atomic_flag_test_and_set_explicit(&tr->lock, memory_order_acquire)) {
     }
@@ -83,6 +84,7 @@ void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t
         e->op = (int16_t)op;
         e->ndim = (int8_t)ndim;
         e->tid = (int8_t)my_tid;
+        e->threads = (int16_t)threads;
         for (int d = 0; d < 4; d++) e->shape[d] = d < ndim ? shape[d] : 0;
     } else {
         tr->dropped++;
@@ -130,9 +132,10 @@ static void write_events(FILE *f, const loom__trace *tr)
         /* Microseconds with ns precision, as the format allows fractions. */
         fprintf(f,
                 ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": 1, \"tid\": %d, \"ts\": %.3f, "
-                "\"dur\": %.3f, \"args\": {\"backend\": \"%s\", \"output\": \"%s\", \"layout\": \"plain\"}}",
+                "\"dur\": %.3f, \"args\": {\"backend\": \"%s\", \"output\": \"%s\", \"layout\": \"plain\", "
+                "\"threads\": %d}}",
                 loom__op_name((loom__op)e->op), e->backend, e->tid, (double)(e->t0 - tr->origin) * 1e-3,
-                (double)(e->t1 - e->t0) * 1e-3, e->backend, shape);
+                (double)(e->t1 - e->t0) * 1e-3, e->backend, shape, e->threads);
     }
     fprintf(f, "\n]}\n");
 }

@@ -16,10 +16,10 @@ typedef struct loom__trace loom__trace;
 int64_t loom__trace_now(void);
 
 /* Records one executed node (thread-safe): op, start and end times, the
- * backend that ran it and the output's shape. Drops the event (counting
+ * backend that ran it, the output's shape and the kernel's threads. Drops the event (counting
  * it) when the buffer is full or out of memory. */
 void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
-                      const int64_t *shape);
+                      const int64_t *shape, int threads);
 
 /* Frees a tracer (events not written are lost). NULL is a no-op. */
 void loom__trace_free(loom__trace *tr);

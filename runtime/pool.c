@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/cores.h"
 #include "runtime/deque.h"
 #include "runtime/error.h"
 
@@ -104,6 +105,13 @@ struct loom__pool {
     loom__worker *workers; /* n of them, cache-line aligned */
     int *worker_core;
     int *victims; /* n * (n - 1) */
+    loom__cores *cores; /* the core budget: tokens per NUMA node */
+    /* Tasks only worker 0 runs (loom__pool_spawn_pinned): a FIFO under
+     * pin_mu, npinned mirrors its length for lock-free checks. */
+    _Alignas(CACHE_LINE) pthread_mutex_t pin_mu;
+    void **pinned;
+    int64_t pin_head, pin_len, pin_cap;
+    _Atomic int64_t npinned;
 
     /* The running batch. */
     loom__task_fn fn;
@@ -181,9 +189,11 @@ static bool ovf_pop(loom__worker *w, void **out)
 
 /* ---- Parking ---------------------------------------------------------- */
 
-/* Any task visible anywhere?  Called after the sleeper's seq_cst fence. */
-static bool work_visible(loom__pool *p)
+/* Any task visible anywhere that w may run?  Called after the sleeper's
+ * seq_cst fence. */
+static bool work_visible(loom__pool *p, const loom__worker *w)
 {
+    if (w->index == 0 && atomic_load_explicit(&p->npinned, memory_order_relaxed) > 0) return true;
     for (int i = 0; i < p->n; i++) {
         loom__worker *v = &p->workers[i];
         if (loom__deque_size(v->deque) > 0 || atomic_load_explicit(&v->ovf_count, memory_order_relaxed) > 0)
@@ -219,14 +229,17 @@ static void notify(loom__pool *p, const loom__worker *from, int target, bool any
     pthread_mutex_unlock(&p->park_mu);
 }
 
-static void park(loom__worker *w)
+/* busy: the worker parks because every core of its domain is taken (see
+ * find_task), so visible work is no reason to stay up: the workers holding
+ * the cores will run it. */
+static void park(loom__worker *w, bool busy)
 {
     loom__pool *p = w->pool;
     bool caller = w->index == 0;
     atomic_fetch_add_explicit(&p->nsleepers, 1, memory_order_seq_cst);
     uint64_t e = atomic_load_explicit(&p->epoch, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
-    bool go = work_visible(p) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
+    bool go = (!busy && work_visible(p, w)) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
               (caller && atomic_load_explicit(&p->outstanding, memory_order_relaxed) == 0);
     if (!go) {
         pthread_mutex_lock(&p->park_mu);
@@ -267,12 +280,41 @@ static bool steal_round(loom__worker *w, void **task)
     return false;
 }
 
-static bool find_task(loom__worker *w, void **task)
+/* Own deque, own overflow queue, then steal rounds. *busy: it gave up
+ * because every core of its domain is running a node (the core budget has
+ * no free token): spinning or yielding then would take CPU time from those
+ * nodes' OpenMP teams, whose barriers wait for their slowest thread. A
+ * stolen task could not start anyway. Whoever gives the cores back looks
+ * for work next. */
+static bool pin_pop(loom__pool *p, void **out)
+{
+    if (atomic_load_explicit(&p->npinned, memory_order_relaxed) == 0) return false;
+    pthread_mutex_lock(&p->pin_mu);
+    bool got = p->pin_len > 0;
+    if (got) {
+        *out = p->pinned[p->pin_head];
+        p->pin_head = (p->pin_head + 1) % p->pin_cap;
+        p->pin_len--;
+        atomic_store_explicit(&p->npinned, p->pin_len, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&p->pin_mu);
+    return got;
+}
+
+static bool find_task(loom__worker *w, void **task, bool *busy)
 {
     loom__pool *p = w->pool;
+    *busy = false;
     if (loom__deque_take(w->deque, task)) return true;
+    /* Worker 0 takes its pinned tasks before any "busy" check: nobody else
+     * may run them, so it must not sleep while they wait. */
+    if (w->index == 0 && pin_pop(p, task)) return true;
     if (ovf_pop(w, task)) return true;
     for (int r = 0; r < p->steal_rounds; r++) {
+        if (loom__cores_free_now(p->cores, w->numa) == 0) {
+            *busy = true;
+            return false;
+        }
         if (steal_round(w, task)) return true;
         stat_inc(&w->st_failed_rounds);
         if (ovf_pop(w, task)) return true; /* loom__pool_spawn_to may have sent us one */
@@ -335,10 +377,11 @@ static void *worker_main(void *arg)
 
     while (!atomic_load_explicit(&p->shutdown, memory_order_acquire)) {
         void *task;
-        if (find_task(w, &task))
+        bool busy;
+        if (find_task(w, &task, &busy))
             execute(w, task);
         else
-            park(w);
+            park(w, busy);
     }
     return NULL;
 }
@@ -360,6 +403,33 @@ loom_status loom__pool_spawn(loom__worker *w, void *task)
         stat_inc(&w->st_overflows);
     }
     notify(p, w, -1, true);
+    return LOOM_OK;
+}
+
+loom_status loom__pool_spawn_pinned(loom__worker *w, void *task)
+{
+    loom__pool *p = w->pool;
+    atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->pin_mu);
+    if (p->pin_len == p->pin_cap) {
+        int64_t cap = p->pin_cap ? p->pin_cap * 2 : 64;
+        void **buf = malloc(sizeof(void *) * (size_t)cap);
+        if (!buf) {
+            pthread_mutex_unlock(&p->pin_mu);
+            atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
+            return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow the pinned queue");
+        }
+        for (int64_t i = 0; i < p->pin_len; i++) buf[i] = p->pinned[(p->pin_head + i) % p->pin_cap];
+        free(p->pinned);
+        p->pinned = buf;
+        p->pin_cap = cap;
+        p->pin_head = 0;
+    }
+    p->pinned[(p->pin_head + p->pin_len) % p->pin_cap] = task;
+    p->pin_len++;
+    atomic_store_explicit(&p->npinned, p->pin_len, memory_order_relaxed);
+    pthread_mutex_unlock(&p->pin_mu);
+    notify(p, w, 0, false);
     return LOOM_OK;
 }
 
@@ -434,10 +504,11 @@ loom_status loom__pool_run(loom__pool *p, void *const *roots, int64_t nroots, lo
 
     while (atomic_load_explicit(&p->outstanding, memory_order_acquire) != 0) {
         void *task;
-        if (find_task(w0, &task))
+        bool busy;
+        if (find_task(w0, &task, &busy))
             execute(w0, task);
         else
-            park(w0);
+            park(w0, busy);
     }
     loom_status st = (loom_status)atomic_load_explicit(&p->err_status, memory_order_relaxed);
     if (st != LOOM_OK) loom__set_error(st, "%s", p->err_msg);
@@ -459,6 +530,9 @@ static void pool_destroy(loom__pool *p, int ninit)
     free(p->workers);
     free(p->worker_core);
     free(p->victims);
+    loom__cores_free(p->cores);
+    free(p->pinned);
+    pthread_mutex_destroy(&p->pin_mu);
     pthread_mutex_destroy(&p->park_mu);
     pthread_cond_destroy(&p->ready_cv);
     loom__topology_free(p->owned_topo);
@@ -503,6 +577,8 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
     }
     pthread_mutex_init(&p->park_mu, NULL);
     pthread_cond_init(&p->ready_cv, NULL);
+    pthread_mutex_init(&p->pin_mu, NULL);
+    atomic_init(&p->npinned, 0);
     if (!topo) {
         p->owned_topo = loom__topology_create(NULL);
         if (!p->owned_topo) {
@@ -568,6 +644,34 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
         if (!w->deque || !w->ovf) {
             pool_destroy(p, ninit + 1);
             loom__set_error(LOOM_ERR_NOMEM, "pool: out of memory for worker %d's queues", ninit);
+            return NULL;
+        }
+    }
+    /* The core budget: `budget` tokens (default one per worker), split over
+     * the NUMA nodes in proportion to the workers placed there, every node
+     * with a worker getting at least one. */
+    {
+        int nn = loom__topology_nnuma(topo);
+        if (nn < 1) nn = 1;
+        int *cnt = calloc((size_t)nn, sizeof *cnt), *tok = calloc((size_t)nn, sizeof *tok);
+        if (cnt && tok) {
+            const int budget = o->core_budget > 0 ? o->core_budget : n;
+            int given = 0;
+            for (int i = 0; i < n; i++) cnt[p->workers[i].numa < nn ? p->workers[i].numa : 0]++;
+            for (int d = 0; d < nn; d++) {
+                tok[d] = cnt[d] ? (int)((int64_t)budget * cnt[d] / n) : 0;
+                if (cnt[d] && tok[d] == 0) tok[d] = 1;
+                given += tok[d];
+            }
+            for (int d = 0; given < budget; d = (d + 1) % nn) /* the remainder, to nodes with workers */
+                if (cnt[d]) tok[d]++, given++;
+            p->cores = loom__cores_create(nn, tok);
+        }
+        free(cnt);
+        free(tok);
+        if (!p->cores) {
+            pool_destroy(p, ninit);
+            loom__set_error(LOOM_ERR_NOMEM, "pool: out of memory for the core budget");
             return NULL;
         }
     }
@@ -704,3 +808,15 @@ size_t loom__pool_describe(const loom__pool *p, char *buf, size_t size)
     }
     return len;
 }
+
+/* ---- The core budget ---------------------------------------------------- */
+
+int loom__worker_cores_take(loom__worker *w, int want, bool exact)
+{
+    return exact ? loom__cores_take_exact(w->pool->cores, w->numa, want)
+                 : loom__cores_take(w->pool->cores, w->numa, want);
+}
+
+void loom__worker_cores_give(loom__worker *w, int n) { loom__cores_give(w->pool->cores, w->numa, n); }
+
+int loom__worker_cores_total(const loom__worker *w) { return loom__cores_total(w->pool->cores, w->numa); }

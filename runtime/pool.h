@@ -89,6 +89,10 @@ typedef struct loom__pool_options {
     /* Failed rounds of steals over all victims before a worker parks; 0:
      * 32.  The first half spin, the second half yield the CPU. */
     int steal_rounds;
+    /* Tokens of the core budget (runtime/cores.h): the threads that may run
+     * nodes at once, workers and their OpenMP teams together; 0: one per
+     * worker.  Split over the NUMA nodes like the workers. */
+    int core_budget;
 } loom__pool_options;
 
 /* Creates a pool and starts its threads.  `topo` is borrowed and must
@@ -132,6 +136,15 @@ loom_status loom__pool_spawn(loom__worker *w, void *task);
  * worker may still steal it when idle.  Same rules as loom__pool_spawn. */
 loom_status loom__pool_spawn_to(loom__worker *w, int target, void *task);
 
+/* Sends `task` to worker 0 (the caller of loom__pool_run) alone: no other
+ * worker steals it.  The DAG executor sends the nodes that want an OpenMP
+ * team here, so that one team (worker 0's) runs them all: libgomp gives
+ * every pthread its own team, and once the team threads of all teams
+ * outnumber the CPUs it stops letting them spin between regions, so every
+ * region pays for futex wake-ups (docs/runtime.md section 5).  Same rules
+ * as loom__pool_spawn. */
+loom_status loom__pool_spawn_pinned(loom__worker *w, void *task);
+
 /* True once the batch has failed: a long task may stop early (its
  * result will be discarded anyway). */
 bool loom__worker_stopping(const loom__worker *w);
@@ -142,6 +155,16 @@ int loom__worker_index(const loom__worker *w);
 int loom__worker_core(const loom__worker *w);
 int loom__worker_numa(const loom__worker *w);
 loom__pool *loom__worker_pool(const loom__worker *w);
+
+/* The core budget (runtime/cores.h), from w's NUMA node.  Before running a
+ * node, take tokens for the node's threads; give them back when it ends.
+ * take: blocks until at least one token is free, then takes up to `want`
+ * (or, exact, blocks until it holds exactly min(want, total)); returns how
+ * many it took.  Never call take while holding tokens. */
+int loom__worker_cores_take(loom__worker *w, int want, bool exact);
+void loom__worker_cores_give(loom__worker *w, int n);
+/* The tokens of w's NUMA node (the widest a node can run there). */
+int loom__worker_cores_total(const loom__worker *w);
 
 /* ---- Introspection ---------------------------------------------------- */
 

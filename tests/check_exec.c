@@ -10,7 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "graph/tensor_impl.h"
 #include "io/io_impl.h"
+#include "runtime/cores.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 static loom_ctx *workers_ctx(int workers, int threads)
 {
@@ -182,7 +187,7 @@ START_TEST(test_worker_options)
     /* `loom info`'s report names the split and places every worker. */
     char *text = loom_ctx_describe(ctx);
     ck_assert_msg(text != NULL, "%s", loom_last_error());
-    ck_assert_msg(strstr(text, "Loom 0.1.0") && strstr(text, "3 workers x 1 kernel thread") && strstr(text, "workers: 3"),
+    ck_assert_msg(strstr(text, "Loom 0.1.0") && strstr(text, "3 workers (work-stealing scheduler") && strstr(text, "workers: 3"),
                   "%s", text);
     free(text);
     loom_ctx_free(ctx);
@@ -267,6 +272,184 @@ START_TEST(test_trace_file)
 }
 END_TEST
 
+
+/* ---- the core budget --------------------------------------------------- */
+
+START_TEST(test_cores_basics)
+{
+    loom__cores *c = loom__cores_create(2, (int[]){3, 0});
+    ck_assert(c);
+    ck_assert_int_eq(loom__cores_total(c, 0), 3);
+    ck_assert_int_eq(loom__cores_total(c, 1), 3); /* an empty domain is served by domain 0 */
+    ck_assert_int_eq(loom__cores_take(c, 0, 2), 2);
+    ck_assert_int_eq(loom__cores_take(c, 0, 5), 1); /* only one left: flexible takes it */
+    ck_assert_int_eq(loom__cores_free_now(c, 0), 0);
+    loom__cores_give(c, 0, 3);
+    ck_assert_int_eq(loom__cores_take_exact(c, 0, 9), 3); /* clamped to the domain */
+    loom__cores_give(c, 0, 3);
+    ck_assert_int_eq(loom__cores_free_now(c, 0), 3);
+    loom__cores_free(c);
+    /* Widths: 1, 2, 4, ... and the total. */
+    const int want[][3] = {{1, 16, 1}, {3, 16, 2}, {7, 16, 4}, {15, 16, 8}, {16, 16, 16}, {5, 6, 4}, {6, 6, 6}, {2, 3, 2}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_int_eq(loom__cores_width(want[i][0], want[i][1]), want[i][2]);
+}
+END_TEST
+
+typedef struct cores_job {
+    loom__cores *c;
+    atomic_int held, max_held;
+    int seed;
+} cores_job;
+
+static void *cores_hammer(void *arg)
+{
+    cores_job *j = arg;
+    uint64_t s = (uint64_t)__atomic_fetch_add(&j->seed, 1, __ATOMIC_RELAXED) * 7919 + 1;
+    for (int i = 0; i < 3000; i++) {
+        int want = 1 + (int)(next_rand(&s) % 5);
+        bool exact = next_rand(&s) % 4 == 0;
+        int k = exact ? loom__cores_take_exact(j->c, 0, want) : loom__cores_take(j->c, 0, want);
+        ck_assert(k >= 1 && k <= want && (!exact || k == (want < 4 ? want : 4)));
+        int now = atomic_fetch_add(&j->held, k) + k;
+        int m = atomic_load(&j->max_held);
+        while (now > m && !atomic_compare_exchange_weak(&j->max_held, &m, now)) {
+        }
+        if (i % 64 == 0) sched_yield();
+        atomic_fetch_sub(&j->held, k);
+        loom__cores_give(j->c, 0, k);
+    }
+    return NULL;
+}
+
+/* 8 threads on a budget of 4, flexible and exact takers mixed: never more
+ * than 4 tokens out, every exact taker served (no deadlock, no starvation:
+ * the test ends), and every token back at the end. */
+START_TEST(test_cores_stress)
+{
+    cores_job j = {.c = loom__cores_create(1, (int[]){4})};
+    ck_assert(j.c);
+    atomic_init(&j.held, 0);
+    atomic_init(&j.max_held, 0);
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, cores_hammer, &j), 0);
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    ck_assert_int_le(atomic_load(&j.max_held), 4);
+    ck_assert_int_ge(atomic_load(&j.max_held), 2);
+    ck_assert_int_eq(loom__cores_free_now(j.c, 0), 4);
+    loom__cores_free(j.c);
+}
+END_TEST
+
+/* The bound on the scheduler itself: random DAGs whose nodes want 1 to all
+ * of the threads (matmuls of several sizes among small ops), with 4 workers
+ * on a budget of 4 (on a 2-core machine, so more threads than cores): the
+ * threads running nodes, workers and their kernels' teams counted
+ * together, never exceed 4; some node ran wide and several ran at once. */
+START_TEST(test_core_budget_bound)
+{
+    loom_ctx *ctx = workers_ctx(4, 4);
+    loom_manual_seed(ctx, 8);
+    uint64_t s = 11;
+    for (int rep = 0; rep < 3; rep++) {
+        loom_scope_begin(ctx);
+        loom_tensor *acc[6];
+        for (int b = 0; b < 6; b++) acc[b] = loom_rand(ctx, LOOM_SHAPE(8, 8));
+        for (int i = 0; i < 60; i++) {
+            int b = (int)(next_rand(&s) % 6);
+            int64_t n = (int64_t[]){8, 64, 160, 256}[next_rand(&s) % 4];
+            loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(n, n));
+            loom_tensor *y = loom_sum(loom_matmul(x, x), 0, NULL, false);
+            acc[b] = loom_add(acc[b], y);
+            ck_assert(acc[b]);
+        }
+        loom_tensor *r = acc[0];
+        for (int b = 1; b < 6; b++) r = loom_add(r, acc[b]);
+        ck_assert_int_eq(loom_tensor_eval(r), LOOM_OK);
+        loom_scope_end(ctx);
+    }
+    int max = atomic_load(&ctx->running_max);
+    ck_assert_msg(max <= 4 && max >= 2, "at most %d threads ran nodes at once", max);
+    ck_assert_int_eq(atomic_load(&ctx->running), 0);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* One training step of a CNN (conv with groups and stride, batch norm,
+ * max/avg/adaptive pooling, linear, cross-entropy, Adam), three steps;
+ * the parameters as floats. */
+static int cnn_params(const char *backend, int threads, int workers, float *out, int cap)
+{
+    loom_ctx *ctx = loom_ctx_create(
+        &(loom_ctx_options){.num_threads = threads, .num_workers = workers, .seed = 5, .backend = backend});
+    ck_assert_msg(ctx != NULL, "%s", loom_last_error());
+    loom_conv2d_opts c1 = {.stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    loom_conv2d_opts c2 = {.stride = {2, 2}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 2};
+    loom_conv2d_opts c3 = {.stride = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    loom_pool2d_opts mp = {.kernel = {2, 2}};
+    loom_pool2d_opts ap = {.kernel = {3, 3}, .stride = {1, 1}, .padding = {1, 1}};
+    loom_module *net = loom_sequential(
+        ctx, 11,
+        (loom_module *[]){loom_conv2d_module(ctx, 3, 16, 3, 3, &c1, true), loom_batch_norm2d_module(ctx, 16, 1e-5, 0.1, true),
+                          loom_relu_module(ctx), loom_max_pool2d_module(ctx, &mp),
+                          loom_conv2d_module(ctx, 16, 32, 3, 3, &c2, true), loom_avg_pool2d_module(ctx, &ap),
+                          loom_conv2d_module(ctx, 32, 24, 1, 1, &c3, true), loom_adaptive_avg_pool2d_module(ctx, 3, 3),
+                          loom_flatten_module(ctx, 1, -1), loom_linear(ctx, 24 * 9, 40, true),
+                          loom_linear(ctx, 40, 10, true)});
+    ck_assert_msg(net != NULL, "%s", loom_last_error());
+    loom_tensor *params[32];
+    int np = loom_module_parameters(net, params, NULL, 32);
+    loom_optimizer *opt = loom_adam(ctx, np, params, NULL);
+    loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(37, 3, 22, 22));
+    loom_tensor *y = loom_randint(ctx, 0, 10, LOOM_SHAPE(37));
+    for (int step = 0; step < 3; step++) {
+        loom_scope_begin(ctx);
+        loom_optimizer_zero_grad(opt);
+        loom_tensor *loss = loom_cross_entropy_loss(loom_module_forward(net, x), y, LOOM_REDUCTION_MEAN);
+        ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+        ck_assert_int_eq(loom_optimizer_step(opt), LOOM_OK);
+        loom_scope_end(ctx);
+    }
+    int n = 0;
+    for (int i = 0; i < np; i++) {
+        int64_t k = loom_tensor_numel(params[i]);
+        ck_assert(n + k <= cap);
+        ck_assert_int_eq(loom_tensor_copy_to(params[i], out + n, sizeof(float) * (size_t)k), LOOM_OK);
+        n += (int)k;
+    }
+    loom_optimizer_free(opt);
+    loom_module_free(net);
+    loom_ctx_free(ctx);
+    return n;
+}
+
+/* The scheduler may run a portable kernel at any width, so every portable
+ * kernel must give the same bits at every width: a CNN's training with 1 to
+ * 5 threads, scheduler on and off, gives identical parameters. oneDNN's
+ * results depend on its thread count (its kernels run at a fixed, planned
+ * width), so with oneDNN the same thread count must give the same bits
+ * whatever the schedule: 5 runs with 3 workers. */
+START_TEST(test_cnn_widths_bitwise)
+{
+    enum { CAP = 16384 };
+    static float a[CAP], b[CAP];
+    int n = cnn_params("ref", 1, 1, a, CAP);
+    for (int t = 2; t <= 5; t++)
+        for (int w = 1; w <= t; w += t - 1) {
+            ck_assert_int_eq(cnn_params("ref", t, w, b, CAP), n);
+            ck_assert_msg(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "ref, %d threads, %d workers", t, w);
+        }
+#ifdef LOOM_HAVE_ONEDNN
+    n = cnn_params("auto", 3, 3, a, CAP);
+    for (int run = 0; run < 5; run++) {
+        cnn_params(run % 2 ? "auto" : "onednn", 3, 3, b, CAP);
+        if (run % 2 == 0) continue; /* the onednn runs only exercise the exact path */
+        ck_assert_msg(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "auto, 3 threads, run %d", run);
+    }
+#endif
+}
+END_TEST
+
 Suite *loom_suite_exec(void)
 {
     Suite *s = suite_create("exec");
@@ -278,6 +461,10 @@ Suite *loom_suite_exec(void)
     tcase_add_test(tc, test_training_bitwise_reproducible);
     tcase_add_test(tc, test_worker_options);
     tcase_add_test(tc, test_trace_file);
+    tcase_add_test(tc, test_cores_basics);
+    tcase_add_test(tc, test_cores_stress);
+    tcase_add_test(tc, test_core_budget_bound);
+    tcase_add_test(tc, test_cnn_widths_bitwise);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -54,35 +54,35 @@
 /* ---- "onednn": every exact call ------------------------------------------------ */
 
 static const loom__kernel onednn_all_kernels[LOOM_OP_COUNT] = {
-    [LOOM_OP_NEG] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_ABS] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_EXP] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_LOG] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_SQRT] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_TANH] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_SIGMOID] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_RELU] = {loom__onednn_unary_supports, loom__onednn_unary},
-    [LOOM_OP_CLAMP] = {loom__onednn_unary_supports, loom__onednn_unary},
+    [LOOM_OP_NEG] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_ABS] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_EXP] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_LOG] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_SQRT] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_TANH] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_SIGMOID] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_RELU] = {loom__onednn_unary_supports, loom__onednn_unary, true},
+    [LOOM_OP_CLAMP] = {loom__onednn_unary_supports, loom__onednn_unary, true},
 
-    [LOOM_OP_CONV2D] = {loom__onednn_conv_supports, loom__onednn_conv},
-    [LOOM_OP_CONV2D_BWD_DATA] = {loom__onednn_conv_supports, loom__onednn_conv},
-    [LOOM_OP_CONV2D_BWD_WEIGHT] = {loom__onednn_conv_supports, loom__onednn_conv},
+    [LOOM_OP_CONV2D] = {loom__onednn_conv_supports, loom__onednn_conv, true},
+    [LOOM_OP_CONV2D_BWD_DATA] = {loom__onednn_conv_supports, loom__onednn_conv, true},
+    [LOOM_OP_CONV2D_BWD_WEIGHT] = {loom__onednn_conv_supports, loom__onednn_conv, true},
 
-    [LOOM_OP_MAX_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool},
-    [LOOM_OP_MAX_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool},
-    [LOOM_OP_AVG_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool},
-    [LOOM_OP_AVG_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool},
+    [LOOM_OP_MAX_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool, true},
+    [LOOM_OP_MAX_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool, true},
+    [LOOM_OP_AVG_POOL2D] = {loom__onednn_pool_supports, loom__onednn_pool, true},
+    [LOOM_OP_AVG_POOL2D_BWD] = {loom__onednn_pool_supports, loom__onednn_pool, true},
 
-    [LOOM_OP_BN_FWD] = {loom__onednn_bn_supports, loom__onednn_bn},
-    [LOOM_OP_BN_BWD_DATA] = {loom__onednn_bn_supports, loom__onednn_bn},
-    [LOOM_OP_BN_BWD_PARAMS] = {loom__onednn_bn_supports, loom__onednn_bn},
+    [LOOM_OP_BN_FWD] = {loom__onednn_bn_supports, loom__onednn_bn, true},
+    [LOOM_OP_BN_BWD_DATA] = {loom__onednn_bn_supports, loom__onednn_bn, true},
+    [LOOM_OP_BN_BWD_PARAMS] = {loom__onednn_bn_supports, loom__onednn_bn, true},
 
-    [LOOM_OP_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax},
-    [LOOM_OP_LOG_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax},
-    [LOOM_OP_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax},
-    [LOOM_OP_LOG_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax},
+    [LOOM_OP_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax, true},
+    [LOOM_OP_LOG_SOFTMAX] = {loom__onednn_softmax_supports, loom__onednn_softmax, true},
+    [LOOM_OP_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax, true},
+    [LOOM_OP_LOG_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax, true},
 
-    [LOOM_OP_RELU_BWD] = {loom__onednn_relu_bwd_supports, loom__onednn_relu_bwd},
+    [LOOM_OP_RELU_BWD] = {loom__onednn_relu_bwd_supports, loom__onednn_relu_bwd, true},
 };
 
 const loom__backend loom__onednn_backend_all = {
@@ -147,7 +147,7 @@ static bool auto_supports(const loom__kcall *call)
 
 static loom_status auto_run(const loom__kcall *call) { return onednn_all_kernels[call->op].run(call); }
 
-#define AUTO(op) [op] = {auto_supports, auto_run}
+#define AUTO(op) [op] = {auto_supports, auto_run, true}
 
 /* The same ops as onednn_all_kernels. */
 static const loom__kernel onednn_auto_kernels[LOOM_OP_COUNT] = {

@@ -53,6 +53,10 @@
 #define MIN_COLS 256
 /* Below this many multiply-adds in all, one thread. */
 #define TINY_MACS ((int64_t)1 << 16)
+/* Backward-weight: at most this many partial dW sums (fixed groups of
+ * images), taking at most this much memory beyond dw itself. */
+#define BWDW_CHUNKS 16
+#define BWDW_PART_BUDGET ((size_t)64 << 20)
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -446,6 +450,22 @@ static loom_status bwd_weight_image(const conv_geom *g, const float *x, const fl
     return LOOM_OK;
 }
 
+/* Chunk c of `chunks` (images [c*N/chunks, (c+1)*N/chunks), in order) into
+ * dw (c == 0) or its partial buffer, with thread t's workspace. */
+static loom_status bwd_weight_chunk(const conv_geom *g, const float *x, const float *dy, float *dw, float *part,
+                                    size_t part_stride, int64_t c, int64_t chunks, const conv_ws *ws, int t, int gt)
+{
+    int64_t begin, end;
+    loom__nditer_part(g->N, (int)c, (int)chunks, 1, &begin, &end);
+    float *mine = c == 0 ? dw : part + (size_t)(c - 1) * part_stride;
+    for (int64_t n = begin; n < end; n++) {
+        loom_status s = bwd_weight_image(g, x, dy, mine, n, n == begin, ws_col(ws, t), ws_gemm(ws, t), ws->gemm_bytes,
+                                         gt);
+        if (s != LOOM_OK) return s;
+    }
+    return LOOM_OK;
+}
+
 /* CONV2D_BWD_WEIGHT: in[0] x [N,C,H,W], in[1] dy [N,O,OH,OW]; out dw [O,C/g,KH,KW]. */
 loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
 {
@@ -463,48 +483,64 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
         return LOOM_OK;
     }
 
-    const int nt = image_team(call, &g), gt = gemm_team(call, &g, nt);
+    /* The images are summed in `chunks` fixed groups (chunk c: images
+     * [c*N/chunks, (c+1)*N/chunks), in order, into its own buffer; then
+     * dw = chunk 0 + chunk 1 + ... in order). The grouping depends on the
+     * shapes only, never on the thread count, so dW is bitwise the same at
+     * every width: the scheduler may run this node with whatever cores are
+     * free (docs/runtime.md section 5). Threads take whole chunks (so at
+     * most `chunks` of them work); a lone chunk (one image) runs its
+     * SGEMMs with every thread instead (SGEMM splits M and N only). */
+    const size_t part_bytes = round64(sizeof(float) * (size_t)dw_numel);
+    int64_t chunks = g.N < BWDW_CHUNKS ? g.N : BWDW_CHUNKS;
+    if ((int64_t)(BWDW_PART_BUDGET / part_bytes) + 1 < chunks) chunks = (int64_t)(BWDW_PART_BUDGET / part_bytes) + 1;
+    const int64_t macs = g.N * g.O * g.P * g.K;
+    int width = call->nthreads < 1 || macs < TINY_MACS ? 1 : call->nthreads;
+    const int nt = width < chunks ? width : (int)chunks;
+    const int gt = nt == 1 ? width : 1; /* SGEMM threads: only outside a team */
     const int64_t last = g.OH % g.rows ? g.OH % g.rows : g.rows;
     conv_ws ws;
     st = ws_alloc(call, &g, nt, gt, g.Og, g.K, g.rows * g.OW, g.K, last * g.OW, &ws);
     if (st != LOOM_OK) return st;
-    if (nt == 1) {
-        for (int64_t n = 0; n < g.N && st == LOOM_OK; n++)
-            st = bwd_weight_image(&g, x, dy, dw, n, n == 0, ws_col(&ws, 0), ws_gemm(&ws, 0), ws.gemm_bytes, gt);
-                return st;
+    /* Chunk 0 accumulates in dw itself; chunks 1.. in partial buffers. */
+    float *part = NULL;
+    if (chunks > 1) {
+        part = loom__scratch(LOOM__SCRATCH_CONV_PARTS, part_bytes * (size_t)(chunks - 1));
+        if (!part)
+            return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
+                                   loom__op_name(call->op), part_bytes * (size_t)(chunks - 1));
     }
-    /* One partial dW per thread after the first (which writes dw itself). */
-    float *part =
-        loom__scratch(LOOM__SCRATCH_CONV_PARTS, round64(sizeof(float) * (size_t)dw_numel) * (size_t)(nt - 1));
-    if (!part) {
-        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
-                               loom__op_name(call->op), sizeof(float) * (size_t)dw_numel * (size_t)(nt - 1));
-    }
-    const size_t part_stride = round64(sizeof(float) * (size_t)dw_numel) / sizeof(float);
+    const size_t part_stride = part_bytes / sizeof(float);
     loom_status fail = LOOM_OK;
-    int team = 1;
-    LOOM__OMP_PARALLEL(nt)
-    {
-        const int t = loom__omp_thread();
-        if (t == 0) team = loom__omp_nthreads();
-        int64_t begin, end;
-        loom__nditer_part(g.N, t, loom__omp_nthreads(), 1, &begin, &end);
-        float *mine = t == 0 ? dw : part + (size_t)(t - 1) * part_stride;
-        if (begin == end) memset(mine, 0, sizeof(float) * (size_t)dw_numel);
-        for (int64_t n = begin; n < end; n++) {
-            loom_status s = bwd_weight_image(&g, x, dy, mine, n, n == begin, ws_col(&ws, t), ws_gemm(&ws, t),
-                                             ws.gemm_bytes, 1);
-            if (s != LOOM_OK) {
-                LOOM__OMP_CRITICAL(loom_ref_conv_error)
-                if (fail == LOOM_OK) fail = s;
-                break;
+    if (nt == 1) { /* no region: SGEMM opens its own team of gt */
+        for (int64_t c = 0; c < chunks && fail == LOOM_OK; c++)
+            fail = bwd_weight_chunk(&g, x, dy, dw, part, part_stride, c, chunks, &ws, 0, gt);
+    } else {
+        LOOM__OMP_PARALLEL(nt)
+        {
+            const int t = loom__omp_thread();
+            for (int64_t c = t; c < chunks; c += loom__omp_nthreads()) {
+                loom_status s = bwd_weight_chunk(&g, x, dy, dw, part, part_stride, c, chunks, &ws, t, 1);
+                if (s != LOOM_OK) {
+                    LOOM__OMP_CRITICAL(loom_ref_conv_error)
+                    if (fail == LOOM_OK) fail = s;
+                    break;
+                }
             }
         }
     }
-    if (fail == LOOM_OK)
-        for (int t = 1; t < team; t++) {
-            const float *restrict p = part + (size_t)(t - 1) * part_stride;
-            for (int64_t i = 0; i < dw_numel; i++) dw[i] += p[i];
+    if (fail == LOOM_OK && chunks > 1) {
+        /* Fixed order per element; elements split over the team. */
+        const int rt = loom__ref_team(width, dw_numel * (chunks - 1), 1 << 15);
+        LOOM__OMP_PARALLEL(rt)
+        {
+            int64_t i0, i1;
+            loom__nditer_part(dw_numel, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
+            for (int64_t c = 1; c < chunks; c++) {
+                const float *restrict p = part + (size_t)(c - 1) * part_stride;
+                for (int64_t i = i0; i < i1; i++) dw[i] += p[i];
+            }
         }
+    }
     return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }

@@ -61,14 +61,17 @@ typedef struct loom_ctx_options {
     /* Threads for computation. 0: the LOOM_NUM_THREADS environment variable
      * if set, else every core the process may run on. */
     int num_threads;
-    /* Workers that run independent nodes of the DAG at the same time
-     * (inter-op parallelism, on the work-stealing pool of runtime/). The
-     * cores are split statically: each node's kernel gets
-     * num_threads / num_workers threads, so workers x kernel threads never
-     * exceed num_threads. 0: the LOOM_NUM_WORKERS environment variable if
-     * set, else 1 (nodes run one after another, each with every thread).
-     * At most num_threads (a larger value is lowered to it). More workers
-     * pay off for graphs with many independent small nodes. */
+    /* Workers of the scheduler, which runs independent nodes of the DAG at
+     * the same time (inter-op parallelism, on the NUMA-aware work-stealing
+     * pool of runtime/). 0: the LOOM_NUM_WORKERS environment variable if
+     * set, else num_threads (one worker per core). The threads running at
+     * once never exceed num_threads: a node's kernel gets extra threads for
+     * its OpenMP team only from the cores no other node is using (the core
+     * budget, docs/runtime.md section 5), so a lone big node still uses
+     * every core. 1 turns the scheduler off: nodes run one after another on
+     * the calling thread, each with num_threads threads. At most
+     * num_threads (a larger value is lowered to it). Results do not depend
+     * on this choice (nor on which worker ran what). */
     int num_workers;
     /* Seed of the context's default random generator. */
     uint64_t seed;
