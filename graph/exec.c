@@ -12,10 +12,9 @@
  * memory, so the values do not depend on who ran or stole what: results are
  * bitwise identical to a serial run.
  *
- * Core budget: the context splits its threads statically, num_workers
- * workers x kernel_threads threads per node <= num_threads (runtime.md's
- * "fixed split"); each worker's OpenMP team is its own (libgomp gives each
- * pthread one), so the running threads never exceed that product.
+ * Core budget: each node runs with the threads the budget grants it
+ * (loom__run_node, runtime/cores.h); nodes that want a team run on worker 0
+ * alone, so the process has one OpenMP team (docs/runtime.md section 5).
  */
 #include <stdlib.h>
 

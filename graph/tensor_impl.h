@@ -99,7 +99,7 @@ struct loom_ctx {
     loom__mem mem;
     int num_threads;
     int num_workers;    /* DAG workers (inter-op) */
-    int kernel_threads; /* threads per node: num_threads / num_workers */
+    int kernel_threads; /* threads per node with the scheduler off (= num_threads) */
     struct loom__pool *pool; /* created on the first parallel evaluation */
     int backend; /* loom__backend_choice */
     uint64_t rng_seed;
