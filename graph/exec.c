@@ -8,9 +8,11 @@
  * producer, on the same core, while its inputs are in cache). Idle workers
  * steal the oldest ready nodes, nearest victims first (runtime/pool.c).
  *
- * Every node's kernel is deterministic and no two nodes write the same
- * memory, so the values do not depend on who ran or stole what: results are
- * bitwise identical to a serial run.
+ * Every node's kernel is deterministic for a given width, no two nodes
+ * write the same memory, and a node's width depends on the schedule only
+ * for kernels whose results do not depend on it (kernel.h, exact_width), so
+ * the values do not depend on who ran or stole what: results are bitwise
+ * identical run after run (and to a serial run, for the portable kernels).
  *
  * Core budget: each node runs with the threads the budget grants it
  * (loom__run_node, runtime/cores.h); nodes that want a team run on worker 0
