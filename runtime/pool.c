@@ -13,7 +13,7 @@
  *   nsleepers,     the parking protocol below.
  *   epoch
  *   park_mu        guards every worker's `parked` and `wake` flags, and
- *                  nready.  Lock order: park_mu and a worker's ovf_mu are
+ *                  nready.  Lock order: park_mu and a task ring's mu are
  *                  never held together.
  *
  * Parking (prepare / re-check / commit, as Eigen's EventCount and Taskflow's
@@ -68,6 +68,16 @@
 #define DEFAULT_STEAL_ROUNDS 32
 #define OVERFLOW_INITIAL 64
 
+/* A FIFO of tasks: a growable ring buffer under `mu`; `count` mirrors its
+ * length so that others can skip an empty queue without locking. Used for
+ * a worker's overflow queue and for the pool's pinned queue. */
+typedef struct task_ring {
+    _Alignas(CACHE_LINE) pthread_mutex_t mu;
+    void **buf;
+    int64_t head, len, cap;
+    _Atomic int64_t count;
+} task_ring;
+
 struct loom__worker {
     /* Read by the owner on every task and by thieves on every steal. */
     _Alignas(CACHE_LINE) loom__deque *deque;
@@ -75,12 +85,7 @@ struct loom__worker {
     int index, core, numa;
     const int *victims; /* pool->n - 1 workers, nearest first */
 
-    /* The overflow queue: a ring buffer under ovf_mu; ovf_count mirrors its
-     * length so that thieves can skip an empty queue without locking. */
-    _Alignas(CACHE_LINE) pthread_mutex_t ovf_mu;
-    void **ovf;
-    int64_t ovf_head, ovf_len, ovf_cap;
-    _Atomic int64_t ovf_count;
+    task_ring ovf; /* the overflow queue */
 
     /* Parking: under pool->park_mu. */
     pthread_cond_t cv;
@@ -106,12 +111,7 @@ struct loom__pool {
     int *worker_core;
     int *victims; /* n * (n - 1) */
     loom__cores *cores; /* the core budget: tokens per NUMA node */
-    /* Tasks only worker 0 runs (loom__pool_spawn_pinned): a FIFO under
-     * pin_mu, npinned mirrors its length for lock-free checks. */
-    _Alignas(CACHE_LINE) pthread_mutex_t pin_mu;
-    void **pinned;
-    int64_t pin_head, pin_len, pin_cap;
-    _Atomic int64_t npinned;
+    task_ring pinned; /* tasks only worker 0 runs (loom__pool_spawn_pinned) */
 
     /* The running batch. */
     loom__task_fn fn;
@@ -146,44 +146,65 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* ---- Overflow queues --------------------------------------------------- */
+/* ---- Task rings (overflow and pinned queues) ---------------------------- */
 
-static bool ovf_push(loom__worker *w, void *task)
+/* With room for `cap` tasks (0: none yet); false when out of memory (the
+ * ring must still be destroyed). */
+static bool ring_init(task_ring *r, int64_t cap)
 {
-    pthread_mutex_lock(&w->ovf_mu);
-    if (w->ovf_len == w->ovf_cap) {
-        int64_t cap = w->ovf_cap * 2;
+    pthread_mutex_init(&r->mu, NULL);
+    r->buf = cap ? malloc(sizeof(void *) * (size_t)cap) : NULL;
+    r->head = r->len = 0;
+    r->cap = r->buf ? cap : 0;
+    atomic_init(&r->count, 0);
+    return r->buf || !cap;
+}
+
+static void ring_destroy(task_ring *r)
+{
+    free(r->buf);
+    pthread_mutex_destroy(&r->mu);
+}
+
+static int64_t ring_size(task_ring *r) { return atomic_load_explicit(&r->count, memory_order_relaxed); }
+
+/* false when the ring cannot grow (out of memory). */
+static bool ring_push(task_ring *r, void *task)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->len == r->cap) {
+        int64_t cap = r->cap ? r->cap * 2 : OVERFLOW_INITIAL;
         void **buf = malloc(sizeof(void *) * (size_t)cap);
         if (!buf) {
-            pthread_mutex_unlock(&w->ovf_mu);
+            pthread_mutex_unlock(&r->mu);
             return false;
         }
-        for (int64_t i = 0; i < w->ovf_len; i++) buf[i] = w->ovf[(w->ovf_head + i) % w->ovf_cap];
-        free(w->ovf);
-        w->ovf = buf;
-        w->ovf_cap = cap;
-        w->ovf_head = 0;
+        for (int64_t i = 0; i < r->len; i++) buf[i] = r->buf[(r->head + i) % r->cap];
+        free(r->buf);
+        r->buf = buf;
+        r->cap = cap;
+        r->head = 0;
     }
-    w->ovf[(w->ovf_head + w->ovf_len) % w->ovf_cap] = task;
-    w->ovf_len++;
-    atomic_store_explicit(&w->ovf_count, w->ovf_len, memory_order_relaxed);
-    pthread_mutex_unlock(&w->ovf_mu);
+    r->buf[(r->head + r->len) % r->cap] = task;
+    r->len++;
+    atomic_store_explicit(&r->count, r->len, memory_order_relaxed);
+    pthread_mutex_unlock(&r->mu);
     return true;
 }
 
 /* FIFO, for the owner and for thieves alike. */
-static bool ovf_pop(loom__worker *w, void **out)
+static bool ring_pop(task_ring *r, void **out)
 {
-    if (atomic_load_explicit(&w->ovf_count, memory_order_relaxed) == 0) return false;
-    pthread_mutex_lock(&w->ovf_mu);
-    bool got = w->ovf_len > 0;
+    if (ring_size(r) == 0) return false;
+    pthread_mutex_lock(&r->mu);
+    bool got = r->len > 0;
     if (got) {
-        *out = w->ovf[w->ovf_head];
-        w->ovf_head = (w->ovf_head + 1) % w->ovf_cap;
-        w->ovf_len--;
-        atomic_store_explicit(&w->ovf_count, w->ovf_len, memory_order_relaxed);
+        *out = r->buf[r->head];
+        r->head = (r->head + 1) % r->cap;
+        r->len--;
+        atomic_store_explicit(&r->count, r->len, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&w->ovf_mu);
+    pthread_mutex_unlock(&r->mu);
     return got;
 }
 
@@ -193,10 +214,10 @@ static bool ovf_pop(loom__worker *w, void **out)
  * seq_cst fence. */
 static bool work_visible(loom__pool *p, const loom__worker *w)
 {
-    if (w->index == 0 && atomic_load_explicit(&p->npinned, memory_order_relaxed) > 0) return true;
+    if (w->index == 0 && ring_size(&p->pinned) > 0) return true;
     for (int i = 0; i < p->n; i++) {
         loom__worker *v = &p->workers[i];
-        if (loom__deque_size(v->deque) > 0 || atomic_load_explicit(&v->ovf_count, memory_order_relaxed) > 0)
+        if (loom__deque_size(v->deque) > 0 || ring_size(&v->ovf) > 0)
             return true;
     }
     return false;
@@ -272,7 +293,7 @@ static bool steal_round(loom__worker *w, void **task)
             if (r == LOOM__STEAL_EMPTY) break;
             stat_inc(&w->st_aborts); /* lost a race: the deque is not empty, retry */
         }
-        if (ovf_pop(v, task)) {
+        if (ring_pop(&v->ovf, task)) {
             stat_inc(&w->st_steals);
             return true;
         }
@@ -280,27 +301,13 @@ static bool steal_round(loom__worker *w, void **task)
     return false;
 }
 
-/* Own deque, own overflow queue, then steal rounds. *busy: it gave up
+/* Own deque, (worker 0) the pinned queue, own overflow queue, then steal
+ * rounds. *busy: it gave up
  * because every core of its domain is running a node (the core budget has
  * no free token): spinning or yielding then would take CPU time from those
  * nodes' OpenMP teams, whose barriers wait for their slowest thread. A
  * stolen task could not start anyway. Whoever gives the cores back looks
  * for work next. */
-static bool pin_pop(loom__pool *p, void **out)
-{
-    if (atomic_load_explicit(&p->npinned, memory_order_relaxed) == 0) return false;
-    pthread_mutex_lock(&p->pin_mu);
-    bool got = p->pin_len > 0;
-    if (got) {
-        *out = p->pinned[p->pin_head];
-        p->pin_head = (p->pin_head + 1) % p->pin_cap;
-        p->pin_len--;
-        atomic_store_explicit(&p->npinned, p->pin_len, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&p->pin_mu);
-    return got;
-}
-
 static bool find_task(loom__worker *w, void **task, bool *busy)
 {
     loom__pool *p = w->pool;
@@ -308,8 +315,8 @@ static bool find_task(loom__worker *w, void **task, bool *busy)
     if (loom__deque_take(w->deque, task)) return true;
     /* Worker 0 takes its pinned tasks before any "busy" check: nobody else
      * may run them, so it must not sleep while they wait. */
-    if (w->index == 0 && pin_pop(p, task)) return true;
-    if (ovf_pop(w, task)) return true;
+    if (w->index == 0 && ring_pop(&p->pinned, task)) return true;
+    if (ring_pop(&w->ovf, task)) return true;
     for (int r = 0; r < p->steal_rounds; r++) {
         if (loom__cores_free_now(p->cores, w->numa) == 0) {
             *busy = true;
@@ -317,7 +324,7 @@ static bool find_task(loom__worker *w, void **task, bool *busy)
         }
         if (steal_round(w, task)) return true;
         stat_inc(&w->st_failed_rounds);
-        if (ovf_pop(w, task)) return true; /* loom__pool_spawn_to may have sent us one */
+        if (ring_pop(&w->ovf, task)) return true; /* loom__pool_spawn_to may have sent us one */
         if (atomic_load_explicit(&p->shutdown, memory_order_relaxed)) return false;
         if (w->index == 0 && atomic_load_explicit(&p->outstanding, memory_order_acquire) == 0) return false;
         if (r < p->steal_rounds / 2)
@@ -396,7 +403,7 @@ loom_status loom__pool_spawn(loom__worker *w, void *task)
      * still outstanding until its own acq_rel decrement, which comes after. */
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
     if (!loom__deque_push(w->deque, task)) {
-        if (!ovf_push(w, task)) {
+        if (!ring_push(&w->ovf, task)) {
             atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
             return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow worker %d's overflow queue", w->index);
         }
@@ -410,25 +417,10 @@ loom_status loom__pool_spawn_pinned(loom__worker *w, void *task)
 {
     loom__pool *p = w->pool;
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
-    pthread_mutex_lock(&p->pin_mu);
-    if (p->pin_len == p->pin_cap) {
-        int64_t cap = p->pin_cap ? p->pin_cap * 2 : 64;
-        void **buf = malloc(sizeof(void *) * (size_t)cap);
-        if (!buf) {
-            pthread_mutex_unlock(&p->pin_mu);
-            atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
-            return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow the pinned queue");
-        }
-        for (int64_t i = 0; i < p->pin_len; i++) buf[i] = p->pinned[(p->pin_head + i) % p->pin_cap];
-        free(p->pinned);
-        p->pinned = buf;
-        p->pin_cap = cap;
-        p->pin_head = 0;
+    if (!ring_push(&p->pinned, task)) {
+        atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
+        return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow the pinned queue");
     }
-    p->pinned[(p->pin_head + p->pin_len) % p->pin_cap] = task;
-    p->pin_len++;
-    atomic_store_explicit(&p->npinned, p->pin_len, memory_order_relaxed);
-    pthread_mutex_unlock(&p->pin_mu);
     notify(p, w, 0, false);
     return LOOM_OK;
 }
@@ -439,7 +431,7 @@ loom_status loom__pool_spawn_to(loom__worker *w, int target, void *task)
     if (target < 0 || target >= p->n)
         return loom__set_error(LOOM_ERR_RANGE, "pool: spawn to worker %d of %d", target, p->n);
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
-    if (!ovf_push(&p->workers[target], task)) {
+    if (!ring_push(&p->workers[target].ovf, task)) {
         atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
         return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow worker %d's overflow queue", target);
     }
@@ -485,7 +477,7 @@ loom_status loom__pool_run(loom__pool *p, void *const *roots, int64_t nroots, lo
     int64_t cap = loom__deque_capacity(w0->deque);
     int64_t in_deque = nroots < cap ? nroots : cap;
     for (int64_t i = in_deque; i < nroots; i++) {
-        if (!ovf_push(w0, roots[i])) {
+        if (!ring_push(&w0->ovf, roots[i])) {
             /* Out of memory: the roots not queued never run.  Fail the batch
              * and let the queued ones drain as skipped tasks. */
             atomic_fetch_sub_explicit(&p->outstanding, nroots - i, memory_order_relaxed);
@@ -523,16 +515,14 @@ static void pool_destroy(loom__pool *p, int ninit)
     for (int i = 0; i < ninit; i++) {
         loom__worker *w = &p->workers[i];
         loom__deque_free(w->deque);
-        free(w->ovf);
-        pthread_mutex_destroy(&w->ovf_mu);
+        ring_destroy(&w->ovf);
         pthread_cond_destroy(&w->cv);
     }
     free(p->workers);
     free(p->worker_core);
     free(p->victims);
     loom__cores_free(p->cores);
-    free(p->pinned);
-    pthread_mutex_destroy(&p->pin_mu);
+    ring_destroy(&p->pinned);
     pthread_mutex_destroy(&p->park_mu);
     pthread_cond_destroy(&p->ready_cv);
     loom__topology_free(p->owned_topo);
@@ -577,8 +567,7 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
     }
     pthread_mutex_init(&p->park_mu, NULL);
     pthread_cond_init(&p->ready_cv, NULL);
-    pthread_mutex_init(&p->pin_mu, NULL);
-    atomic_init(&p->npinned, 0);
+    ring_init(&p->pinned, 0);
     if (!topo) {
         p->owned_topo = loom__topology_create(NULL);
         if (!p->owned_topo) {
@@ -634,14 +623,11 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
         w->victims = p->victims + (size_t)ninit * (size_t)(n - 1);
         loom__topology_victims(topo, p->worker_core, n, ninit, p->victims + (size_t)ninit * (size_t)(n - 1));
         w->deque = loom__deque_create(cap);
-        w->ovf = malloc(sizeof(void *) * OVERFLOW_INITIAL);
-        w->ovf_cap = OVERFLOW_INITIAL;
-        atomic_init(&w->ovf_count, 0);
-        pthread_mutex_init(&w->ovf_mu, NULL);
+        bool ovf_ok = ring_init(&w->ovf, OVERFLOW_INITIAL);
         pthread_cond_init(&w->cv, NULL);
         w->bind = LOOM__BIND_SKIPPED;
         snprintf(w->bind_msg, sizeof w->bind_msg, "the calling thread is not bound");
-        if (!w->deque || !w->ovf) {
+        if (!w->deque || !ovf_ok) {
             pool_destroy(p, ninit + 1);
             loom__set_error(LOOM_ERR_NOMEM, "pool: out of memory for worker %d's queues", ninit);
             return NULL;

@@ -25,29 +25,6 @@
 
 /* ---- temporary files ---------------------------------------------------- */
 
-static void tmp_make(char *dir, size_t size)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, size, "%s/loom-data-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp(%s) failed", dir);
-}
-
-/* Removes dir and what the tests put in it (files and empty dirs). */
-static void tmp_remove(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0) rmdir(p);
-    }
-    closedir(d);
-    ck_assert_int_eq(rmdir(dir), 0);
-}
-
 /* Writes bytes[0..len-1] to dir/name, gzip-compressed if gz; returns the
  * path (malloc'd, caller frees). */
 static char *write_file(const char *dir, const char *name, const uint8_t *bytes, size_t len, bool gz)
@@ -143,7 +120,7 @@ static void check_good_dataset(const loom_dataset *ds, int num_classes)
 static void roundtrip(bool gz)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     bytes im = good_images(), lb = good_labels();
     char *ip = write_file(dir, gz ? "a-images.gz" : "a-images", im.p, im.len, gz);
     char *lp = write_file(dir, gz ? "a-labels.gz" : "a-labels", lb.p, lb.len, gz);
@@ -172,7 +149,7 @@ START_TEST(test_read_gzip)
 #else
     /* Without zlib a .gz file is refused with a message saying why. */
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     bytes im = good_images(), lb = good_labels();
     char *ip = write_file(dir, "a-images.gz", im.p, im.len, false);
     char *lp = write_file(dir, "a-labels", lb.p, lb.len, false);
@@ -192,7 +169,7 @@ END_TEST
 START_TEST(test_mnist_load_names)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     loom_dataset *ds = (loom_dataset *)1;
     /* Nothing there: the message names both candidates. */
     ck_assert_int_eq(loom_mnist_load(dir, true, &ds), LOOM_ERR_IO);
@@ -285,7 +262,7 @@ static const corrupt_case corrupt_cases[] = {
 static void run_corrupt_case(const corrupt_case *c, bool gz)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     bytes im = good_images(), lb = good_labels();
     bytes bad = idx_build(c->magic, c->ndims, c->dims, c->ndata, c->labels ? label_of : pixel_of);
     if (c->cut >= 0) bad.len = (size_t)c->cut;
@@ -326,7 +303,7 @@ START_TEST(test_corrupt_gzip)
 
     /* Damage to the compressed stream itself. */
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     bytes im = good_images(), lb = good_labels();
     char *lp = write_file(dir, "l.gz", lb.p, lb.len, true);
     char *ip = write_file(dir, "cut-images.gz", im.p, im.len, true);
@@ -368,7 +345,7 @@ END_TEST
 START_TEST(test_missing_and_bad_arguments)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "data");
     bytes lb = good_labels();
     char *lp = write_file(dir, "labels", lb.p, lb.len, false);
     char missing[600], sub[600];

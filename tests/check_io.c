@@ -36,32 +36,6 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static void tmp_make(char *dir, size_t size)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, size, "%s/loom-io-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp(%s) failed", dir);
-}
-
-/* Removes dir and what the tests put in it (files and empty dirs). */
-static void tmp_remove(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0) {
-            chmod(p, 0755);
-            rmdir(p);
-        }
-    }
-    closedir(d);
-    ck_assert_int_eq(rmdir(dir), 0);
-}
-
 /* The number of entries of dir whose name contains `part` (NULL: all). */
 static int count_entries(const char *dir, const char *part)
 {
@@ -298,7 +272,7 @@ static loom_module *cnn_net(loom_ctx *ctx, int conv_k, int64_t fc_out)
 START_TEST(test_golden_write)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_tensor *w = F32(ctx, LOOM_SHAPE(2), 1, 2);
     EXPECT_OK(SAVE(path_in(dir, "w.safetensors", 0), NULL, &w, "w"));
@@ -337,7 +311,7 @@ END_TEST
 START_TEST(test_golden_reference_vectors)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "t.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     static const char six[] = "\x00\x00\x00\x00\x00\x00\x80\x3f\x00\x00\x00\x40\x00\x00\x40\x40"
@@ -394,7 +368,7 @@ END_TEST
 START_TEST(test_golden_read)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "h.safetensors", 0);
     bytes d = {NULL, 0, 0};
     put_le(&d, 1, 8);
@@ -460,7 +434,7 @@ END_TEST
 START_TEST(test_roundtrip_tensors)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "r.safetensors", 0);
     loom_ctx *ctx = cfg_ctx(_i);
     loom_tensor *m = loom_arange(ctx, LOOM_FLOAT32, 0, 6, 1);
@@ -513,7 +487,7 @@ END_TEST
 START_TEST(test_module_roundtrip)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "ckpt.safetensors", 0);
     loom_ctx *ctx = cfg_ctx(_i);
     loom_module *a = cnn_net(ctx, 3, 3); /* bn's buffers hold random values */
@@ -556,7 +530,7 @@ END_TEST
 START_TEST(test_module_strict)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "ckpt.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_module *a = cnn_net(ctx, 3, 3);
@@ -629,7 +603,7 @@ END_TEST
 START_TEST(test_module_mismatch)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "ckpt.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_module *c3 = net_of(ctx, 1, (const char *const[]){"conv1"},
@@ -697,7 +671,7 @@ END_TEST
 START_TEST(test_unsupported_dtypes)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "u.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     static const struct {
@@ -840,7 +814,7 @@ static const struct corrupt_case {
 START_TEST(test_corrupt_headers)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "bad.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_module *mod = loom_module_create(ctx, "M", NULL, NULL, NULL);
@@ -960,7 +934,7 @@ static loom_status fuzz_load(loom_ctx *ctx, loom_module *mod, const char *path)
 START_TEST(test_fuzz)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *good = path_in(dir, "good.safetensors", 0), *p = path_in(dir, "fuzz.safetensors", 1);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_module *mod = loom_module_create(ctx, "M", NULL, NULL, NULL);
@@ -1018,7 +992,7 @@ END_TEST
 START_TEST(test_atomic_save)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     char *p = path_in(dir, "ckpt.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_tensor *w = F32(ctx, LOOM_SHAPE(2), 1, 2);
@@ -1149,7 +1123,7 @@ static loom_status io_program(failing *f, void *user)
 START_TEST(test_oom_sweep)
 {
     char dir[512];
-    tmp_make(dir, sizeof dir);
+    tmp_make(dir, sizeof dir, "io");
     oom_path = path_in(dir, "lin.safetensors", 0);
     loom_ctx *ctx = test_ctx(1, NULL);
     loom_module *lin = loom_linear(ctx, 3, 2, true);

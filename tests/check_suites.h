@@ -119,6 +119,12 @@ void unravel(int64_t i, int ndim, const int64_t *shape, int64_t *idx);
 int64_t live(loom_ctx *ctx);
 int64_t live_bytes(loom_ctx *ctx);
 
+/* A fresh directory $TMPDIR/loom-<tag>-XXXXXX (or under /tmp), its path in
+ * dir[0..size-1]; tmp_remove deletes it and what the tests put in it (files
+ * and empty or read-only directories). Both fail the test on error. */
+void tmp_make(char *dir, size_t size, const char *tag);
+void tmp_remove(const char *dir);
+
 /* A malloc'd copy of x[0..n-1] as floats (caller frees). */
 float *floats_from_doubles(const double *x, int64_t n);
 

@@ -5,8 +5,12 @@
  * Check forks each test (CK_FORK), so a crash fails one test, not the run.
  * Set CK_RUN_SUITE / CK_RUN_CASE to run one suite or case.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/check_suites.h"
 
@@ -270,4 +274,29 @@ int main(void)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+void tmp_make(char *dir, size_t size, const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, size, "%s/loom-%s-XXXXXX", base && *base ? base : "/tmp", tag);
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp(%s) failed", dir);
+}
+
+void tmp_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) != 0) {
+            chmod(p, 0755);
+            rmdir(p);
+        }
+    }
+    closedir(d);
+    ck_assert_int_eq(rmdir(dir), 0);
 }
