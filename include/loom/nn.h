@@ -161,6 +161,77 @@ loom_module *loom_fuse_conv_bn_eval(loom_module *conv, loom_module *bn);
 /* nn.Flatten(start_dim, end_dim); PyTorch's defaults are 1 and -1. */
 loom_module *loom_flatten_module(loom_ctx *ctx, int start_dim, int end_dim);
 
+/* ---- recurrent layers (torch.nn.RNN, LSTM, GRU and their cells) ---------- */
+
+/* The cell of a recurrent layer. With x_t the input, h the previous hidden
+ * state and W_i*, W_h*, b_i*, b_h* the rows of weight_ih, weight_hh,
+ * bias_ih, bias_hh for one gate (PyTorch's equations and gate order):
+ *   RNN_TANH / RNN_RELU: h' = act(W_ih x + b_ih + W_hh h + b_hh)
+ *   LSTM (gates i, f, g, o): i = sig(.), f = sig(.), g = tanh(.), o = sig(.)
+ *        c' = f * c + i * g,  h' = o * tanh(c')
+ *   GRU (gates r, z, n): r = sig(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+ *        n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h */
+typedef enum loom_rnn_mode {
+    LOOM_RNN_TANH = 0,
+    LOOM_RNN_RELU,
+    LOOM_LSTM,
+    LOOM_GRU,
+    LOOM_RNN_MODE_COUNT
+} loom_rnn_mode;
+
+/* Options of a recurrent layer; a zeroed struct (or NULL) gives PyTorch's
+ * defaults: one layer, with biases, time-major input, no dropout, one
+ * direction. */
+typedef struct loom_rnn_opts {
+    int num_layers;     /* 0 means 1 */
+    bool no_bias;       /* PyTorch's bias=False */
+    bool batch_first;   /* input and output [N, T, *] instead of [T, N, *] */
+    double dropout;     /* on each layer's output but the last, in training mode; [0, 1) */
+    bool bidirectional; /* a second direction, reading the sequence backwards */
+} loom_rnn_opts;
+
+/* nn.RNN (mode RNN_TANH or RNN_RELU), nn.LSTM (LSTM) or nn.GRU (GRU), type
+ * "RNN", "LSTM" or "GRU". G = 1, 4 or 3 gates, D = 2 if bidirectional
+ * else 1. Parameters as PyTorch names and orders them, for each layer k and
+ * direction (suffix "_reverse" for the second):
+ *   weight_ih_l{k} [G*H, I] (I = input_size for k = 0, D*H above),
+ *   weight_hh_l{k} [G*H, H], bias_ih_l{k} [G*H], bias_hh_l{k} [G*H],
+ * rows grouped by gate in the order above, all uniform in +-1/sqrt(H) as
+ * PyTorch initialises them; so PyTorch's weights load unchanged.
+ * loom_module_forward(m, x) returns the output alone, with zero initial
+ * states; loom_rnn_forward gives the states too. */
+loom_module *loom_rnn_module(loom_ctx *ctx, loom_rnn_mode mode, int64_t input_size, int64_t hidden_size,
+                             const loom_rnn_opts *opts);
+
+/* Runs a recurrent layer. x: [T, N, I] ([N, T, I] if batch_first), or
+ * unbatched [T, I]. h0 (may be NULL: zeros): [L*D, N, H] ([L*D, H]
+ * unbatched), entries ordered layer by layer, forward direction first; c0
+ * likewise, for LSTM only (NULL otherwise). Sets *output to [T, N, D*H]
+ * ([N, T, D*H] if batch_first, [T, D*H] unbatched): the last layer's h_t
+ * for every t, both directions concatenated; *h_n (if h_n is not NULL) to
+ * the final hidden states, shaped as h0; *c_n (LSTM only; may be NULL) to
+ * the final cell states. The results belong to the current scope.
+ * LOOM_ERR_SHAPE names a wrong shape, LOOM_ERR_INVALID_ARG a c0 or c_n for
+ * a layer other than an LSTM. The steps are recorded as ops (a matmul for
+ * the input projection of all steps at once, then per step a matmul and the
+ * gates), so autograd gives backpropagation through time, and the
+ * scheduler runs independent directions and layers' steps side by side. */
+loom_status loom_rnn_forward(loom_module *m, loom_tensor *x, loom_tensor *h0, loom_tensor *c0, loom_tensor **output,
+                             loom_tensor **h_n, loom_tensor **c_n);
+
+/* nn.RNNCell (RNN_TANH, RNN_RELU), nn.LSTMCell, nn.GRUCell: one step, for
+ * users who write their own time loop. Type "RNNCell", "LSTMCell" or
+ * "GRUCell"; parameters weight_ih [G*H, I], weight_hh [G*H, H], bias_ih,
+ * bias_hh [G*H] (unless !bias), uniform in +-1/sqrt(H).
+ * loom_module_forward(m, x) returns h' from a zero state. */
+loom_module *loom_rnn_cell_module(loom_ctx *ctx, loom_rnn_mode mode, int64_t input_size, int64_t hidden_size,
+                                  bool bias);
+/* One step: x [N, I] or [I]; h, c [N, H] or [H] (NULL: zeros; c for LSTM
+ * only). Sets *h_out and, for LSTM, *c_out (may be NULL), in the current
+ * scope. */
+loom_status loom_rnn_cell_forward(loom_module *m, loom_tensor *x, loom_tensor *h, loom_tensor *c, loom_tensor **h_out,
+                                  loom_tensor **c_out);
+
 /* ---- functional forms ------------------------------------------------ */
 
 /* Every function here records ops and returns a new tensor owned by the
