@@ -150,6 +150,18 @@ typedef enum loom__op {
      *         p' = p + (-step_size) * (m' / (sqrt(v') / bc2_sqrt + eps)). */
     LOOM_OP_ADAM_STEP,
 
+    /* Recurrent cells, fused (nn/rnn.c's steps; torch.nn's equations,
+     * loom/nn.h). float32, contiguous; N rows, H hidden. */
+    LOOM_OP_LSTM_CELL,     /* in[0] a [N,4H]: gate pre-activations i, f, g, o; in[1] c [N,H];
+                              out [2,N,H]: h' = o*tanh(c'), c' = f*c + i*g (i, f, o sigmoid, g tanh) */
+    LOOM_OP_LSTM_CELL_BWD, /* in[0] a, in[1] c, in[2] dout [2,N,H] (dh', dc'); out [N*4H + N*H]: da
+                              [N,4H], then dc [N,H] (the gates are recomputed from a) */
+    LOOM_OP_GRU_CELL,      /* in[0] xp [N,3H] = x W_ih^T + b_ih, in[1] hp [N,3H] = h W_hh^T + b_hh (gates r,
+                              z, n), in[2] h [N,H]; out h' = n + z*(h - n), r = sig(xr + hr),
+                              z = sig(xz + hz), n = tanh(xn + r*hn) */
+    LOOM_OP_GRU_CELL_BWD,  /* in[0] xp, in[1] hp, in[2] h, in[3] dh' [N,H]; out [2*N*3H + N*H]: dxp [N,3H],
+                              dhp [N,3H], then dh [N,H] (the direct path z*h only) */
+
     LOOM_OP_COUNT
 } loom__op;
 

@@ -81,6 +81,10 @@ static const char *const op_names[] = {
     [LOOM_OP_LOG_SOFTMAX_BWD] = "log_softmax_backward",
     [LOOM_OP_RELU_BWD] = "relu_backward",
     [LOOM_OP_ADAM_STEP] = "adam_step",
+    [LOOM_OP_LSTM_CELL] = "lstm_cell",
+    [LOOM_OP_LSTM_CELL_BWD] = "lstm_cell_backward",
+    [LOOM_OP_GRU_CELL] = "gru_cell",
+    [LOOM_OP_GRU_CELL_BWD] = "gru_cell_backward",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
 

@@ -102,6 +102,89 @@ static loom_status accumulate(loom_tensor *dst, loom_tensor *g)
     return LOOM_OK;
 }
 
+/* Gradient pieces. The gradient of a slice (or select) of t is, by the
+ * rule, a tensor of t's shape that is zero outside the slice: with T
+ * selects of one tensor (the steps of a recurrent layer) or the four gate
+ * slices of an LSTM, summing those costs O(T) full-size passes each, O(T^2)
+ * in all. Instead the slice's gradient is kept as a piece, and when t's
+ * gradient is needed the pieces are assembled at once: disjoint pieces
+ * along one dim are concatenated, with zeros in the gaps (no additions at
+ * all, so the values are exact); anything else falls back to summing the
+ * slice_scatters. */
+static loom_status add_piece(loom_tensor *dst, loom_tensor *src, int dim, int64_t start)
+{
+    if (dst->n_gpieces == dst->cap_gpieces) {
+        int cap = dst->cap_gpieces ? 2 * dst->cap_gpieces : 8;
+        loom__gpiece *grown = realloc(dst->gpieces, sizeof *grown * (size_t)cap);
+        if (!grown) return loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+        dst->gpieces = grown;
+        dst->cap_gpieces = cap;
+    }
+    loom__tensor_incref(src);
+    dst->gpieces[dst->n_gpieces++] = (loom__gpiece){src, dim, start};
+    return LOOM_OK;
+}
+
+static void drop_pieces(loom_tensor *t)
+{
+    for (int i = 0; i < t->n_gpieces; i++) loom__tensor_decref(t->gpieces[i].src);
+    free(t->gpieces);
+    t->gpieces = NULL;
+    t->n_gpieces = t->cap_gpieces = 0;
+}
+
+static int piece_cmp(const void *a, const void *b)
+{
+    const loom__gpiece *x = a, *y = b;
+    if (x->dim != y->dim) return x->dim < y->dim ? -1 : 1;
+    return (x->start > y->start) - (x->start < y->start);
+}
+
+/* Folds t's pieces into t->gacc. */
+static loom_status assemble_pieces(loom_tensor *t)
+{
+    int n = t->n_gpieces;
+    if (!n) return LOOM_OK;
+    loom__gpiece *p = t->gpieces;
+    qsort(p, (size_t)n, sizeof *p, piece_cmp);
+    bool concat = true;
+    for (int i = 1; i < n && concat; i++)
+        concat = p[i].dim == p[0].dim && p[i - 1].start + p[i - 1].src->shape[p[0].dim] <= p[i].start;
+    loom_tensor *full = NULL;
+    if (concat) {
+        const int d = p[0].dim;
+        loom_tensor *local[64];
+        loom_tensor **parts = 2 * n + 1 <= 64 ? local : malloc(sizeof *parts * (size_t)(2 * n + 1));
+        if (!parts) return loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+        int np = 0;
+        int64_t pos = 0, shape[LOOM_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        for (int i = 0; i <= n && parts; i++) {
+            int64_t next = i < n ? p[i].start : t->shape[d];
+            if (next > pos) { /* a gap: zeros */
+                shape[d] = next - pos;
+                parts[np++] = loom_zeros(t->ctx, LOOM_FLOAT32, t->ndim, shape);
+            }
+            if (i < n) {
+                parts[np++] = p[i].src;
+                pos = p[i].start + p[i].src->shape[d];
+            }
+        }
+        full = np == 1 ? p[0].src : loom_cat(parts, np, d);
+        if (parts != local) free(parts);
+    } else {
+        for (int i = 0; i < n; i++) {
+            loom_tensor *s = loom__slice_scatter(p[i].src, t->ndim, t->shape, p[i].dim, p[i].start, 1);
+            full = full && s ? loom_add(full, s) : s;
+            if (!full) break;
+        }
+    }
+    if (!full) return loom_last_status();
+    loom_status st = accumulate(t, full);
+    drop_pieces(t);
+    return st;
+}
+
 static void drop_gacc(loom_tensor **order, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -109,6 +192,7 @@ static void drop_gacc(loom_tensor **order, size_t n)
             loom__tensor_decref(order[i]->gacc);
             order[i]->gacc = NULL;
         }
+        drop_pieces(order[i]);
     }
 }
 
@@ -183,6 +267,7 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
     size_t nleaves = 0, lcap = 16;
     for (size_t k = n; k-- > 0 && st == LOOM_OK;) {
         loom_tensor *t = order[k];
+        if ((st = assemble_pieces(t)) != LOOM_OK) break;
         loom_tensor *g = t->gacc;
         if (!g) continue; /* no gradient reached it */
         if (!t->grad_fn) {
@@ -230,6 +315,18 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
             }
         }
         if (st != LOOM_OK) break;
+        if (t->node.op == LOOM_OP_VIEW_SLICE && t->node.attrs.slice.step == 1) {
+            /* A slice's gradient: a piece of its input's (see add_piece). */
+            const loom__attrs *at = &t->node.attrs;
+            loom_tensor *in = t->node.in[0];
+            if (in->requires_grad) {
+                loom_tensor *gs = at->slice.drop_dim ? loom_unsqueeze(g, at->slice.dim) : g;
+                st = gs ? add_piece(in, gs, at->slice.dim, at->slice.start) : loom_last_status();
+            }
+            loom__tensor_decref(t->gacc);
+            t->gacc = NULL;
+            continue;
+        }
         loom_tensor *ginline[LOOM__INLINE_INPUTS];
         loom_tensor **gin = ginline;
         if (t->node.n_in > LOOM__INLINE_INPUTS) {

@@ -156,6 +156,8 @@ static void tensor_destroy(loom_tensor *t, worklist *w)
     if (t->node.in != t->node.in_inline) loom__mem_free(mem, t->node.in);
     push(w, t->grad);
     push(w, t->gacc);
+    for (int i = 0; i < t->n_gpieces; i++) push(w, t->gpieces[i].src);
+    free(t->gpieces);
     storage_decref(t->storage);
     free(t->errmsg);
     atomic_fetch_sub_explicit(&t->ctx->live_tensors, 1, memory_order_relaxed);

@@ -80,6 +80,10 @@ struct loom_tensor {
     bool graph_freed;
     loom_tensor *grad; /* leaves: the accumulated gradient (owned reference) */
     loom_tensor *gacc; /* during backward: the gradient flowing in (owned) */
+    /* During backward: gradients of step-1 slices of this tensor, not yet
+     * assembled into gacc (graph/autograd.c); owned references. */
+    struct loom__gpiece *gpieces;
+    int n_gpieces, cap_gpieces;
 
     uint64_t mark;    /* graph walks: the epoch that last visited it */
     int64_t exec_idx; /* during a parallel evaluation: its index in the order */
@@ -88,6 +92,14 @@ struct loom_tensor {
     loom__scope *scope;
     loom_tensor *sprev, *snext;
 };
+
+/* A gradient that arrived for the slice [start, start + src->shape[dim])
+ * along dim of a tensor (graph/autograd.c). */
+typedef struct loom__gpiece {
+    loom_tensor *src;
+    int dim;
+    int64_t start;
+} loom__gpiece;
 
 struct loom__scope {
     loom__scope *parent;

@@ -9,7 +9,8 @@
  *
  *   xp  = x W_ih^T + b_ih (+ b_hh for RNN/LSTM)    one matmul, [T, N, G*H]
  *   for each step t:  a = xp[t] + h W_hh^T         one matmul [N, H]x[H, G*H]
- *                     the gates on slices of a     elementwise ops
+ *                     the gates                    RNN: tanh or relu; LSTM, GRU:
+ *                                                  one fused node (ops/rnn.c)
  *
  * Every step is a handful of nodes of the DAG: the scheduler runs the two
  * directions of a bidirectional layer side by side, and layer k+1's step t
@@ -51,15 +52,12 @@ static void rnn_data_free(void *p)
 
 /* ---- one step ------------------------------------------------------------ */
 
-/* Columns [g*H, (g+1)*H) of a [N, G*H] tensor: gate g (a view). */
-static loom_tensor *gate(loom_tensor *a, int g, int64_t H) { return loom_slice(a, 1, g * H, (g + 1) * H, 1); }
-
 /* One step of the cell. xp [N, G*H]: the input projection x W_ih^T + b_ih,
  * with b_hh already added for RNN and LSTM (bhh NULL then); whhT [H, G*H]
  * the transposed hidden weights; h, c [N, H] (c: LSTM only). Sets *h_out
  * (and *c_out). Every tensor lives in the caller's scope; returns false
  * with the error set if an op failed. */
-static bool cell_step(loom_rnn_mode mode, int64_t H, loom_tensor *xp, loom_tensor *h, loom_tensor *c,
+static bool cell_step(loom_rnn_mode mode, loom_tensor *xp, loom_tensor *h, loom_tensor *c,
                       loom_tensor *whhT, loom_tensor *bhh, loom_tensor **h_out, loom_tensor **c_out)
 {
     switch (mode) {
@@ -70,23 +68,17 @@ static bool cell_step(loom_rnn_mode mode, int64_t H, loom_tensor *xp, loom_tenso
         break;
     }
     case LOOM_LSTM: {
-        loom_tensor *a = loom_add(xp, loom_matmul(h, whhT)); /* [N, 4H]: i, f, g, o */
-        loom_tensor *i = loom_sigmoid(gate(a, 0, H));
-        loom_tensor *f = loom_sigmoid(gate(a, 1, H));
-        loom_tensor *g = loom_tanh(gate(a, 2, H));
-        loom_tensor *o = loom_sigmoid(gate(a, 3, H));
-        *c_out = loom_add(loom_mul(f, c), loom_mul(i, g));
-        *h_out = loom_mul(o, loom_tanh(*c_out));
+        /* a [N, 4H]: the pre-activations of i, f, g, o; the gates are one
+         * fused node each way (ops/rnn.c), giving [2, N, H] = (h', c'). */
+        loom_tensor *hc = loom_lstm_cell_gates(loom_add(xp, loom_matmul(h, whhT)), c);
+        *h_out = loom_select(hc, 0, 0);
+        *c_out = loom_select(hc, 0, 1);
         break;
     }
     case LOOM_GRU: {
         loom_tensor *hp = loom_matmul(h, whhT); /* [N, 3H]: r, z, n */
         if (bhh) hp = loom_add(hp, bhh);
-        loom_tensor *r = loom_sigmoid(loom_add(gate(xp, 0, H), gate(hp, 0, H)));
-        loom_tensor *z = loom_sigmoid(loom_add(gate(xp, 1, H), gate(hp, 1, H)));
-        loom_tensor *n = loom_tanh(loom_add(gate(xp, 2, H), loom_mul(r, gate(hp, 2, H))));
-        /* (1 - z) * n + z * h = n + z * (h - n): one op fewer */
-        *h_out = loom_add(n, loom_mul(z, loom_sub(h, n)));
+        *h_out = loom_gru_cell_gates(xp, hp, h);
         break;
     }
     default:
@@ -352,7 +344,7 @@ loom_status loom_rnn_forward(loom_module *m, loom_tensor *x, loom_tensor *h0, lo
             for (int64_t i = 0; ok && i < T; i++) {
                 int64_t t = dir ? T - 1 - i : i;
                 loom_tensor *hnext = NULL, *cnext = NULL;
-                ok = cell_step(d->mode, H, loom_select(xp, 0, t), h, c, whhT, bhh, &hnext, &cnext);
+                ok = cell_step(d->mode, loom_select(xp, 0, t), h, c, whhT, bhh, &hnext, &cnext);
                 h = hnext;
                 c = cnext;
                 steps[(size_t)dir * T_ + (size_t)t] = h;
@@ -443,7 +435,7 @@ loom_status loom_rnn_cell_forward(loom_module *m, loom_tensor *x, loom_tensor *h
         }
     }
     loom_tensor *hn = NULL, *cn = NULL;
-    bool ok = cell_step(d->mode, H, xp, h ? h : zeros, lstm ? (c ? c : zeros) : NULL,
+    bool ok = cell_step(d->mode, xp, h ? h : zeros, lstm ? (c ? c : zeros) : NULL,
                         loom_transpose(d->w_hh[0], 0, 1), bhh, &hn, &cn);
     if (ok && !batched) {
         hn = loom_squeeze(hn, 0);

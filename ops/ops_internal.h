@@ -108,4 +108,9 @@ loom_tensor *loom__bn_bwd_data(loom_tensor *x, loom_tensor *dy, loom_tensor *sta
 loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, const loom__attrs *a);
 loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy, const loom__attrs *a);
 
+/* The fused recurrent cells' gradient rule (ops/rnn.c): t is the
+ * LSTM_CELL or GRU_CELL node, g the gradient of its output; sets gin[i]
+ * for the inputs that need one. */
+loom_status loom__rnn_cell_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
+
 #endif /* LOOM_OPS_INTERNAL_H */

@@ -1477,6 +1477,56 @@ START_TEST(test_deterministic)
 }
 END_TEST
 
+/* Gradients of slices are assembled (graph/autograd.c): disjoint slices
+ * along one dim are concatenated with zeros in the gaps, overlapping ones
+ * or slices along two dims are summed; selects count as slices; stepped
+ * slices take the ordinary rule. Every case against hand-computed values:
+ * x [4, 3] = 0..11, loss = sum of w_k * (piece k), w_k = k + 1. */
+START_TEST(test_slice_gradients_assembled)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    for (int c = 0; c < 4; c++) {
+        loom_tensor *x = F32(ctx, LOOM_SHAPE(4, 3), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
+        ck_assert_int_eq(loom_tensor_set_requires_grad(x, true), LOOM_OK);
+        loom_tensor *p[4] = {NULL, NULL, NULL, NULL};
+        float want[12] = {0};
+        switch (c) {
+        case 0: /* rows 3 and 0 (selects, out of order), rows 1..2 untouched: zeros */
+            p[0] = loom_select(x, 0, 3);
+            p[1] = loom_select(x, 0, 0);
+            for (int j = 0; j < 3; j++) want[9 + j] = 1, want[j] = 2;
+            break;
+        case 1: /* columns [0,1) and [1,3): a full cover along dim 1 */
+            p[0] = loom_slice(x, 1, 1, 3, 1);
+            p[1] = loom_slice(x, 1, 0, 1, 1);
+            for (int r = 0; r < 4; r++) want[r * 3] = 2, want[r * 3 + 1] = want[r * 3 + 2] = 1;
+            break;
+        case 2: /* overlapping rows [0,3) and [2,4): summed where they overlap */
+            p[0] = loom_slice(x, 0, 0, 3, 1);
+            p[1] = loom_slice(x, 0, 2, 4, 1);
+            for (int i = 0; i < 12; i++) want[i] = (i < 9 ? 1 : 0) + (i >= 6 ? 2 : 0);
+            break;
+        default: /* a row, a column, a stepped slice and x itself */
+            p[0] = loom_select(x, 0, 1);
+            p[1] = loom_select(x, 1, 2);
+            p[2] = loom_slice(x, 0, 0, 4, 2);
+            p[3] = x;
+            for (int i = 0; i < 12; i++)
+                want[i] = (i / 3 == 1 ? 1 : 0) + (i % 3 == 2 ? 2 : 0) + ((i / 3) % 2 == 0 ? 3 : 0) + 4;
+            break;
+        }
+        loom_tensor *loss = NULL;
+        for (int k = 0; k < 4 && p[k]; k++) {
+            loom_tensor *term = loom_mul_scalar(loom_sum(p[k], 0, NULL, false), k + 1);
+            loss = loss ? loom_add(loss, term) : term;
+        }
+        ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+        assert_values_f32(loom_tensor_grad(x), want, 12, 0);
+    }
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_autograd(void)
 {
     Suite *s = suite_create("autograd");
@@ -1501,6 +1551,7 @@ Suite *loom_suite_autograd(void)
 
     tc = test_tcase(s, "semantics", 60);
     tcase_add_loop_test(tc, test_accumulate, 0, NCFG);
+    tcase_add_loop_test(tc, test_slice_gradients_assembled, 0, NCFG);
     tcase_add_test(tc, test_freed_graph);
     tcase_add_loop_test(tc, test_backward_args, 0, NCFG);
     tcase_add_test(tc, test_no_grad);

@@ -398,6 +398,91 @@ START_TEST(test_lstm_learns)
 }
 END_TEST
 
+/* ---- the fused cells (ops/rnn.c) --------------------------------------------- */
+
+/* inputs a, c (LSTM) or xp, hp, h (GRU) -> the fused op's output. */
+static loom_tensor *fused_fn(loom_tensor *const *in, int n, void *user)
+{
+    (void)user;
+    return n == 2 ? loom_lstm_cell_gates(in[0], in[1]) : loom_gru_cell_gates(in[0], in[1], in[2]);
+}
+
+/* Against the same equations written with elementwise ops, values and
+ * gradients, on every configuration; and a gradient check of each. */
+START_TEST(test_fused_cells)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    const int64_t N = 5, H = 7;
+    loom_tensor *a = loom_mul_scalar(loom_randn(ctx, LOOM_SHAPE(N, 4 * H)), 1.5);
+    loom_tensor *c = loom_randn(ctx, LOOM_SHAPE(N, H));
+    loom_tensor *xp = loom_randn(ctx, LOOM_SHAPE(N, 3 * H)), *hp = loom_randn(ctx, LOOM_SHAPE(N, 3 * H));
+    loom_tensor *h = loom_randn(ctx, LOOM_SHAPE(N, H));
+    loom_tensor *in[5] = {a, c, xp, hp, h};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(loom_tensor_eval(in[i]), LOOM_OK);
+        in[i] = loom_detach(in[i]);
+        ck_assert_int_eq(loom_tensor_set_requires_grad(in[i], true), LOOM_OK);
+    }
+    a = in[0], c = in[1], xp = in[2], hp = in[3], h = in[4];
+#define GATE(t, k) loom_slice((t), 1, (k) * H, ((k) + 1) * H, 1)
+    /* LSTM by hand */
+    loom_tensor *i_ = loom_sigmoid(GATE(a, 0)), *f_ = loom_sigmoid(GATE(a, 1));
+    loom_tensor *g_ = loom_tanh(GATE(a, 2)), *o_ = loom_sigmoid(GATE(a, 3));
+    loom_tensor *c2 = loom_add(loom_mul(f_, c), loom_mul(i_, g_));
+    loom_tensor *ref_l = loom_stack((loom_tensor *const[]){loom_mul(o_, loom_tanh(c2)), c2}, 2, 0);
+    /* GRU by hand */
+    loom_tensor *r_ = loom_sigmoid(loom_add(GATE(xp, 0), GATE(hp, 0)));
+    loom_tensor *z_ = loom_sigmoid(loom_add(GATE(xp, 1), GATE(hp, 1)));
+    loom_tensor *n_ = loom_tanh(loom_add(GATE(xp, 2), loom_mul(r_, GATE(hp, 2))));
+    loom_tensor *ref_g = loom_add(loom_mul(loom_add_scalar(loom_neg(z_), 1.0), n_), loom_mul(z_, h));
+#undef GATE
+    loom_tensor *got_l = loom_lstm_cell_gates(a, c), *got_g = loom_gru_cell_gates(xp, hp, h);
+    assert_shape(got_l, 2, N, H);
+    assert_shape(got_g, N, H);
+    loom_tensor *pairs[2][2] = {{got_l, ref_l}, {got_g, ref_g}};
+    loom_tensor *const ins[2][3] = {{a, c, NULL}, {xp, hp, h}};
+    for (int k = 0; k < 2; k++) {
+        float *vg = copy_out_f32(pairs[k][0]), *vr = copy_out_f32(pairs[k][1]);
+        int64_t n = loom_tensor_numel(pairs[k][1]);
+        for (int64_t e = 0; e < n; e++) ck_assert_msg(fabsf(vg[e] - vr[e]) <= 2e-6f, "%d: %lld", k, (long long)e);
+        free(vg);
+        free(vr);
+        loom_tensor *grads[2][3];
+        int64_t ys[LOOM_MAX_DIMS];
+        loom_tensor_shape(pairs[k][1], ys);
+        loom_tensor *wts = loom_add_scalar(loom_rand(ctx, loom_tensor_ndim(pairs[k][1]), ys), 0.5);
+        for (int w = 0; w < 2; w++) { /* fused, then by hand, with the same weights */
+            ck_assert_int_eq(loom_backward(loom_sum(loom_mul(pairs[k][w], wts), 0, NULL, false), NULL, NULL),
+                             LOOM_OK);
+            for (int j = 0; j < 2 + k; j++) {
+                grads[w][j] = loom_tensor_grad(ins[k][j]);
+                ck_assert_int_eq(loom_tensor_eval(grads[w][j]), LOOM_OK);
+                loom_tensor_zero_grad(ins[k][j]);
+            }
+        }
+        for (int j = 0; j < 2 + k; j++) {
+            float *x1 = copy_out_f32(grads[0][j]), *x2 = copy_out_f32(grads[1][j]);
+            for (int64_t e = 0; e < loom_tensor_numel(grads[1][j]); e++)
+                ck_assert_msg(fabsf(x1[e] - x2[e]) <= 1e-5f * (1 + fabsf(x2[e])), "cell %d input %d elem %lld: %g vs %g",
+                              k, j, (long long)e, x1[e], x2[e]);
+            free(x1);
+            free(x2);
+        }
+    }
+    loom_gradcheck_options go = {.eps = 1e-2, .atol = 2e-3, .rtol = 2e-2};
+    ck_assert_msg(loom_gradcheck(fused_fn, 2, (loom_tensor *const[]){a, c}, NULL, &go) == LOOM_OK, "lstm: %s",
+                  loom_last_error());
+    ck_assert_msg(loom_gradcheck(fused_fn, 3, (loom_tensor *const[]){xp, hp, h}, NULL, &go) == LOOM_OK, "gru: %s",
+                  loom_last_error());
+    /* errors */
+    assert_error(loom_lstm_cell_gates(c, c), LOOM_ERR_SHAPE, "a (the gate pre-activations) is [5, 7], expected [5, 28]");
+    assert_error(loom_lstm_cell_gates(a, loom_randn(ctx, LOOM_SHAPE(N))), LOOM_ERR_SHAPE, "c must be 2-D");
+    assert_error(loom_gru_cell_gates(xp, a, h), LOOM_ERR_SHAPE, "hp is [5, 28], expected [5, 21]");
+    assert_error(loom_gru_cell_gates(xp, hp, loom_to_dtype(h, LOOM_INT64)), LOOM_ERR_DTYPE, "float32");
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_rnn(void)
 {
     Suite *s = suite_create("rnn");
@@ -405,6 +490,7 @@ Suite *loom_suite_rnn(void)
     tcase_add_loop_test(tc, test_pytorch_parity, 0, NCASES * NCFG);
     tc = test_tcase(s, "gradcheck", 120);
     tcase_add_loop_test(tc, test_gradcheck, 0, 4);
+    tcase_add_loop_test(tc, test_fused_cells, 0, NCFG);
     tc = test_tcase(s, "structure", 30);
     tcase_add_test(tc, test_names_and_shapes);
     tcase_add_test(tc, test_dropout_between_layers);

@@ -37,6 +37,11 @@ loom_status loom__ref_bn_bwd_params(const loom__kcall *call);     /* norm.c */
 loom_status loom__ref_softmax(const loom__kcall *call);           /* softmax.c: SOFTMAX, LOG_SOFTMAX */
 loom_status loom__ref_softmax_bwd(const loom__kcall *call);       /* softmax.c: both backward ops */
 loom_status loom__ref_relu_bwd(const loom__kcall *call);
-loom_status loom__ref_adam_step(const loom__kcall *call); /* optim.c */          /* softmax.c */
+loom_status loom__ref_adam_step(const loom__kcall *call); /* optim.c */
+/* rnn.c */
+loom_status loom__ref_lstm_cell(const loom__kcall *call);
+loom_status loom__ref_lstm_cell_bwd(const loom__kcall *call);
+loom_status loom__ref_gru_cell(const loom__kcall *call);
+loom_status loom__ref_gru_cell_bwd(const loom__kcall *call);          /* softmax.c */
 
 #endif /* LOOM_BACKENDS_REF_H */

@@ -75,9 +75,13 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_LOG_SOFTMAX_BWD] = {NULL, loom__ref_softmax_bwd},
     [LOOM_OP_RELU_BWD] = {NULL, loom__ref_relu_bwd},
     [LOOM_OP_ADAM_STEP] = {NULL, loom__ref_adam_step},
+    [LOOM_OP_LSTM_CELL] = {NULL, loom__ref_lstm_cell},
+    [LOOM_OP_LSTM_CELL_BWD] = {NULL, loom__ref_lstm_cell_bwd},
+    [LOOM_OP_GRU_CELL] = {NULL, loom__ref_gru_cell},
+    [LOOM_OP_GRU_CELL_BWD] = {NULL, loom__ref_gru_cell_bwd},
 };
 
-/* The table's size comes from its last entry: an op added after ADAM_STEP
+/* The table's size comes from its last entry: an op added after GRU_CELL_BWD
  * without a kernel here (or the table outgrowing the enum) stops the build.
  * An op added in the middle still gets a {NULL, NULL} slot, which the
  * registry reports as "no kernel", and the test over all ops catches. */

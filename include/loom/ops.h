@@ -118,6 +118,20 @@ loom_tensor *loom_index_add(loom_tensor *t, int dim, loom_tensor *index, loom_te
  * indices accumulate, in increasing position along dim. */
 loom_tensor *loom_scatter_add(loom_tensor *t, int dim, loom_tensor *index, loom_tensor *src);
 
+/* ---- recurrent cells, fused ------------------------------------------ */
+
+/* The gates of one LSTM step (torch.nn.LSTMCell's equations), one node each
+ * way: a [N, 4H] are the gate pre-activations x W_ih^T + b_ih + h W_hh^T +
+ * b_hh in PyTorch's order i, f, g, o; c [N, H] the previous cell state.
+ * Returns [2, N, H]: row 0 h' = o * tanh(c'), row 1 c' = f * c + i * g
+ * (i, f, o = sigmoid, g = tanh); take them with loom_select. */
+loom_tensor *loom_lstm_cell_gates(loom_tensor *a, loom_tensor *c);
+/* The gates of one GRU step (torch.nn.GRUCell): xp = x W_ih^T + b_ih and
+ * hp = h W_hh^T + b_hh, both [N, 3H] in the order r, z, n; h [N, H].
+ * Returns h' [N, H] = (1 - z) * n + z * h with r = sigmoid(xr + hr),
+ * z = sigmoid(xz + hz), n = tanh(xn + r * hn). */
+loom_tensor *loom_gru_cell_gates(loom_tensor *xp, loom_tensor *hp, loom_tensor *h);
+
 #ifdef __cplusplus
 }
 #endif
