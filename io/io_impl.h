@@ -91,4 +91,25 @@ void loom__buf_put_json_string(loom__buf *b, const char *s, size_t n);
 void loom__buf_put_uint(loom__buf *b, uint64_t v);
 void loom__buf_free(loom__buf *b);
 
+/* ---- loading state into modules (io/state.c) ---------------------------- */
+
+/* A list of names for an error message: "a, b, c and 4 more". */
+typedef struct loom__name_list {
+    char buf[200];
+    size_t len;
+    int listed, more;
+} loom__name_list;
+/* Appends name while it fits (counts what does not). */
+void loom__name_list_add(loom__name_list *l, const char *name);
+/* Appends " and N more" if names did not fit. */
+void loom__name_list_end(loom__name_list *l);
+
+/* True if the file at path starts as a zip archive does (PyTorch's
+ * torch.save format); false if not, or if it cannot be read. */
+bool loom__is_zip(const char *path);
+
+/* loom_module_load for a torch.save file (io/pth.c). */
+struct loom_module;
+loom_status loom__module_load_pth(struct loom_module *m, const char *path, bool strict);
+
 #endif /* LOOM_IO_IMPL_H */

@@ -592,51 +592,27 @@ loom_status loom_load_safetensors(loom_ctx *ctx, const char *path, int *n_out, l
 
 /* ---- reading: into a module ----------------------------------------------- */
 
-/* Appends ", name" (or "name" first) to a list in buf while it fits; counts
- * what did not. */
-typedef struct name_list {
-    char buf[200];
-    size_t len;
-    int listed, more;
-} name_list;
-
-static void name_list_add(name_list *l, const char *name)
-{
-    size_t need = strlen(name) + (l->listed ? 2 : 0);
-    if (l->listed < 8 && l->len + need + 1 <= sizeof l->buf) {
-        l->len += (size_t)snprintf(l->buf + l->len, sizeof l->buf - l->len, "%s%s", l->listed ? ", " : "", name);
-        l->listed++;
-    } else {
-        l->more++;
-    }
-}
-
-static void name_list_end(name_list *l)
-{
-    if (l->more) snprintf(l->buf + l->len, sizeof l->buf - l->len, " and %d more", l->more);
-}
-
 /* Checks the names, dtypes and shapes of m's state (ts/names[0..n-1])
  * against the file; match[i] gets the entry for ts[i] (or NULL). */
 static loom_status match_state(const st_file *f, int n, loom_tensor **ts, const char **names, bool strict,
                                const st_entry **match)
 {
-    name_list missing = {.len = 0}, unexpected = {.len = 0};
+    loom__name_list missing = {.len = 0}, unexpected = {.len = 0};
     int found = 0;
     for (int i = 0; i < n; i++) {
         match[i] = st_find(f, names[i]);
         if (match[i]) found++;
-        else name_list_add(&missing, names[i]);
+        else loom__name_list_add(&missing, names[i]);
     }
     if (strict && (missing.listed || found < f->n)) {
         for (int k = 0; k < f->n && found < f->n; k++) {
             const st_entry *e = &f->entries[k];
             bool used = false;
             for (int i = 0; i < n && !used; i++) used = match[i] == e;
-            if (!used) name_list_add(&unexpected, e->name);
+            if (!used) loom__name_list_add(&unexpected, e->name);
         }
-        name_list_end(&missing);
-        name_list_end(&unexpected);
+        loom__name_list_end(&missing);
+        loom__name_list_end(&unexpected);
         char msg[480];
         snprintf(msg, sizeof msg, "%s%s%s%s%s%s", missing.listed ? "missing from the file: " : "",
                  missing.listed ? missing.buf : "", missing.listed && unexpected.listed ? "; " : "",
@@ -668,6 +644,7 @@ static loom_status match_state(const st_file *f, int n, loom_tensor **ts, const 
 loom_status loom_module_load(loom_module *m, const char *path, bool strict)
 {
     if (!m || !path) return loom__set_error(LOOM_ERR_INVALID_ARG, "safetensors: module_load: module and path must not be NULL");
+    if (loom__is_zip(path)) return loom__module_load_pth(m, path, strict); /* a torch.save file */
     int n = loom_module_state(m, NULL, NULL, 0);
     if (n < 0) return loom_last_status();
     loom_tensor **ts = malloc(sizeof *ts * (size_t)(n ? n : 1));

@@ -164,6 +164,7 @@ loom_module *loom_adaptive_avg_pool2d_module(loom_ctx *ctx, int64_t out_h, int64
 typedef struct bn_data {
     loom_tensor *weight, *bias;            /* [C] or NULL (affine = false) */
     loom_tensor *running_mean, *running_var; /* [C] buffers */
+    loom_tensor *num_batches_tracked;        /* int64 0-dim buffer, as PyTorch's */
     double eps, momentum;
 } bn_data;
 
@@ -175,8 +176,17 @@ static loom_tensor *bn_forward(loom_module *m, loom_tensor *x, void *user)
         loom__set_error(LOOM_ERR_SHAPE, "BatchNorm2d: expected a 4-D input [N, C, H, W], got %s", loom__nn_shape(s, x));
         return NULL;
     }
-    return loom_batch_norm(x, d->running_mean, d->running_var, d->weight, d->bias, loom_module_is_training(m),
-                           d->momentum, d->eps);
+    bool training = loom_module_is_training(m);
+    if (x && training) {
+        /* PyTorch counts the batches seen in training (it uses the count
+         * only when momentum is None, which Loom does not offer); kept for
+         * state_dict parity. */
+        loom_tensor *next = loom_add_scalar(d->num_batches_tracked, 1.0);
+        loom_status st = next ? loom_tensor_assign(d->num_batches_tracked, next) : loom_last_status();
+        loom_tensor_free(next);
+        if (st != LOOM_OK) return NULL;
+    }
+    return loom_batch_norm(x, d->running_mean, d->running_var, d->weight, d->bias, training, d->momentum, d->eps);
 }
 
 loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, double eps, double momentum, bool affine)
@@ -224,6 +234,14 @@ loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, doubl
         }
         *items[i].slot = t;
     }
+    loom_tensor *nbt = loom_zeros(ctx, LOOM_INT64, 0, NULL);
+    loom_status st = nbt ? loom_module_add_buffer(m, "num_batches_tracked", nbt) : loom_last_status();
+    if (st != LOOM_OK) {
+        loom_tensor_free(nbt);
+        loom_module_free(m);
+        return NULL;
+    }
+    d->num_batches_tracked = nbt;
     return m;
 }
 

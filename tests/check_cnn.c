@@ -767,7 +767,7 @@ START_TEST(test_batch_norm2d_module)
     ck_assert_msg(bn != NULL, "%s", loom_last_error());
     ck_assert_str_eq(loom_module_type(bn), "BatchNorm2d");
     EXPECT_NAMES(bn, false, "weight", "bias");
-    EXPECT_NAMES(bn, true, "weight", "bias", "running_mean", "running_var");
+    EXPECT_NAMES(bn, true, "weight", "bias", "running_mean", "running_var", "num_batches_tracked");
     loom_tensor *rm = loom_module_get(bn, "running_mean"), *rv = loom_module_get(bn, "running_var");
     ck_assert(loom_tensor_requires_grad(loom_module_get(bn, "weight")));
     ck_assert(!loom_tensor_requires_grad(rm) && !loom_tensor_requires_grad(rv));
@@ -830,11 +830,13 @@ START_TEST(test_batch_norm2d_module)
     /* Back to training: batch statistics again. */
     loom_module_train(bn, true);
     EXPECT_DOUBLES(loom_module_forward(bn, x), want, 12, 1e-5);
+    /* PyTorch's count of training forwards (evaluation does not count). */
+    EXPECT_I64(loom_module_get(bn, "num_batches_tracked"), 3);
     loom_module_free(bn);
 
     /* affine = false: buffers only; momentum 1 replaces the running ones. */
     loom_module *na = loom_batch_norm2d_module(ctx, 2, eps, 1.0, false);
-    EXPECT_NAMES(na, true, "running_mean", "running_var");
+    EXPECT_NAMES(na, true, "running_mean", "running_var", "num_batches_tracked");
     ck_assert_int_eq(loom_module_parameters(na, NULL, NULL, 0), 0);
     ck_assert_ptr_nonnull(loom_module_forward(na, x));
     double um[2] = {mean[0], mean[1]}, uv[2] = {var[0] * 6 / 5, var[1] * 6 / 5};

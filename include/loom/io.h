@@ -1,5 +1,6 @@
 /*
- * loom/io.h - checkpoints in the safetensors format.
+ * loom/io.h - checkpoints: safetensors files (read and written) and PyTorch's
+ * torch.save files (read).
  *
  * safetensors (Hugging Face) is a plain file of tensors: 8 bytes holding N
  * (little-endian uint64), N bytes of JSON naming each tensor's dtype, shape
@@ -87,6 +88,28 @@ loom_status loom_module_save(loom_module *m, const char *path);
  * written could stop it halfway; it says so.) Errors for the file itself as
  * for loom_load_safetensors. */
 loom_status loom_module_load(loom_module *m, const char *path, bool strict);
+
+/* ---- PyTorch checkpoints (torch.save files) ------------------------------ */
+
+/* Reads the tensors of a file written by torch.save (the zip format of
+ * PyTorch >= 1.6: .pth, .pt), without Python: a state dict, or a dict that
+ * holds one (nested dicts give dotted names: {"model": {"fc.bias": t}} is
+ * "model.fc.bias"; values that are not tensors are skipped). Same outputs
+ * and ownership as loom_load_safetensors; the names are freed with
+ * loom_pth_free_names. The pickle inside is read by a restricted
+ * unpickler that accepts only what a state dict needs (protocol-2
+ * opcodes, collections.OrderedDict, torch._utils._rebuild_tensor_v2 and
+ * _rebuild_parameter, the storage types) and refuses anything else with
+ * LOOM_ERR_FORMAT naming the global or opcode; nothing is executed.
+ * Float32, int64 and bool tensors load (strided views are copied out
+ * dense); another dtype (float64, float16, ...) gives LOOM_ERR_DTYPE naming
+ * the tensor. A truncated or corrupt archive, a storage smaller than its
+ * tensor's view, a big-endian file: LOOM_ERR_FORMAT; a missing file:
+ * LOOM_ERR_IO. loom_module_load() reads these files too (it tells them
+ * from safetensors by their first bytes). */
+loom_status loom_load_pth(loom_ctx *ctx, const char *path, int *n_out, loom_tensor ***tensors_out,
+                          char ***names_out);
+void loom_pth_free_names(char **names, int n);
 
 #ifdef __cplusplus
 }

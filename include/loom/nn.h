@@ -147,8 +147,10 @@ loom_module *loom_avg_pool2d_module(loom_ctx *ctx, const loom_pool2d_opts *opts)
 loom_module *loom_adaptive_avg_pool2d_module(loom_ctx *ctx, int64_t out_h, int64_t out_w);
 /* nn.BatchNorm2d(num_features, eps, momentum, affine): parameters "weight"
  * (ones) and "bias" (zeros) when affine; buffers "running_mean" (zeros),
- * "running_var" (ones). Training mode normalises with the batch statistics
- * and updates the running ones; evaluation mode uses the running ones. */
+ * "running_var" (ones) and "num_batches_tracked" (int64 0-dim, PyTorch's
+ * count of training forwards, so that state dicts match PyTorch's
+ * exactly). Training mode normalises with the batch statistics and updates
+ * the running ones; evaluation mode uses the running ones. */
 loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, double eps, double momentum, bool affine);
 /* torch.nn.utils.fuse_conv_bn_eval: a new Conv2d (with bias) computing
  * bn(conv(x)) in evaluation mode, with the batch norm's running statistics
