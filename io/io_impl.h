@@ -108,6 +108,11 @@ void loom__name_list_end(loom__name_list *l);
  * torch.save format); false if not, or if it cannot be read. */
 bool loom__is_zip(const char *path);
 
+/* Writes bytes to path atomically: a temporary file beside it, flushed to
+ * disk, renamed over path; on failure the temporary is removed and path is
+ * untouched. what prefixes the messages ("npy"). */
+loom_status loom__write_file_atomic(const char *path, const void *bytes, size_t len, const char *what);
+
 /* loom_module_load for a torch.save file (io/pth.c). */
 struct loom_module;
 loom_status loom__module_load_pth(struct loom_module *m, const char *path, bool strict);

@@ -8,7 +8,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/io_impl.h"
 #include "loom/loom.h"
@@ -16,8 +18,9 @@
 
 void loom__name_list_add(loom__name_list *l, const char *name)
 {
+    /* Room is kept for " and 99999 more" after the last name. */
     size_t need = strlen(name) + (l->listed ? 2 : 0);
-    if (l->listed < 8 && l->len + need + 1 <= sizeof l->buf) {
+    if (l->listed < 8 && l->more == 0 && l->len + need + 1 + 16 <= sizeof l->buf) {
         l->len += (size_t)snprintf(l->buf + l->len, sizeof l->buf - l->len, "%s%s", l->listed ? ", " : "", name);
         l->listed++;
     } else {
@@ -125,4 +128,36 @@ loom_status loom__module_load_pth(loom_module *m, const char *path, bool strict)
     free(mnames);
     free(src);
     return st;
+}
+
+loom_status loom__write_file_atomic(const char *path, const void *bytes, size_t len, const char *what)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) return loom__set_error(LOOM_ERR_NOMEM, "%s: %s: out of memory", what, path);
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        loom_status st = loom__set_error(LOOM_ERR_IO, "%s: %s: cannot create a temporary file beside it: %s", what,
+                                         path, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const char *p = bytes;
+    size_t left = len;
+    int err = 0;
+    while (left && !err) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) err = w < 0 ? errno : EIO;
+        else p += w, left -= (size_t)w;
+    }
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) unlink(tmp);
+    free(tmp);
+    if (err) return loom__set_error(LOOM_ERR_IO, "%s: %s: writing failed: %s (nothing was replaced)", what, path,
+                                    strerror(err));
+    return LOOM_OK;
 }

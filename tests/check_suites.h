@@ -33,6 +33,7 @@ Suite *loom_suite_cnn(void);
 Suite *loom_suite_rnn(void);
 Suite *loom_suite_io(void);
 Suite *loom_suite_pth(void);
+Suite *loom_suite_models(void);
 Suite *loom_suite_tools(void);
 
 /* Shared helpers (tests/runner.c). */

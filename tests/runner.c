@@ -271,6 +271,7 @@ int main(void)
     srunner_add_suite(sr, loom_suite_rnn());
     srunner_add_suite(sr, loom_suite_io());
     srunner_add_suite(sr, loom_suite_pth());
+    srunner_add_suite(sr, loom_suite_models());
     srunner_add_suite(sr, loom_suite_tools());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

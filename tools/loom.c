@@ -3,6 +3,8 @@
  *
  *     loom info [--threads N] [--workers N]   version, build, topology, placement
  *     loom inspect [--json] FILE              the tensors of a safetensors file
+ *     loom predict --model M --weights W --input X.npy --output Y.npy
+ *                                             a model of the zoo on a NumPy batch
  *     loom --version | --help
  *
  * Bad arguments print one line and exit with status 2; a failure inside
@@ -15,12 +17,16 @@
 
 #include <loom/loom.h>
 
+#include "tools/commands.h"
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: loom <command> [options]\n"
                "commands:\n"
                "  info [--threads N] [--workers N]  version, build options, topology and worker placement\n"
                "  inspect [--json] FILE             names, dtypes and shapes of the tensors in a safetensors file\n"
+               "  predict --model M --weights W --input X.npy --output Y.npy\n"
+               "                                    run resnet18/34/50/101/152 in evaluation mode on a batch\n"
                "options:\n"
                "  --version  print the version\n"
                "  --help     print this (loom <command> --help for a command)\n");
@@ -159,6 +165,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "predict")) return loom_tool_predict(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n", argv[1]);
     return 2;
 }

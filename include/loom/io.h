@@ -111,6 +111,18 @@ loom_status loom_load_pth(loom_ctx *ctx, const char *path, int *n_out, loom_tens
                           char ***names_out);
 void loom_pth_free_names(char **names, int n);
 
+/* ---- NumPy arrays (.npy) -------------------------------------------------- */
+
+/* Reads a .npy file (format 1.0-3.0, C order, dtype '<f4', '<i8' or '|b1')
+ * as a new tensor of its shape, owned by the current scope. NULL on error:
+ * LOOM_ERR_IO (cannot open), LOOM_ERR_DTYPE (another dtype, named),
+ * LOOM_ERR_FORMAT (Fortran order, a malformed header, a size that
+ * disagrees with the file's, named). */
+loom_tensor *loom_load_npy(loom_ctx *ctx, const char *path);
+/* Computes t and writes it as a .npy file (version 1.0, C order) that
+ * numpy.load reads; atomically, as loom_module_save. */
+loom_status loom_save_npy(loom_tensor *t, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

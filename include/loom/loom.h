@@ -27,6 +27,7 @@
 #include "loom/optim.h"
 #include "loom/data.h"
 #include "loom/io.h"
+#include "loom/models.h"
 
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1

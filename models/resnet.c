@@ -1,0 +1,257 @@
+/*
+ * models/resnet.c - ResNet-18/34/50/101/152 as torchvision builds them
+ * (torchvision/models/resnet.py, v1.5: the stride of a Bottleneck is on its
+ * 3x3 convolution), from nn modules, with torchvision's names.
+ *
+ * Shapes (224 x 224 input): conv1 7x7/2 -> [N, 64, 112, 112], maxpool 3x3/2
+ * -> 56, layer1 -> [N, 64*e, 56, 56], layer2 -> 128*e at 28, layer3 ->
+ * 256*e at 14, layer4 -> 512*e at 7, avgpool -> [N, 512*e, 1, 1], fc ->
+ * [N, classes]; e = 1 (BasicBlock) or 4 (Bottleneck).
+ *
+ * Written against the public API only (include/loom/), as user code would
+ * be: models/ sits above nn/ (shared/notes/architecture.md).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom/loom.h"
+#include "loom/models.h"
+#include "runtime/error.h"
+
+/* ---- blocks ---------------------------------------------------------------- */
+
+/* A block's children (owned by the block module; this only points). */
+typedef struct block {
+    loom_module *conv[3], *bn[3]; /* conv3/bn3: Bottleneck only */
+    loom_module *downsample;      /* Sequential(conv 1x1, bn) or NULL */
+    int nconv;
+} block;
+
+/* out = relu(main(x) + identity(x)); main is conv-bn-relu (x2 or x3) with
+ * the last relu after the sum. identity is x or downsample(x): an
+ * independent branch of the DAG. */
+static loom_tensor *block_forward(loom_module *m, loom_tensor *x, void *user)
+{
+    (void)m;
+    const block *b = user;
+    loom_tensor *h = x;
+    for (int i = 0; i < b->nconv; i++) {
+        h = loom_module_forward(b->bn[i], loom_module_forward(b->conv[i], h));
+        if (i + 1 < b->nconv) h = loom_relu(h);
+    }
+    loom_tensor *identity = b->downsample ? loom_module_forward(b->downsample, x) : x;
+    return loom_relu(loom_add(h, identity));
+}
+
+static loom_module *conv(loom_ctx *ctx, int64_t in, int64_t out, int k, int stride)
+{
+    loom_conv2d_opts o = {.stride = {stride, stride}, .padding = {k / 2, k / 2}};
+    return loom_conv2d_module(ctx, in, out, k, k, &o, false);
+}
+
+static loom_module *bn(loom_ctx *ctx, int64_t c) { return loom_batch_norm2d_module(ctx, c, 1e-5, 0.1, true); }
+
+/* Adds child `name` to m and returns it (NULL on failure: m then freed it). */
+static loom_module *add(loom_module *m, const char *name, loom_module *child)
+{
+    return loom_module_add_child(m, name, child) == LOOM_OK ? child : NULL;
+}
+
+/* A BasicBlock (bottleneck false: 3x3, 3x3) or Bottleneck (1x1, 3x3 with
+ * the stride, 1x1 to planes*4). */
+static loom_module *make_block(loom_ctx *ctx, bool bottleneck, int64_t inplanes, int64_t planes, int stride)
+{
+    block *b = calloc(1, sizeof *b);
+    if (!b) {
+        loom__set_error(LOOM_ERR_NOMEM, "resnet: out of memory");
+        return NULL;
+    }
+    loom_module *m = loom_module_create(ctx, bottleneck ? "Bottleneck" : "BasicBlock", block_forward, b, free);
+    if (!m) {
+        free(b);
+        return NULL;
+    }
+    const int64_t out = bottleneck ? planes * 4 : planes;
+    static const char *const cname[3] = {"conv1", "conv2", "conv3"}, *const bname[3] = {"bn1", "bn2", "bn3"};
+    int64_t ch[4];
+    int ks[3], strides[3];
+    if (bottleneck) {
+        b->nconv = 3;
+        int64_t c[4] = {inplanes, planes, planes, out};
+        memcpy(ch, c, sizeof ch);
+        ks[0] = 1, ks[1] = 3, ks[2] = 1;
+        strides[0] = 1, strides[1] = stride, strides[2] = 1;
+    } else {
+        b->nconv = 2;
+        ch[0] = inplanes, ch[1] = planes, ch[2] = planes;
+        ks[0] = ks[1] = 3;
+        strides[0] = stride, strides[1] = 1;
+    }
+    for (int i = 0; i < b->nconv; i++) {
+        if (!(b->conv[i] = add(m, cname[i], conv(ctx, ch[i], ch[i + 1], ks[i], strides[i]))) ||
+            !(b->bn[i] = add(m, bname[i], bn(ctx, ch[i + 1]))))
+            goto fail;
+    }
+    if (stride != 1 || inplanes != out) {
+        b->downsample = loom_sequential(ctx, 2, (loom_module *[]){conv(ctx, inplanes, out, 1, stride), bn(ctx, out)});
+        if (!add(m, "downsample", b->downsample)) goto fail;
+    }
+    return m;
+fail:
+    loom_module_free(m);
+    return NULL;
+}
+
+/* ---- the network ------------------------------------------------------------- */
+
+typedef struct resnet {
+    loom_module *conv1, *bn1, *maxpool, *layer[4], *avgpool, *fc;
+} resnet;
+
+static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
+{
+    (void)m;
+    const resnet *r = user;
+    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != 3)) {
+        int64_t s[LOOM_MAX_DIMS];
+        loom_tensor_shape(x, s);
+        char buf[LOOM__SHAPE_STR_MAX];
+        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, 3, H, W], got %s",
+                        loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
+        return NULL;
+    }
+    loom_tensor *h = loom_relu(loom_module_forward(r->bn1, loom_module_forward(r->conv1, x)));
+    h = loom_module_forward(r->maxpool, h);
+    for (int i = 0; i < 4; i++) h = loom_module_forward(r->layer[i], h);
+    h = loom_flatten(loom_module_forward(r->avgpool, h), 1, -1);
+    return loom_module_forward(r->fc, h);
+}
+
+/* torchvision's init: kaiming_normal_(mode="fan_out", nonlinearity="relu"):
+ * N(0, 2 / (out_channels * kh * kw)). */
+static loom_status kaiming_fan_out(loom_module *convm)
+{
+    loom_tensor *w = loom_module_get(convm, "weight");
+    if (!w) return loom_last_status();
+    int64_t shape[LOOM_MAX_DIMS];
+    loom_tensor_shape(w, shape);
+    loom_ctx *ctx = loom_module_ctx(convm);
+    const double std = sqrt(2.0 / (double)(shape[0] * shape[2] * shape[3]));
+    loom_scope_begin(ctx);
+    loom_tensor *v = loom_mul_scalar(loom_randn(ctx, 4, shape), std);
+    loom_status st = v ? loom_tensor_assign(w, v) : loom_last_status();
+    loom_scope_end(ctx);
+    return st;
+}
+
+/* Every Conv2d below m gets kaiming_fan_out; with zero_init, the last BN of
+ * each block gets weight 0. */
+static loom_status init_weights(loom_module *m, bool zero_init)
+{
+    loom_tensor *ts[1024];
+    const char *names[1024];
+    int n = loom_module_parameters(m, ts, names, 1024);
+    if (n < 0 || n > 1024) return loom__set_error(LOOM_ERR_INVALID_ARG, "resnet: too many parameters");
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i];
+        size_t len = strlen(name);
+        if (len > 7 && !strcmp(name + len - 7, ".weight") && loom_tensor_ndim(ts[i]) == 4) {
+            char owner[256];
+            if (len - 7 >= sizeof owner) continue;
+            memcpy(owner, name, len - 7);
+            owner[len - 7] = '\0';
+            loom_module *c = loom_module_child(m, owner);
+            loom_status st = c ? kaiming_fan_out(c) : loom_last_status();
+            if (st != LOOM_OK) return st;
+        }
+    }
+    if (!zero_init) return LOOM_OK;
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i];
+        size_t len = strlen(name);
+        const char *last = len > 11 ? name + len - 11 : "";
+        bool bottleneck_last = !strcmp(last, ".bn3.weight");
+        bool basic_last = !strcmp(last, ".bn2.weight") && !strstr(name, "downsample");
+        if (!bottleneck_last && !basic_last) continue;
+        /* BasicBlock's last BN is bn2; a Bottleneck's bn2 is not its last. */
+        if (basic_last) {
+            char owner[256];
+            snprintf(owner, sizeof owner, "%.*s", (int)(len - 11), name);
+            loom_module *blk = loom_module_child(m, owner);
+            if (!blk || strcmp(loom_module_type(blk), "BasicBlock")) continue;
+        }
+        loom_ctx *ctx = loom_module_ctx(m);
+        loom_scope_begin(ctx);
+        int64_t c = loom_tensor_size(ts[i], 0);
+        loom_status st = loom_tensor_assign(ts[i], loom_zeros(ctx, LOOM_FLOAT32, 1, &c));
+        loom_scope_end(ctx);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
+loom_module *loom_resnet(loom_ctx *ctx, int depth, const loom_resnet_opts *opts)
+{
+    static const struct {
+        int depth, blocks[4];
+        bool bottleneck;
+    } configs[] = {
+        {18, {2, 2, 2, 2}, false}, {34, {3, 4, 6, 3}, false}, {50, {3, 4, 6, 3}, true},
+        {101, {3, 4, 23, 3}, true}, {152, {3, 8, 36, 3}, true},
+    };
+    int ci = -1;
+    for (int i = 0; i < 5; i++)
+        if (configs[i].depth == depth) ci = i;
+    loom_resnet_opts o = opts ? *opts : (loom_resnet_opts){0};
+    if (!ctx || ci < 0 || o.num_classes < 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "resnet: depth must be 18, 34, 50, 101 or 152 (got %d), num_classes >= 0 (got %lld), and a "
+                        "context given",
+                        depth, (long long)o.num_classes);
+        return NULL;
+    }
+    const int64_t classes = o.num_classes ? o.num_classes : 1000;
+    const bool bottleneck = configs[ci].bottleneck;
+    resnet *r = calloc(1, sizeof *r);
+    if (!r) {
+        loom__set_error(LOOM_ERR_NOMEM, "resnet: out of memory");
+        return NULL;
+    }
+    loom_module *m = loom_module_create(ctx, "ResNet", resnet_forward, r, free);
+    if (!m) {
+        free(r);
+        return NULL;
+    }
+    loom_conv2d_opts stem = {.stride = {2, 2}, .padding = {3, 3}};
+    loom_pool2d_opts mp = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}};
+    if (!(r->conv1 = add(m, "conv1", loom_conv2d_module(ctx, 3, 64, 7, 7, &stem, false))) ||
+        !(r->bn1 = add(m, "bn1", bn(ctx, 64))) || !add(m, "relu", loom_relu_module(ctx)) ||
+        !(r->maxpool = add(m, "maxpool", loom_max_pool2d_module(ctx, &mp))))
+        goto fail;
+    int64_t inplanes = 64;
+    for (int l = 0; l < 4; l++) {
+        const int64_t planes = 64 << l;
+        const int nb = configs[ci].blocks[l];
+        loom_module *blocks[64];
+        for (int b = 0; b < nb; b++) {
+            blocks[b] = make_block(ctx, bottleneck, inplanes, planes, b == 0 && l > 0 ? 2 : 1);
+            inplanes = bottleneck ? planes * 4 : planes;
+            if (!blocks[b]) {
+                for (int k = 0; k < b; k++) loom_module_free(blocks[k]);
+                goto fail;
+            }
+        }
+        char name[16];
+        snprintf(name, sizeof name, "layer%d", l + 1);
+        if (!(r->layer[l] = add(m, name, loom_sequential(ctx, nb, blocks)))) goto fail;
+    }
+    if (!(r->avgpool = add(m, "avgpool", loom_adaptive_avg_pool2d_module(ctx, 1, 1))) ||
+        !(r->fc = add(m, "fc", loom_linear(ctx, inplanes, classes, true))))
+        goto fail;
+    if (init_weights(m, o.zero_init_residual) != LOOM_OK) goto fail;
+    return m;
+fail:
+    loom_module_free(m);
+    return NULL;
+}

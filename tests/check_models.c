@@ -1,0 +1,205 @@
+/*
+ * tests/check_models.c - the model zoo (models/resnet.c) and NumPy files
+ * (io/npy.c).
+ *
+ * ResNets: the state dict of resnet18/34/50 is torchvision's, key for key
+ * and shape for shape, in order (tests/fixtures/models_cases.h, made by
+ * gen_models.py from torchvision 0.14), with the same parameter count;
+ * torchvision's initialisation; zero_init_residual; outputs for inputs of
+ * other sizes; errors. The numerical parity with torchvision is
+ * tests/resnet_parity.sh (it needs PyTorch to make the weights).
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/check_suites.h"
+#include "tests/fixtures/models_cases.h"
+
+static const struct {
+    int depth;
+    const model_key *keys;
+    int n;
+    int64_t nparams;
+} ZOO[] = {
+    {18, RESNET18_KEYS, (int)(sizeof RESNET18_KEYS / sizeof RESNET18_KEYS[0]), RESNET18_NPARAMS},
+    {34, RESNET34_KEYS, (int)(sizeof RESNET34_KEYS / sizeof RESNET34_KEYS[0]), RESNET34_NPARAMS},
+    {50, RESNET50_KEYS, (int)(sizeof RESNET50_KEYS / sizeof RESNET50_KEYS[0]), RESNET50_NPARAMS},
+};
+
+START_TEST(test_resnet_state_dict)
+{
+    loom_ctx *ctx = test_ctx(1, NULL);
+    loom_module *m = loom_resnet(ctx, ZOO[_i].depth, NULL);
+    ck_assert_msg(m != NULL, "%s", loom_last_error());
+    ck_assert_str_eq(loom_module_type(m), "ResNet");
+    int n = loom_module_state(m, NULL, NULL, 0);
+    ck_assert_int_eq(n, ZOO[_i].n);
+    loom_tensor **ts = malloc(sizeof *ts * (size_t)n);
+    const char **names = malloc(sizeof *names * (size_t)n);
+    ck_assert_int_eq(loom_module_state(m, ts, names, n), n);
+    for (int i = 0; i < n; i++) {
+        const model_key *k = &ZOO[_i].keys[i];
+        ck_assert_str_eq(names[i], k->name);
+        test_assert_shape(ts[i], k->ndim, k->shape, k->name, 0);
+    }
+    int64_t total = 0;
+    int np = loom_module_parameters(m, ts, NULL, n);
+    for (int i = 0; i < np; i++) total += loom_tensor_numel(ts[i]);
+    ck_assert_int_eq(total, ZOO[_i].nparams);
+    free(ts);
+    free(names);
+    loom_module_free(m);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* torchvision's init: conv weights N(0, 2/fan_out), BN weight 1 and bias 0;
+ * zero_init_residual zeroes the last BN of every block only. */
+START_TEST(test_resnet_init)
+{
+    loom_ctx *ctx = test_ctx(1, NULL);
+    loom_module *m = loom_resnet(ctx, 18, &(loom_resnet_opts){.num_classes = 10, .zero_init_residual = true});
+    ck_assert_msg(m != NULL, "%s", loom_last_error());
+    /* layer3.0.conv1: [256, 128, 3, 3], fan_out 256*9: std 0.0295 */
+    loom_tensor *w = loom_module_get(m, "layer3.0.conv1.weight");
+    float *v = copy_out_f32(w);
+    int64_t n = loom_tensor_numel(w);
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < n; i++) s += v[i], s2 += (double)v[i] * v[i];
+    double mean = s / (double)n, sd = sqrt(s2 / (double)n - mean * mean);
+    ck_assert_msg(fabs(mean) < 0.002 && fabs(sd - sqrt(2.0 / (256 * 9))) < 0.002, "mean %g sd %g", mean, sd);
+    free(v);
+    EXPECT_F32(loom_module_get(m, "layer1.0.bn2.weight"), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+               0, 0, 0, 0, 0, 0, 0, 0, 0);
+    float *b1 = copy_out_f32(loom_module_get(m, "layer1.0.bn1.weight"));
+    for (int i = 0; i < 64; i++) ck_assert(b1[i] == 1.0f);
+    free(b1);
+    assert_shape(loom_module_get(m, "fc.weight"), 10, 512);
+    loom_module_free(m);
+    /* Bottleneck: bn3 zeroed, bn2 not. */
+    m = loom_resnet(ctx, 50, &(loom_resnet_opts){.zero_init_residual = true});
+    float *b3 = copy_out_f32(loom_module_get(m, "layer2.1.bn3.weight"));
+    float *b2 = copy_out_f32(loom_module_get(m, "layer2.1.bn2.weight"));
+    for (int i = 0; i < 128; i++) ck_assert(b2[i] == 1.0f);
+    for (int i = 0; i < 512; i++) ck_assert(b3[i] == 0.0f);
+    free(b2);
+    free(b3);
+    loom_module_free(m);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* Any input size the strides allow; batch statistics in training, running
+ * ones in evaluation; errors name the problem. */
+START_TEST(test_resnet_forward)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    loom_module *m = loom_resnet(ctx, 18, &(loom_resnet_opts){.num_classes = 7});
+    loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 3, 40, 52));
+    loom_module_train(m, false);
+    loom_tensor *y = loom_module_forward(m, x);
+    assert_shape(y, 2, 7);
+    ck_assert_int_eq(loom_tensor_eval(y), LOOM_OK);
+    /* Training: a step of backward reaches the stem. */
+    loom_module_train(m, true);
+    loom_tensor *loss = loom_sum(loom_module_forward(m, x), 0, NULL, false);
+    ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+    assert_shape(loom_tensor_grad(loom_module_get(m, "conv1.weight")), 64, 3, 7, 7);
+    EXPECT_I64(loom_module_get(m, "bn1.num_batches_tracked"), 1);
+    assert_error(loom_module_forward(m, loom_randn(ctx, LOOM_SHAPE(2, 1, 40, 40))), LOOM_ERR_SHAPE,
+                 "resnet: expected an input [N, 3, H, W], got [2, 1, 40, 40]");
+    loom_module_free(m);
+    assert_error(loom_resnet(ctx, 20, NULL), LOOM_ERR_INVALID_ARG, "depth must be 18, 34, 50, 101 or 152 (got 20)");
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- .npy ---------------------------------------------------------------- */
+
+START_TEST(test_npy)
+{
+    loom_ctx *ctx = test_ctx(1, NULL);
+    char dir[512], p[600];
+    tmp_make(dir, sizeof dir, "npy");
+    snprintf(p, sizeof p, "%s/a.npy", dir);
+    /* Round trips of every dtype and of 0-, 1- and 3-dim shapes. */
+    loom_tensor *ts[4] = {loom_randn(ctx, LOOM_SHAPE(2, 3, 5)), I64(ctx, LOOM_SHAPE(3), -1, 0, 7),
+                          B8(ctx, LOOM_SHAPE(2), 1, 0), loom_scalar(ctx, LOOM_FLOAT32, 2.5)};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(loom_save_npy(ts[i], p), LOOM_OK);
+        loom_tensor *r = loom_load_npy(ctx, p);
+        ck_assert_msg(r != NULL, "%s", loom_last_error());
+        int64_t sh[LOOM_MAX_DIMS];
+        loom_tensor_shape(ts[i], sh);
+        test_assert_shape(r, loom_tensor_ndim(ts[i]), sh, "roundtrip", i);
+        ck_assert_int_eq(loom_tensor_dtype(r), loom_tensor_dtype(ts[i]));
+        double diff;
+        ck_assert_int_eq(loom_tensor_item(loom_sum(loom_to_dtype(loom_ne(r, ts[i]), LOOM_INT64), 0, NULL, false),
+                                          &diff),
+                         LOOM_OK);
+        ck_assert(diff == 0);
+    }
+    /* The header is NumPy's: padded to 64 bytes, ending in '\n'. */
+    ck_assert_int_eq(loom_save_npy(ts[0], p), LOOM_OK);
+    FILE *f = fopen(p, "rb");
+    unsigned char head[128];
+    ck_assert(fread(head, 1, 128, f) == 128);
+    fclose(f);
+    ck_assert(!memcmp(head, "\x93NUMPY\x01\x00", 8));
+    size_t hl = head[8] | (size_t)head[9] << 8;
+    ck_assert_uint_eq((10 + hl) % 64, 0);
+    ck_assert(head[10 + hl - 1] == '\n');
+    ck_assert(strstr((const char *)head + 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 5), }") != NULL);
+    /* Errors. */
+    static const struct {
+        const char *header, *want;
+        loom_status st;
+    } bad[] = {
+        {"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", "dtype '<f8' is not one Loom reads",
+         LOOM_ERR_DTYPE},
+        {"{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", "Fortran order", LOOM_ERR_FORMAT},
+        {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "the data is 8 bytes, but shape [3] needs 12",
+         LOOM_ERR_FORMAT},
+        {"{'descr': '<f4', 'shape': (2,), }", "lacks fortran_order", LOOM_ERR_FORMAT},
+        {"{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", "non-negative", LOOM_ERR_FORMAT},
+        {"[1, 2]", "not a dict", LOOM_ERR_FORMAT},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        f = fopen(p, "wb");
+        size_t hlen = strlen(bad[k].header) + 1;
+        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hlen, 0};
+        fwrite(pre, 1, 10, f);
+        fwrite(bad[k].header, 1, hlen - 1, f);
+        fputc('\n', f);
+        fwrite((float[]){1, 2}, sizeof(float), 2, f);
+        fclose(f);
+        assert_error(loom_load_npy(ctx, p), bad[k].st, bad[k].want);
+    }
+    f = fopen(p, "wb");
+    fputs("not numpy", f);
+    fclose(f);
+    assert_error(loom_load_npy(ctx, p), LOOM_ERR_FORMAT, "not a .npy file");
+    snprintf(p, sizeof p, "%s/missing.npy", dir);
+    assert_error(loom_load_npy(ctx, p), LOOM_ERR_IO, "missing.npy");
+    ck_assert_int_eq(loom_save_npy(ts[0], "/nonexistent-dir/x.npy"), LOOM_ERR_IO);
+    tmp_remove(dir);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+Suite *loom_suite_models(void)
+{
+    Suite *s = suite_create("models");
+    TCase *tc = test_tcase(s, "resnet", 120);
+    tcase_add_loop_test(tc, test_resnet_state_dict, 0, 3);
+    tcase_add_test(tc, test_resnet_init);
+    tcase_add_loop_test(tc, test_resnet_forward, 0, NCFG);
+    tc = test_tcase(s, "npy", 30);
+    tcase_add_test(tc, test_npy);
+    return s;
+}
