@@ -105,14 +105,11 @@ fail:
 
 /* ---- the network ------------------------------------------------------------- */
 
-typedef struct resnet {
-    loom_module *conv1, *bn1, *maxpool, *layer[4], *avgpool, *fc;
-} resnet;
-
+/* The children are looked up by name at every call, so that a replaced
+ * one (loom_module_replace_child(net, "fc", ...)) is the one that runs. */
 static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
 {
-    (void)m;
-    const resnet *r = user;
+    (void)user;
     if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != 3)) {
         int64_t s[LOOM_MAX_DIMS];
         loom_tensor_shape(x, s);
@@ -121,11 +118,11 @@ static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
                         loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
         return NULL;
     }
-    loom_tensor *h = loom_relu(loom_module_forward(r->bn1, loom_module_forward(r->conv1, x)));
-    h = loom_module_forward(r->maxpool, h);
-    for (int i = 0; i < 4; i++) h = loom_module_forward(r->layer[i], h);
-    h = loom_flatten(loom_module_forward(r->avgpool, h), 1, -1);
-    return loom_module_forward(r->fc, h);
+    static const char *const order[] = {"conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
+                                        "layer3", "layer4", "avgpool"};
+    loom_tensor *h = x;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) h = loom_module_forward(loom_module_child(m, order[i]), h);
+    return loom_module_forward(loom_module_child(m, "fc"), loom_flatten(h, 1, -1));
 }
 
 /* torchvision's init: kaiming_normal_(mode="fan_out", nonlinearity="relu"):
@@ -213,21 +210,12 @@ loom_module *loom_resnet(loom_ctx *ctx, int depth, const loom_resnet_opts *opts)
     }
     const int64_t classes = o.num_classes ? o.num_classes : 1000;
     const bool bottleneck = configs[ci].bottleneck;
-    resnet *r = calloc(1, sizeof *r);
-    if (!r) {
-        loom__set_error(LOOM_ERR_NOMEM, "resnet: out of memory");
-        return NULL;
-    }
-    loom_module *m = loom_module_create(ctx, "ResNet", resnet_forward, r, free);
-    if (!m) {
-        free(r);
-        return NULL;
-    }
+    loom_module *m = loom_module_create(ctx, "ResNet", resnet_forward, NULL, NULL);
+    if (!m) return NULL;
     loom_conv2d_opts stem = {.stride = {2, 2}, .padding = {3, 3}};
     loom_pool2d_opts mp = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}};
-    if (!(r->conv1 = add(m, "conv1", loom_conv2d_module(ctx, 3, 64, 7, 7, &stem, false))) ||
-        !(r->bn1 = add(m, "bn1", bn(ctx, 64))) || !add(m, "relu", loom_relu_module(ctx)) ||
-        !(r->maxpool = add(m, "maxpool", loom_max_pool2d_module(ctx, &mp))))
+    if (!add(m, "conv1", loom_conv2d_module(ctx, 3, 64, 7, 7, &stem, false)) || !add(m, "bn1", bn(ctx, 64)) ||
+        !add(m, "relu", loom_relu_module(ctx)) || !add(m, "maxpool", loom_max_pool2d_module(ctx, &mp)))
         goto fail;
     int64_t inplanes = 64;
     for (int l = 0; l < 4; l++) {
@@ -244,10 +232,10 @@ loom_module *loom_resnet(loom_ctx *ctx, int depth, const loom_resnet_opts *opts)
         }
         char name[16];
         snprintf(name, sizeof name, "layer%d", l + 1);
-        if (!(r->layer[l] = add(m, name, loom_sequential(ctx, nb, blocks)))) goto fail;
+        if (!add(m, name, loom_sequential(ctx, nb, blocks))) goto fail;
     }
-    if (!(r->avgpool = add(m, "avgpool", loom_adaptive_avg_pool2d_module(ctx, 1, 1))) ||
-        !(r->fc = add(m, "fc", loom_linear(ctx, inplanes, classes, true))))
+    if (!add(m, "avgpool", loom_adaptive_avg_pool2d_module(ctx, 1, 1)) ||
+        !add(m, "fc", loom_linear(ctx, inplanes, classes, true)))
         goto fail;
     if (init_weights(m, o.zero_init_residual) != LOOM_OK) goto fail;
     return m;

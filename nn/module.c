@@ -45,6 +45,7 @@ struct loom_module {
     void *user;
     void (*free_user)(void *user);
     bool training;
+    bool eval_pinned;    /* frozen BatchNorm: stays in evaluation mode (loom_module_freeze) */
     loom_module *parent; /* NULL for a top-level module */
 
     named_tensor *params;
@@ -315,7 +316,7 @@ loom_ctx *loom_module_ctx(const loom_module *m) { return m ? m->ctx : NULL; }
 void loom_module_train(loom_module *m, bool training)
 {
     if (!m) return;
-    m->training = training;
+    m->training = training && !m->eval_pinned;
     for (int i = 0; i < m->n_children; i++) loom_module_train(m->children[i].m, training);
 }
 
@@ -452,6 +453,129 @@ int loom_module_parameters(loom_module *m, loom_tensor **params, const char **na
 int loom_module_state(loom_module *m, loom_tensor **tensors, const char **names, int cap)
 {
     return flat_query("module_state", m, true, tensors, names, cap);
+}
+
+/* ---- replacing and freezing ------------------------------------------------ */
+
+loom_status loom_module_replace_child(loom_module *m, const char *path, loom_module *child)
+{
+    const char *op = "module_replace_child";
+    if (!child) {
+        if (loom_last_status() != LOOM_OK) return loom_last_status();
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: child is NULL", op);
+    }
+    for (loom_module *a = m; a; a = a->parent)
+        if (a == child) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: a module cannot be its own descendant", op);
+    if (child->parent)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: the %s is already a child of a %s", op, child->type,
+                               child->parent->type);
+    loom_status st;
+    const char *last = NULL;
+    loom_module *p = m && path ? walk(m, path, &last) : NULL;
+    int at = -1;
+    for (int i = 0; p && i < p->n_children; i++)
+        if (!strcmp(p->children[i].name, last)) at = i;
+    if (at < 0) {
+        st = loom__set_error(LOOM_ERR_INVALID_ARG, "%s: %s has no submodule \"%s\"", op, m ? m->type : "(null)",
+                             path ? path : "(null)");
+        goto fail;
+    }
+    if (child->ctx != p->ctx) {
+        st = loom__set_error(LOOM_ERR_INVALID_ARG, "%s: the new \"%s\" belongs to another context", op, path);
+        goto fail;
+    }
+    loom_module *old = p->children[at].m;
+    p->children[at].m = child;
+    child->parent = p;
+    old->parent = NULL;
+    loom_module_free(old);
+    loom_module_train(child, p->training);
+    invalidate(p);
+    return LOOM_OK;
+fail:
+    loom_module_free(child);
+    return st;
+}
+
+/* True if the dotted name is prefix or lies below it ("layer4" covers
+ * "layer4.0.conv1.weight", not "layer40.x"); an empty prefix covers all. */
+static bool under(const char *name, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return n == 0 || (!strncmp(name, prefix, n) && (name[n] == '\0' || name[n] == '.'));
+}
+
+/* Pins (or unpins) the BatchNorm2d modules at or below `path` that lie
+ * under prefix. */
+static void pin_batch_norms(loom_module *m, char *path, size_t len, size_t cap, const char *prefix, bool pin)
+{
+    if (!strcmp(m->type, "BatchNorm2d") && under(path, prefix)) {
+        m->eval_pinned = pin;
+        if (pin) m->training = false;
+        else if (m->parent) m->training = m->parent->training;
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        int w = snprintf(path + len, cap - len, "%s%s", len ? "." : "", m->children[i].name);
+        if (w < 0 || len + (size_t)w >= cap) continue;
+        pin_batch_norms(m->children[i].m, path, len + (size_t)w, cap, prefix, pin);
+        path[len] = '\0';
+    }
+}
+
+int loom_module_freeze(loom_module *m, const char *prefix, bool frozen)
+{
+    if (!m) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "module_freeze: module is NULL");
+        return -1;
+    }
+    if (!prefix) prefix = "";
+    int n = loom_module_parameters(m, NULL, NULL, 0);
+    if (n < 0) return -1;
+    loom_tensor **ts = malloc(sizeof *ts * (size_t)(n ? n : 1));
+    const char **names = malloc(sizeof *names * (size_t)(n ? n : 1));
+    if (!ts || !names) {
+        free(ts);
+        free(names);
+        loom__set_error(LOOM_ERR_NOMEM, "module_freeze: out of memory");
+        return -1;
+    }
+    loom_module_parameters(m, ts, names, n);
+    int changed = 0;
+    for (int i = 0; i < n; i++) {
+        if (!under(names[i], prefix) || loom_tensor_requires_grad(ts[i]) == !frozen) continue;
+        loom_tensor_set_requires_grad(ts[i], !frozen);
+        changed++;
+    }
+    free(ts);
+    free(names);
+    char path[1024] = "";
+    pin_batch_norms(m, path, 0, sizeof path, prefix, frozen);
+    return changed;
+}
+
+int loom_module_trainable_parameters(loom_module *m, loom_tensor **params, const char **names, int cap)
+{
+    int n = loom_module_parameters(m, NULL, NULL, 0);
+    if (n < 0) return -1;
+    loom_tensor **ts = malloc(sizeof *ts * (size_t)(n ? n : 1));
+    const char **nm = malloc(sizeof *nm * (size_t)(n ? n : 1));
+    if (!ts || !nm) {
+        free(ts);
+        free(nm);
+        loom__set_error(LOOM_ERR_NOMEM, "module_trainable_parameters: out of memory");
+        return -1;
+    }
+    loom_module_parameters(m, ts, nm, n);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!loom_tensor_requires_grad(ts[i])) continue;
+        if (k < cap && params) params[k] = ts[i];
+        if (k < cap && names) names[k] = nm[i];
+        k++;
+    }
+    free(ts);
+    free(nm);
+    return k;
 }
 
 /* ---- forward and Sequential ---------------------------------------------- */

@@ -119,6 +119,54 @@ START_TEST(test_resnet_forward)
 }
 END_TEST
 
+/* Transfer learning: freeze everything, replace fc, unfreeze layer4; the
+ * optimizer's parameters, the gradients and the BatchNorm modes follow. */
+START_TEST(test_transfer_api)
+{
+    loom_ctx *ctx = test_ctx(1, NULL);
+    loom_module *net = loom_resnet(ctx, 18, NULL);
+    const int all = loom_module_parameters(net, NULL, NULL, 0);
+    ck_assert_int_eq(all, 62);
+    ck_assert_int_eq(loom_module_freeze(net, NULL, true), 62);
+    ck_assert_int_eq(loom_module_freeze(net, "", true), 0); /* already frozen */
+    ck_assert_int_eq(loom_module_trainable_parameters(net, NULL, NULL, 0), 0);
+    ck_assert_int_eq(loom_module_replace_child(net, "fc", loom_linear(ctx, 512, 2, true)), LOOM_OK);
+    assert_shape(loom_module_get(net, "fc.weight"), 2, 512);
+    loom_tensor *tp[64];
+    const char *tn[64];
+    ck_assert_int_eq(loom_module_trainable_parameters(net, tp, tn, 64), 2);
+    ck_assert_str_eq(tn[0], "fc.weight");
+    ck_assert_str_eq(tn[1], "fc.bias");
+    /* Frozen BatchNorms stay in evaluation mode when the net trains. */
+    loom_module_train(net, true);
+    ck_assert(!loom_module_is_training(loom_module_child(net, "bn1")));
+    ck_assert(!loom_module_is_training(loom_module_child(net, "layer4.1.bn2")));
+    ck_assert(loom_module_is_training(loom_module_child(net, "fc")));
+    float rm[64];
+    ck_assert_int_eq(loom_tensor_copy_to(loom_module_get(net, "bn1.running_mean"), rm, sizeof rm), LOOM_OK);
+    loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 3, 36, 36));
+    loom_tensor *y = loom_module_forward(net, x);
+    assert_shape(y, 2, 2);
+    ck_assert_int_eq(loom_backward(loom_sum(y, 0, NULL, false), NULL, NULL), LOOM_OK);
+    ck_assert(loom_tensor_has_grad(loom_module_get(net, "fc.weight")));
+    ck_assert(!loom_tensor_has_grad(loom_module_get(net, "conv1.weight")));
+    ck_assert(!loom_tensor_has_grad(loom_module_get(net, "layer4.1.conv2.weight")));
+    assert_values_f32(loom_module_get(net, "bn1.running_mean"), rm, 64, 0); /* did not move */
+    /* Unfreeze layer4: its 15 parameters join, its BatchNorms train again. */
+    ck_assert_int_eq(loom_module_freeze(net, "layer4", false), 15);
+    ck_assert_int_eq(loom_module_freeze(net, "layer", true), 0); /* whole components only: "layer" names nothing */
+    ck_assert_int_eq(loom_module_trainable_parameters(net, NULL, NULL, 0), 17);
+    ck_assert(loom_module_is_training(loom_module_child(net, "layer4.1.bn2")));
+    ck_assert(!loom_module_is_training(loom_module_child(net, "layer3.1.bn2")));
+    /* Errors: the new child is freed, not leaked. */
+    ck_assert_int_eq(loom_module_replace_child(net, "head", loom_linear(ctx, 512, 2, true)), LOOM_ERR_INVALID_ARG);
+    ck_assert(strstr(loom_last_error(), "no submodule \"head\"") != NULL);
+    ck_assert_int_eq(loom_module_freeze(NULL, NULL, true), -1);
+    loom_module_free(net);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- .npy ---------------------------------------------------------------- */
 
 START_TEST(test_npy)
@@ -199,6 +247,7 @@ Suite *loom_suite_models(void)
     tcase_add_loop_test(tc, test_resnet_state_dict, 0, 3);
     tcase_add_test(tc, test_resnet_init);
     tcase_add_loop_test(tc, test_resnet_forward, 0, NCFG);
+    tcase_add_test(tc, test_transfer_api);
     tc = test_tcase(s, "npy", 30);
     tcase_add_test(tc, test_npy);
     return s;

@@ -59,6 +59,29 @@ loom_status loom_module_add_buffer(loom_module *m, const char *name, loom_tensor
  * module or is m or one of its ancestors (refused, nothing freed). */
 loom_status loom_module_add_child(loom_module *m, const char *name, loom_module *child);
 
+/* Replaces the submodule at `path` ("fc", or dotted: "layer4.1") with
+ * child, which takes its place (and position in the state order) and m's
+ * training mode; the old submodule is freed. Ownership of child as for
+ * loom_module_add_child (taken also on failure, except where it already
+ * belongs to a module). LOOM_ERR_INVALID_ARG if there is no such
+ * submodule. For transfer learning:
+ *     loom_module_replace_child(net, "fc", loom_linear(ctx, 512, 2, true)); */
+loom_status loom_module_replace_child(loom_module *m, const char *path, loom_module *child);
+
+/* Freezes (frozen = true: requires_grad off) or unfreezes the parameters
+ * of m whose dotted names lie under prefix ("layer4" covers
+ * "layer4.0.conv1.weight"; NULL or "" covers all). BatchNorm2d modules under
+ * the prefix are frozen as PyTorch fine-tuning recipes freeze them: pinned
+ * to evaluation mode (their running statistics no longer move, even when
+ * loom_module_train(m, true) is called), until unfrozen. Returns how many
+ * parameters changed, or -1 (error set).
+ *     loom_module_freeze(net, NULL, true);        // everything
+ *     loom_module_freeze(net, "layer4", false);   // fine-tune layer4 */
+int loom_module_freeze(loom_module *m, const char *prefix, bool frozen);
+/* As loom_module_parameters, but only those that require grad (what an
+ * optimizer should get after loom_module_freeze). */
+int loom_module_trainable_parameters(loom_module *m, loom_tensor **params, const char **names, int cap);
+
 /* Runs the module. x is not consumed. */
 loom_tensor *loom_module_forward(loom_module *m, loom_tensor *x);
 
