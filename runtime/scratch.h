@@ -25,6 +25,7 @@ enum {
     LOOM__SCRATCH_CONV = 0,       /* backends/ref/conv.c: columns and GEMM packing */
     LOOM__SCRATCH_CONV_PARTS = 1, /* backends/ref/conv.c: backward-weight partial sums */
     LOOM__SCRATCH_ONEDNN = 2,     /* backends/onednn: user scratchpads and reorder buffers */
+    LOOM__SCRATCH_CONV_GROUP = 3, /* backends/ref/conv.c: backward-weight columns of image groups */
 };
 
 /* A 64-byte aligned buffer of at least `bytes` for slot (0 <= slot <

@@ -57,6 +57,10 @@
  * images), taking at most this much memory beyond dw itself. */
 #define BWDW_CHUNKS 16
 #define BWDW_PART_BUDGET ((size_t)64 << 20)
+/* Outputs of fewer pixels than this are summed over groups of images in
+ * one GEMM; a chunk covers at least BWDW_CHUNK_COLS columns. */
+#define BWDW_GROUP_COLS 256
+#define BWDW_CHUNK_COLS 512
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -153,9 +157,10 @@ static void valid_cols(int64_t off, int64_t s, int64_t W, int64_t OW, int64_t *l
 
 /* col (K x L, L = (oh1 - oh0) * OW) = im2col of output rows [oh0, oh1) of
  * the group whose Cg channel planes start at x. */
-static void im2col(const conv_geom *g, const float *restrict x, int64_t oh0, int64_t oh1, float *restrict col)
+static void im2col_ld(const conv_geom *g, const float *restrict x, int64_t oh0, int64_t oh1, float *restrict col,
+                      int64_t L)
 {
-    const int64_t OW = g->OW, W = g->W, H = g->H, L = (oh1 - oh0) * OW;
+    const int64_t OW = g->OW, W = g->W, H = g->H;
     for (int64_t c = 0; c < g->Cg; c++) {
         const float *xc = x + c * H * W;
         for (int64_t kh = 0; kh < g->KH; kh++)
@@ -182,6 +187,12 @@ static void im2col(const conv_geom *g, const float *restrict x, int64_t oh0, int
                 }
             }
     }
+}
+
+/* im2col of output rows [oh0, oh1) into a [K, (oh1-oh0)*OW] matrix. */
+static void im2col(const conv_geom *g, const float *restrict x, int64_t oh0, int64_t oh1, float *restrict col)
+{
+    im2col_ld(g, x, oh0, oh1, col, (oh1 - oh0) * g->OW);
 }
 
 /* The adjoint of im2col: adds col (K x L, output rows [oh0, oh1)) into the
@@ -450,6 +461,32 @@ static loom_status bwd_weight_image(const conv_geom *g, const float *x, const fl
     return LOOM_OK;
 }
 
+/* Images [n0, n1) at once, for small outputs (P < BWDW_GROUP_COLS): one
+ * GEMM over their columns side by side instead of one rank-P update of dw
+ * per image, which for a ResNet's 1x1 or 2x2 late layers would stream the
+ * whole dw through memory once per image. buf: K*L + Og*L floats, L =
+ * (n1 - n0) * P: the columns, then dy's rows of the group packed. */
+static loom_status bwd_weight_group(const conv_geom *g, const float *x, const float *dy, float *dw, int64_t n0,
+                                    int64_t n1, bool first, float *buf, void *gws, size_t gws_size, int gemm_threads)
+
+{
+    const int64_t L = (n1 - n0) * g->P;
+    float *col = buf, *dyp = buf + g->K * L;
+    for (int64_t gi = 0; gi < g->g; gi++) {
+        for (int64_t n = n0; n < n1; n++) {
+            const float *xg = x + n * g->C * g->H * g->W + gi * g->Cg * g->H * g->W;
+            im2col_ld(g, xg, 0, g->OH, col + (n - n0) * g->P, L);
+            const float *dyg = dy + n * g->O * g->P + gi * g->Og * g->P;
+            for (int64_t o = 0; o < g->Og; o++)
+                memcpy(dyp + o * L + (n - n0) * g->P, dyg + o * g->P, sizeof(float) * (size_t)g->P);
+        }
+        loom_status st = loom__sgemm(g->Og, g->K, L, 1.0f, dyp, L, 1, col, 1, L, first ? 0.0f : 1.0f,
+                                     dw + gi * g->Og * g->K, g->K, gemm_threads, gws, gws_size);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
 /* Chunk c of `chunks` (images [c*N/chunks, (c+1)*N/chunks), in order) into
  * dw (c == 0) or its partial buffer, with thread t's workspace. */
 static loom_status bwd_weight_chunk(const conv_geom *g, const float *x, const float *dy, float *dw, float *part,
@@ -458,6 +495,25 @@ static loom_status bwd_weight_chunk(const conv_geom *g, const float *x, const fl
     int64_t begin, end;
     loom__nditer_part(g->N, (int)c, (int)chunks, 1, &begin, &end);
     float *mine = c == 0 ? dw : part + (size_t)(c - 1) * part_stride;
+    if (g->P < BWDW_GROUP_COLS) {
+        /* Groups of images of about BWDW_GROUP_COLS columns; the grouping,
+         * like the chunks, depends on the shapes only. */
+        (void)ws, (void)t;
+        const int64_t per = BWDW_GROUP_COLS / g->P, most = per < end - begin ? per : end - begin;
+        /* The columns and packed dy, then the GEMM's workspace (the
+         * largest group's; a smaller one needs no more). */
+        const size_t fbytes = (sizeof(float) * (size_t)((g->K + g->Og) * most * g->P) + 63) / 64 * 64;
+        const size_t gbytes = loom__sgemm_workspace_size(g->Og, g->K, most * g->P, gt);
+        char *buf = loom__scratch(LOOM__SCRATCH_CONV_GROUP, fbytes + gbytes);
+        if (!buf) return loom__set_error(LOOM_ERR_NOMEM, "conv2d_backward_weight: out of memory");
+        for (int64_t n0 = begin; n0 < end; n0 += per) {
+            const int64_t n1 = n0 + per < end ? n0 + per : end;
+            loom_status s = bwd_weight_group(g, x, dy, mine, n0, n1, n0 == begin, (float *)buf,
+                                             gbytes ? buf + fbytes : NULL, gbytes, gt);
+            if (s != LOOM_OK) return s;
+        }
+        return LOOM_OK;
+    }
     for (int64_t n = begin; n < end; n++) {
         loom_status s = bwd_weight_image(g, x, dy, mine, n, n == begin, ws_col(ws, t), ws_gemm(ws, t), ws->gemm_bytes,
                                          gt);
@@ -493,6 +549,9 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
      * SGEMMs with every thread instead (SGEMM splits M and N only). */
     const size_t part_bytes = round64(sizeof(float) * (size_t)dw_numel);
     int64_t chunks = g.N < BWDW_CHUNKS ? g.N : BWDW_CHUNKS;
+    /* Small outputs: fewer chunks, so that each is a GEMM of at least
+     * BWDW_CHUNK_COLS columns rather than many thin ones and their sums. */
+    if (g.N * g.P / BWDW_CHUNK_COLS < chunks) chunks = g.N * g.P / BWDW_CHUNK_COLS > 0 ? g.N * g.P / BWDW_CHUNK_COLS : 1;
     if ((int64_t)(BWDW_PART_BUDGET / part_bytes) + 1 < chunks) chunks = (int64_t)(BWDW_PART_BUDGET / part_bytes) + 1;
     const int64_t macs = g.N * g.O * g.P * g.K;
     int width = call->nthreads < 1 || macs < TINY_MACS ? 1 : call->nthreads;
