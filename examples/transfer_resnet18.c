@@ -11,25 +11,32 @@
  *     model.fc = nn.Linear(model.fc.in_features, 5)      # the new task
  *     optimizer = optim.Adam(model.fc.parameters(), lr=1e-3)
  *
- *     $ ./examples/transfer_resnet18                     # --unfreeze layer4: fine-tuning
- *     pretraining on classes 0-4: ...
- *     transfer (frozen features, new fc) on 5 x 40 images of classes 5-9: accuracy 0.8xx
- *     from scratch on the same images:                                      accuracy 0.6xx
+ *     $ ./examples/transfer_resnet18          # --unfreeze layer4: fine-tuning
+ *     pretraining ResNet-18 on the old classes (T-shirt, Trouser, Sandal, Sneaker, Bag: 5000 images, 4 epochs)
+ *     ...
+ *     test accuracy on the 5000 test images of the new classes (10 labelled per class):
+ *       transfer learning (feature extraction): ...
+ *       from scratch:                           ...
  *
  * Steps:
- *   1. Pretrain ResNet-18 (5 outputs) on classes 0-4 (T-shirt, Trouser,
- *      Pullover, Dress, Coat), --pretrain-per-class images each, and save
- *      it (--checkpoint, safetensors). With --weights FILE this is skipped
- *      and FILE is used instead: a checkpoint of this program, or any
- *      ResNet-18 state dict such as torchvision's (.pth or safetensors;
- *      its fc may have any number of classes).
- *   2. Transfer to classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot):
- *      load the weights, freeze every parameter (the frozen BatchNorms stay
- *      in evaluation mode), replace fc by Linear(512, 5), unfreeze
- *      --unfreeze PREFIX if given, and train what is trainable with Adam on
- *      --shots images per class for --epochs epochs.
+ *   1. Pretrain ResNet-18 (5 outputs) on the "old" classes T-shirt,
+ *      Trouser, Sandal, Sneaker and Bag (called 0-4 here),
+ *      --pretrain-per-class images each, and save it (--checkpoint,
+ *      safetensors). With --weights FILE this is skipped and FILE is used
+ *      instead: a checkpoint of this program, or any ResNet-18 state dict
+ *      such as torchvision's (.pth or safetensors; its fc may have any
+ *      number of classes).
+ *   2. Transfer to the "new" classes Pullover, Dress, Coat, Shirt and
+ *      Ankle boot (5-9 here): load the weights, freeze every parameter (the
+ *      frozen BatchNorms stay in evaluation mode), replace fc by
+ *      Linear(512, 5), unfreeze --unfreeze PREFIX if given, and train what
+ *      is trainable with Adam (batch 8) on --shots images per class for
+ *      --epochs epochs.
  *   3. Train a fresh ResNet-18 on the same images, the same way.
- *   4. Test both on every test image of classes 5-9 (5000).
+ *   4. Test both on every test image of the new classes (5000).
+ * What to expect (docs/models.md has the measurements): with 10 labels
+ * per class, transfer wins; with 40, training from scratch catches up on
+ * a dataset this easy.
  * Images are 28 x 28 grayscale, normalized and repeated over the three
  * input channels ResNet expects.
  */
@@ -52,6 +59,7 @@ typedef struct options {
     long pretrain_per_class, pretrain_epochs, shots, epochs, test_per_class;
     int threads;
     uint64_t seed;
+    double lr;
 } options;
 
 static double now(void)
@@ -66,17 +74,19 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: %s [--data DIR] [--checkpoint PATH | --weights FILE] [--unfreeze PREFIX]\n"
             "       [--pretrain-per-class N] [--pretrain-epochs N] [--shots N] [--epochs N] [--threads T] [--seed S]\n"
-            "Pretrains ResNet-18 on Fashion-MNIST classes 0-4, then transfers it to classes 5-9 with a few\n"
-            "labelled images per class, beside the same network trained from scratch on those images.\n"
+            "Pretrains ResNet-18 on five Fashion-MNIST classes (T-shirt, Trouser, Sandal, Sneaker, Bag), then\n"
+            "transfers it to the other five with a few labelled images per class, beside the same network\n"
+            "trained from scratch on those images.\n"
             "  --data DIR               MNIST-format directory (default " DEFAULT_DATA ")\n"
             "  --checkpoint PATH        where to save the pretrained network (default transfer_pretrained.safetensors)\n"
             "  --weights FILE           skip pretraining: start from these ResNet-18 weights (.pth or safetensors)\n"
             "  --unfreeze PREFIX        also train the parameters under PREFIX (layer4: fine-tuning)\n"
             "  --pretrain-per-class N   pretraining images per class (default 1000)\n"
-            "  --pretrain-epochs N      (default 2)\n"
-            "  --shots N                labelled images per new class (default 40)\n"
+            "  --pretrain-epochs N      (default 4)\n"
+            "  --shots N                labelled images per new class (default 10)\n"
             "  --epochs N               epochs on them, for both networks (default 15)\n"
             "  --test-per-class N       test on at most N images per class (default: all 1000)\n"
+            "  --lr LR                  Adam's learning rate for the transfer and the scratch runs (default 1e-3)\n"
             "  --threads T, --seed S\n",
             PROG);
 }
@@ -86,9 +96,10 @@ static int parse(int argc, char **argv, options *o)
     *o = (options){.data = DEFAULT_DATA,
                    .checkpoint = "transfer_pretrained.safetensors",
                    .pretrain_per_class = 1000,
-                   .pretrain_epochs = 2,
-                   .shots = 40,
-                   .epochs = 15};
+                   .pretrain_epochs = 4,
+                   .shots = 10,
+                   .epochs = 15,
+                   .lr = 1e-3};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -106,8 +117,8 @@ static int parse(int argc, char **argv, options *o)
                     : !strcmp(a, "--epochs")           ? &o->epochs
                     : !strcmp(a, "--test-per-class")   ? &o->test_per_class
                                                        : NULL;
-        bool is_threads = !strcmp(a, "--threads"), is_seed = !strcmp(a, "--seed");
-        if (!str && !num && !is_threads && !is_seed) {
+        bool is_threads = !strcmp(a, "--threads"), is_seed = !strcmp(a, "--seed"), is_lr = !strcmp(a, "--lr");
+        if (!str && !num && !is_threads && !is_seed && !is_lr) {
             fprintf(stderr, "%s: unknown option '%s' (try --help)\n", PROG, a);
             return 2;
         }
@@ -118,6 +129,15 @@ static int parse(int argc, char **argv, options *o)
         i++;
         if (str) {
             *str = v;
+            continue;
+        }
+        if (is_lr) {
+            char *e;
+            o->lr = strtod(v, &e);
+            if (*e || !(o->lr > 0 && o->lr < 10)) {
+                fprintf(stderr, "%s: --lr needs a positive number, got '%s'\n", PROG, v);
+                return 2;
+            }
             continue;
         }
         char *end;
@@ -134,9 +154,13 @@ static int parse(int argc, char **argv, options *o)
     return 0;
 }
 
-/* The images of ds with labels in [lo, lo + 5), at most per_class of each
- * (all if per_class <= 0), relabelled 0..4. */
-static loom_status subset(const loom_dataset *ds, int lo, long per_class, loom_dataset **out)
+/* The two tasks: Fashion-MNIST's classes split in two halves. */
+static const int OLD_CLASSES[5] = {0, 1, 5, 7, 8}; /* T-shirt, Trouser, Sandal, Sneaker, Bag */
+static const int NEW_CLASSES[5] = {2, 3, 4, 6, 9}; /* Pullover, Dress, Coat, Shirt, Ankle boot */
+
+/* The images of ds whose labels are classes[0..4], at most per_class of
+ * each (all if per_class <= 0), relabelled 0..4. */
+static loom_status subset(const loom_dataset *ds, const int *classes, long per_class, loom_dataset **out)
 {
     const int64_t n = loom_dataset_size(ds), px = loom_dataset_rows(ds) * loom_dataset_cols(ds);
     const uint8_t *pix = loom_dataset_pixels(ds), *lab = loom_dataset_labels(ds);
@@ -149,8 +173,10 @@ static loom_status subset(const loom_dataset *ds, int lo, long per_class, loom_d
     long count[5] = {0};
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++) {
-        int c = lab[i] - lo;
-        if (c < 0 || c >= 5 || (per_class > 0 && count[c] >= per_class)) continue;
+        int c = -1;
+        for (int k = 0; k < 5; k++)
+            if (lab[i] == classes[k]) c = k;
+        if (c < 0 || (per_class > 0 && count[c] >= per_class)) continue;
         count[c]++;
         memcpy(p + k * px, pix + i * px, (size_t)px);
         l[k++] = (uint8_t)c;
@@ -168,15 +194,17 @@ static loom_tensor *three_channels(loom_tensor *x)
 }
 
 /* epochs of Adam (lr 1e-3) on the trainable parameters of net, batch 32. */
-static loom_status train(loom_ctx *ctx, loom_module *net, const loom_dataset *ds, long epochs, uint64_t seed,
-                         const char *label)
+static loom_status train(loom_ctx *ctx, loom_module *net, const loom_dataset *ds, long epochs, double lr,
+                         int64_t batch, uint64_t seed, const char *label)
 {
     loom_tensor *ps[128];
     int n = loom_module_trainable_parameters(net, ps, NULL, 128);
     if (n <= 0 || n > 128) return loom_last_status() != LOOM_OK ? loom_last_status() : LOOM_ERR_STATE;
-    loom_optimizer *opt = loom_adam(ctx, n, ps, NULL);
+    loom_adam_options ao = loom_adam_defaults();
+    ao.lr = lr;
+    loom_optimizer *opt = loom_adam(ctx, n, ps, &ao);
     loom_dataloader_options lo = loom_dataloader_defaults();
-    lo.batch_size = 32;
+    lo.batch_size = batch;
     lo.shuffle = true;
     lo.seed = seed;
     lo.normalize = true;
@@ -287,22 +315,22 @@ int main(int argc, char **argv)
     const char *step = "loading the data";
     loom_status st = ctx ? loom_mnist_load(o.data, true, &train_all) : loom_last_status();
     if (st == LOOM_OK) st = loom_mnist_load(o.data, false, &test_all);
-    if (st == LOOM_OK) st = subset(train_all, 5, o.shots, &shots);
-    if (st == LOOM_OK) st = subset(test_all, 5, o.test_per_class, &new_test);
+    if (st == LOOM_OK) st = subset(train_all, NEW_CLASSES, o.shots, &shots);
+    if (st == LOOM_OK) st = subset(test_all, NEW_CLASSES, o.test_per_class, &new_test);
     const char *weights = o.weights ? o.weights : o.checkpoint;
     if (st == LOOM_OK && !o.weights) {
         step = "pretraining";
-        st = subset(train_all, 0, o.pretrain_per_class, &pre);
-        if (st == LOOM_OK) st = subset(test_all, 0, o.test_per_class, &pre_test);
-        printf("pretraining ResNet-18 on classes 0-4 (%lld images, %ld epochs)\n", (long long)loom_dataset_size(pre),
+        st = subset(train_all, OLD_CLASSES, o.pretrain_per_class, &pre);
+        if (st == LOOM_OK) st = subset(test_all, OLD_CLASSES, o.test_per_class, &pre_test);
+        printf("pretraining ResNet-18 on the old classes (T-shirt, Trouser, Sandal, Sneaker, Bag: %lld images, %ld epochs)\n", (long long)loom_dataset_size(pre),
                o.pretrain_epochs);
         net = st == LOOM_OK ? loom_resnet(ctx, 18, &(loom_resnet_opts){.num_classes = 5}) : NULL;
         if (st == LOOM_OK && !net) st = loom_last_status();
-        if (st == LOOM_OK) st = train(ctx, net, pre, o.pretrain_epochs, o.seed, "pretrain");
+        if (st == LOOM_OK) st = train(ctx, net, pre, o.pretrain_epochs, 1e-3, 32, o.seed, "pretrain");
         double acc = 0;
         if (st == LOOM_OK) st = test(ctx, net, pre_test, &acc);
         if (st == LOOM_OK) {
-            printf("pretrained: accuracy %.4f on %lld test images of classes 0-4; saving %s\n", acc,
+            printf("pretrained: accuracy %.4f on %lld test images of the old classes; saving %s\n", acc,
                    (long long)loom_dataset_size(pre_test), o.checkpoint);
             step = "saving the checkpoint";
             st = loom_module_save(net, o.checkpoint);
@@ -330,21 +358,21 @@ int main(int argc, char **argv)
                     o.unfreeze);
             st = LOOM_ERR_INVALID_ARG;
         }
-        printf("transfer: %s, new fc, %d trainable tensors; %lld images of classes 5-9\n",
+        printf("transfer: %s, new fc, %d trainable tensors; %lld images of the new classes (Pullover, Dress, Coat, Shirt, Ankle boot)\n",
                o.unfreeze ? "fine-tuning" : "frozen features", loom_module_trainable_parameters(net, NULL, NULL, 0),
                (long long)loom_dataset_size(shots));
-        if (st == LOOM_OK) st = train(ctx, net, shots, o.epochs, o.seed + 1, "transfer");
+        if (st == LOOM_OK) st = train(ctx, net, shots, o.epochs, o.lr, 8, o.seed + 1, "transfer");
         if (st == LOOM_OK) st = test(ctx, net, new_test, &acc_transfer);
     }
     if (st == LOOM_OK) {
         step = "training from scratch";
         printf("from scratch: the same ResNet-18, freshly initialised, on the same images\n");
         scratch = loom_resnet(ctx, 18, &(loom_resnet_opts){.num_classes = 5});
-        st = scratch ? train(ctx, scratch, shots, o.epochs, o.seed + 1, "scratch") : loom_last_status();
+        st = scratch ? train(ctx, scratch, shots, o.epochs, o.lr, 8, o.seed + 1, "scratch") : loom_last_status();
         if (st == LOOM_OK) st = test(ctx, scratch, new_test, &acc_scratch);
     }
     if (st == LOOM_OK) {
-        printf("\ntest accuracy on the %lld images of classes 5-9 (%ld labelled per class):\n",
+        printf("\ntest accuracy on the %lld test images of the new classes (%ld labelled per class):\n",
                (long long)loom_dataset_size(new_test), o.shots);
         printf("  transfer learning (%s): %.4f\n", o.unfreeze ? "fine-tuning" : "feature extraction", acc_transfer);
         printf("  from scratch:                %.4f\n", acc_scratch);
