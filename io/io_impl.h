@@ -22,6 +22,8 @@
 #include <stdint.h>
 
 #include "loom/status.h"
+#include "loom/nn.h"
+#include "loom/tensor.h"
 
 typedef enum loom__json_kind {
     LOOM__JSON_NULL = 0,
@@ -113,8 +115,13 @@ bool loom__is_zip(const char *path);
  * untouched. what prefixes the messages ("npy"). */
 loom_status loom__write_file_atomic(const char *path, const void *bytes, size_t len, const char *what);
 
+/* Loads tensors read into memory (fts/fnames[0..nf-1]) into m's state by
+ * name, as loom_module_load does: names (strict), dtypes and shapes are
+ * checked before anything is written. Messages name path. */
+loom_status loom__module_load_tensors(loom_module *m, const char *path, int nf, loom_tensor **fts,
+                                      char **fnames, bool strict);
+
 /* loom_module_load for a torch.save file (io/pth.c). */
-struct loom_module;
-loom_status loom__module_load_pth(struct loom_module *m, const char *path, bool strict);
+loom_status loom__module_load_pth(loom_module *m, const char *path, bool strict);
 
 #endif /* LOOM_IO_IMPL_H */

@@ -96,23 +96,16 @@ static loom_status match(const char *path, int n, loom_tensor **mts, const char 
     return LOOM_OK;
 }
 
-loom_status loom__module_load_pth(loom_module *m, const char *path, bool strict)
+loom_status loom__module_load_tensors(loom_module *m, const char *path, int nf, loom_tensor **fts, char **fnames,
+                                      bool strict)
 {
     int n = loom_module_state(m, NULL, NULL, 0);
     if (n < 0) return loom_last_status();
-    loom_ctx *ctx = loom_module_ctx(m);
     loom_tensor **mts = malloc(sizeof *mts * (size_t)(n ? n : 1));
     const char **mnames = malloc(sizeof *mnames * (size_t)(n ? n : 1));
     loom_tensor **src = calloc((size_t)(n ? n : 1), sizeof *src);
     loom_status st = mts && mnames && src ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "pth: %s: out of memory", path);
     if (st == LOOM_OK && loom_module_state(m, mts, mnames, n) != n) st = loom_last_status();
-    bool scoped = st == LOOM_OK && loom_scope_begin(ctx) == LOOM_OK;
-    if (st == LOOM_OK && !scoped) st = loom_last_status();
-    int nf = 0;
-    loom_tensor **fts = NULL;
-    char **fnames = NULL;
-    /* Everything is read and checked before anything is written. */
-    if (st == LOOM_OK) st = loom_load_pth(ctx, path, &nf, &fts, &fnames);
     if (st == LOOM_OK) st = match(path, n, mts, mnames, nf, fts, fnames, strict, src);
     for (int i = 0; i < n && st == LOOM_OK; i++)
         if (src[i] && loom_tensor_eval(mts[i]) != LOOM_OK) st = loom_last_status();
@@ -121,12 +114,26 @@ loom_status loom__module_load_pth(loom_module *m, const char *path, bool strict)
             st = loom__set_error(loom_last_status(), "pth: %s: writing %s failed (%s); the tensors before it were loaded",
                                  path, mnames[i], loom_last_error());
     }
-    free(fts); /* the tensors belong to the scope */
-    loom_pth_free_names(fnames, nf);
-    if (scoped) loom_scope_end(ctx);
     free(mts);
     free(mnames);
     free(src);
+    return st;
+}
+
+loom_status loom__module_load_pth(loom_module *m, const char *path, bool strict)
+{
+    loom_ctx *ctx = loom_module_ctx(m);
+    loom_status st = loom_scope_begin(ctx);
+    if (st != LOOM_OK) return st;
+    int nf = 0;
+    loom_tensor **fts = NULL;
+    char **fnames = NULL;
+    /* Everything is read and checked before anything is written. */
+    st = loom_load_pth(ctx, path, &nf, &fts, &fnames);
+    if (st == LOOM_OK) st = loom__module_load_tensors(m, path, nf, fts, fnames, strict);
+    free(fts); /* the tensors belong to the scope */
+    loom_pth_free_names(fnames, nf);
+    loom_scope_end(ctx);
     return st;
 }
 

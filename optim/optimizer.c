@@ -19,6 +19,7 @@
  * is skipped and its state left as it was.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -406,6 +407,191 @@ void loom_optimizer_free(loom_optimizer *opt)
     }
     free(opt->groups);
     free(opt);
+}
+
+/* ---- state, for checkpoints ---------------------------------------------- */
+
+/* The slot names, PyTorch's state_dict keys (state.<i>.<name>). */
+static const char *slot_name(opt_kind kind, int k)
+{
+    if (kind == OPT_SGD) return k == BUF ? "momentum_buffer" : NULL;
+    return k == M ? "exp_avg" : k == V ? "exp_avg_sq" : "max_exp_avg_sq";
+}
+
+typedef struct name_buf {
+    loom_tensor **ts;
+    char **names;
+    int n, cap;
+} name_buf;
+
+static bool put(name_buf *b, loom_tensor *t, const char *fmt, int i, const char *what)
+{
+    if (!t) return false;
+    if (b->n == b->cap) {
+        int cap = b->cap ? 2 * b->cap : 32;
+        loom_tensor **ts = realloc(b->ts, sizeof *ts * (size_t)cap);
+        if (ts) b->ts = ts;
+        char **nm = ts ? realloc(b->names, sizeof *nm * (size_t)cap) : NULL;
+        if (nm) b->names = nm;
+        if (!ts || !nm) {
+            loom_tensor_free(t);
+            loom__set_error(LOOM_ERR_NOMEM, "optimizer_state: out of memory");
+            return false;
+        }
+        b->cap = cap;
+    }
+    char name[96];
+    snprintf(name, sizeof name, fmt, i, what);
+    char *copy = malloc(strlen(name) + 1);
+    if (!copy) {
+        loom_tensor_free(t);
+        loom__set_error(LOOM_ERR_NOMEM, "optimizer_state: out of memory");
+        return false;
+    }
+    strcpy(copy, name);
+    b->ts[b->n] = t;
+    b->names[b->n++] = copy;
+    return true;
+}
+
+/* A double as the int64 of its IEEE-754 bits (Loom has no float64). */
+static loom_tensor *bits_of(loom_ctx *ctx, double v)
+{
+    int64_t b;
+    memcpy(&b, &v, sizeof b);
+    return loom_tensor_from_array(ctx, LOOM_INT64, &b, 0, NULL);
+}
+
+loom_status loom_optimizer_state(loom_optimizer *opt, int *n_out, loom_tensor ***tensors_out, char ***names_out)
+{
+    if (!opt || !n_out || !tensors_out || !names_out)
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "optimizer_state: NULL argument");
+    loom_ctx *ctx = opt->ctx;
+    name_buf b = {NULL, NULL, 0, 0};
+    /* "%.0d" prints nothing for 0: the name is just "kind". */
+    bool ok = put(&b, loom_tensor_from_array(ctx, LOOM_INT64, &(int64_t){opt->kind}, 0, NULL), "%.0d%s", 0, "kind");
+    int idx = 0;
+    for (int gi = 0; ok && gi < opt->ngroups; gi++) {
+        const group *g = &opt->groups[gi];
+        ok = put(&b, bits_of(ctx, g->lr), "param_groups.%d.%s", gi, "lr_bits") &&
+             put(&b, bits_of(ctx, g->has_initial_lr ? g->initial_lr : NAN), "param_groups.%d.%s", gi,
+                 "initial_lr_bits");
+        for (int i = 0; ok && i < g->n; i++, idx++) {
+            const param_state *ps = &g->ps[i];
+            ok = put(&b, loom_tensor_from_array(ctx, LOOM_INT64, &ps->steps, 0, NULL), "state.%d.%s", idx, "step");
+            for (int k = 0; ok && k < NSTATE; k++) {
+                if (!ps->state[k] || !slot_name(opt->kind, k)) continue;
+                ok = put(&b, loom_contiguous(ps->state[k]), "state.%d.%s", idx, slot_name(opt->kind, k));
+                if (ok) ok = loom_tensor_eval(b.ts[b.n - 1]) == LOOM_OK;
+            }
+        }
+    }
+    if (!ok) {
+        loom_status st = loom_last_status() != LOOM_OK ? loom_last_status() : LOOM_ERR_NOMEM;
+        for (int i = 0; i < b.n; i++) {
+            loom_tensor_free(b.ts[i]);
+            free(b.names[i]);
+        }
+        free(b.ts);
+        free(b.names);
+        return st;
+    }
+    *n_out = b.n;
+    *tensors_out = b.ts;
+    *names_out = b.names;
+    return LOOM_OK;
+}
+
+static loom_tensor *find_named(int n, loom_tensor *const *ts, const char *const *names, const char *fmt, int i,
+                               const char *what)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, i, what);
+    for (int k = 0; k < n; k++)
+        if (!strcmp(names[k], name)) return ts[k];
+    return NULL;
+}
+
+static bool scalar_i64(loom_tensor *t, int64_t *v)
+{
+    if (!t || loom_tensor_dtype(t) != LOOM_INT64 || loom_tensor_numel(t) != 1) return false;
+    return loom_tensor_copy_to(t, v, sizeof *v) == LOOM_OK;
+}
+
+static double double_of(int64_t bits)
+{
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+loom_status loom_optimizer_load_state(loom_optimizer *opt, int n, loom_tensor *const *ts, const char *const *names)
+{
+    const char *who = "optimizer_load_state";
+    if (!opt || (n && (!ts || !names))) return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: NULL argument", who);
+    int64_t kind = -1;
+    if (!scalar_i64(find_named(n, ts, names, "%.0d%s", 0, "kind"), &kind) || kind != opt->kind)
+        return loom__set_error(LOOM_ERR_FORMAT, "%s: the state is not that of a %s optimizer (kind %lld)", who,
+                               kind_names[opt->kind], (long long)kind);
+    /* Check everything first: a failed load changes nothing. */
+    int used = 1, idx = 0;
+    for (int gi = 0; gi < opt->ngroups; gi++) {
+        int64_t bits;
+        if (!scalar_i64(find_named(n, ts, names, "param_groups.%d.%s", gi, "lr_bits"), &bits) ||
+            !scalar_i64(find_named(n, ts, names, "param_groups.%d.%s", gi, "initial_lr_bits"), &bits))
+            return loom__set_error(LOOM_ERR_FORMAT, "%s: param_groups.%d is missing or malformed", who, gi);
+        used += 2;
+        for (int i = 0; i < opt->groups[gi].n; i++, idx++) {
+            int64_t steps;
+            if (!scalar_i64(find_named(n, ts, names, "state.%d.%s", idx, "step"), &steps) || steps < 0)
+                return loom__set_error(LOOM_ERR_FORMAT, "%s: state.%d.step is missing or malformed", who, idx);
+            used++;
+            loom_tensor *p = opt->groups[gi].ps[i].p;
+            for (int k = 0; k < NSTATE; k++) {
+                const char *sn = slot_name(opt->kind, k);
+                loom_tensor *t = sn ? find_named(n, ts, names, "state.%d.%s", idx, sn) : NULL;
+                if (!t) continue;
+                used++;
+                bool same = loom_tensor_dtype(t) == LOOM_FLOAT32 && loom_tensor_ndim(t) == loom_tensor_ndim(p);
+                for (int d = 0; same && d < loom_tensor_ndim(p); d++) same = loom_tensor_size(t, d) == loom_tensor_size(p, d);
+                if (!same)
+                    return loom__set_error(LOOM_ERR_SHAPE, "%s: state.%d.%s does not match parameter %d's shape", who,
+                                           idx, sn, idx);
+            }
+        }
+    }
+    if (used != n)
+        return loom__set_error(LOOM_ERR_FORMAT, "%s: the state has %d tensors that this optimizer (%d parameters) "
+                                                "does not use", who, n - used, idx);
+    idx = 0;
+    for (int gi = 0; gi < opt->ngroups; gi++) {
+        group *g = &opt->groups[gi];
+        int64_t lr, ilr;
+        scalar_i64(find_named(n, ts, names, "param_groups.%d.%s", gi, "lr_bits"), &lr);
+        scalar_i64(find_named(n, ts, names, "param_groups.%d.%s", gi, "initial_lr_bits"), &ilr);
+        g->lr = double_of(lr);
+        g->has_initial_lr = !isnan(double_of(ilr));
+        g->initial_lr = g->has_initial_lr ? double_of(ilr) : 0.0;
+        for (int i = 0; i < g->n; i++, idx++) {
+            param_state *ps = &g->ps[i];
+            scalar_i64(find_named(n, ts, names, "state.%d.%s", idx, "step"), &ps->steps);
+            for (int k = 0; k < NSTATE; k++) {
+                const char *sn = slot_name(opt->kind, k);
+                loom_tensor *t = sn ? find_named(n, ts, names, "state.%d.%s", idx, sn) : NULL;
+                loom_tensor_free(ps->state[k]);
+                ps->state[k] = NULL;
+                if (!t) continue;
+                loom_tensor *c = loom_scope_detach(loom_mul_scalar(t, 1.0)); /* our own copy */
+                if (!c || loom_tensor_eval(c) != LOOM_OK) {
+                    loom_tensor_free(c);
+                    return loom__set_error(loom_last_status(), "%s: copying state.%d.%s failed (%s); the optimizer is "
+                                                               "partly loaded", who, idx, sn, loom_last_error());
+                }
+                ps->state[k] = c;
+            }
+        }
+    }
+    return LOOM_OK;
 }
 
 /* ---- learning-rate schedulers ------------------------------------------ */

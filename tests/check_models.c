@@ -167,6 +167,112 @@ START_TEST(test_transfer_api)
 }
 END_TEST
 
+/* ---- training checkpoints -------------------------------------------------- */
+
+static loom_module *small_net(loom_ctx *ctx)
+{
+    return loom_sequential(ctx, 6, (loom_module *[]){loom_conv2d_module(ctx, 1, 4, 3, 3, NULL, true),
+                                                      loom_batch_norm2d_module(ctx, 4, 1e-5, 0.1, true),
+                                                      loom_relu_module(ctx), loom_dropout_module(ctx, 0.3),
+                                                      loom_flatten_module(ctx, 1, -1), loom_linear(ctx, 144, 3, true)});
+}
+
+static loom_optimizer *small_opt(loom_ctx *ctx, loom_module *net, bool sgd)
+{
+    loom_tensor *ps[16];
+    int n = loom_module_parameters(net, ps, NULL, 16);
+    if (sgd) return loom_sgd(ctx, n, ps, &(loom_sgd_options){.lr = 0.05, .momentum = 0.9});
+    return loom_adam(ctx, n, ps, NULL);
+}
+
+static void steps(loom_ctx *ctx, loom_module *net, loom_optimizer *opt, int k)
+{
+    for (int i = 0; i < k; i++) {
+        loom_scope_begin(ctx);
+        loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(8, 1, 8, 8)); /* drawn from the context: part of the state */
+        loom_tensor *y = loom_randint(ctx, 0, 3, LOOM_SHAPE(8));
+        loom_optimizer_zero_grad(opt);
+        loom_tensor *loss = loom_cross_entropy_loss(loom_module_forward(net, x), y, LOOM_REDUCTION_MEAN);
+        ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+        ck_assert_int_eq(loom_optimizer_step(opt), LOOM_OK);
+        loom_scope_end(ctx);
+    }
+}
+
+/* Every state tensor's bytes, concatenated. */
+static unsigned char *state_bytes(loom_module *net, size_t *len)
+{
+    loom_tensor *ts[32];
+    int n = loom_module_state(net, ts, NULL, 32);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (size_t)loom_tensor_numel(ts[i]) * (size_t)loom_dtype_size(loom_tensor_dtype(ts[i]));
+    unsigned char *b = malloc(total);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t sz = (size_t)loom_tensor_numel(ts[i]) * (size_t)loom_dtype_size(loom_tensor_dtype(ts[i]));
+        ck_assert_int_eq(loom_tensor_copy_to(ts[i], b + off, sz), LOOM_OK);
+        off += sz;
+    }
+    *len = total;
+    return b;
+}
+
+/* Train 6 steps straight; or 3, save, load into a fresh run, 3 more: the
+ * same bits (parameters, BatchNorm statistics and counts, Adam's moments,
+ * dropout masks and data from the restored generator). */
+START_TEST(test_checkpoint_resume)
+{
+    const bool sgd = _i == 1;
+    char dir[512], path[600];
+    tmp_make(dir, sizeof dir, "ckpt");
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    loom_ctx *a = loom_ctx_create(&(loom_ctx_options){.num_threads = 1, .seed = 11});
+    loom_module *na = small_net(a);
+    loom_optimizer *oa = small_opt(a, na, sgd);
+    steps(a, na, oa, 3);
+    ck_assert_int_eq(loom_checkpoint_save(path, na, oa, 3), LOOM_OK);
+    steps(a, na, oa, 3);
+    size_t la, lb;
+    unsigned char *ba = state_bytes(na, &la);
+
+    loom_ctx *b = loom_ctx_create(&(loom_ctx_options){.num_threads = 1, .seed = 999}); /* other init, other seed */
+    loom_module *nb = small_net(b);
+    loom_optimizer *ob = small_opt(b, nb, sgd);
+    int64_t epoch = -1;
+    ck_assert_msg(loom_checkpoint_load(path, nb, ob, &epoch) == LOOM_OK, "%s", loom_last_error());
+    ck_assert_int_eq(epoch, 3);
+    steps(b, nb, ob, 3);
+    unsigned char *bb = state_bytes(nb, &lb);
+    ck_assert_uint_eq(la, lb);
+    ck_assert_msg(memcmp(ba, bb, la) == 0, "resumed run differs from the uninterrupted one");
+    free(ba);
+    free(bb);
+
+    /* The wrong optimizer kind, or a checkpoint without one: refused, and
+     * nothing changed. */
+    loom_optimizer *wrong = small_opt(b, nb, !sgd);
+    unsigned char *before = state_bytes(nb, &lb);
+    ck_assert_int_eq(loom_checkpoint_load(path, nb, wrong, NULL), LOOM_ERR_FORMAT);
+    ck_assert(strstr(loom_last_error(), "not that of") != NULL);
+    unsigned char *after = state_bytes(nb, &lb);
+    ck_assert(memcmp(before, after, lb) == 0);
+    free(before);
+    free(after);
+    ck_assert_int_eq(loom_checkpoint_load(path, nb, NULL, NULL), LOOM_ERR_INVALID_ARG);
+    /* A plain module file is not a checkpoint. */
+    ck_assert_int_eq(loom_module_save(nb, path), LOOM_OK);
+    ck_assert_int_eq(loom_checkpoint_load(path, nb, ob, NULL), LOOM_ERR_FORMAT);
+    loom_optimizer_free(wrong);
+    loom_optimizer_free(oa);
+    loom_optimizer_free(ob);
+    loom_module_free(na);
+    loom_module_free(nb);
+    loom_ctx_free(a);
+    loom_ctx_free(b);
+    tmp_remove(dir);
+}
+END_TEST
+
 /* ---- .npy ---------------------------------------------------------------- */
 
 START_TEST(test_npy)
@@ -248,6 +354,8 @@ Suite *loom_suite_models(void)
     tcase_add_test(tc, test_resnet_init);
     tcase_add_loop_test(tc, test_resnet_forward, 0, NCFG);
     tcase_add_test(tc, test_transfer_api);
+    tc = test_tcase(s, "checkpoint", 60);
+    tcase_add_loop_test(tc, test_checkpoint_resume, 0, 2);
     tc = test_tcase(s, "npy", 30);
     tcase_add_test(tc, test_npy);
     return s;

@@ -29,6 +29,7 @@
 
 #include "loom/context.h"
 #include "loom/nn.h"
+#include "loom/optim.h"
 #include "loom/status.h"
 
 #ifdef __cplusplus
@@ -88,6 +89,21 @@ loom_status loom_module_save(loom_module *m, const char *path);
  * written could stop it halfway; it says so.) Errors for the file itself as
  * for loom_load_safetensors. */
 loom_status loom_module_load(loom_module *m, const char *path, bool strict);
+
+/* ---- training checkpoints ----------------------------------------------- */
+
+/* Saves what resuming training needs: m's state ("model.*"), opt's state
+ * ("optimizer.*", loom_optimizer_state; opt may be NULL), the epoch, and
+ * the random generator of m's context, atomically, as one safetensors
+ * file. Restoring it with loom_checkpoint_load into a model and optimizer
+ * built the same way and continuing gives the same bits as a run that was
+ * never interrupted. */
+loom_status loom_checkpoint_save(const char *path, loom_module *m, loom_optimizer *opt, int64_t epoch);
+/* Restores a checkpoint: the model strictly, the optimizer (NULL if the
+ * file has none), the generator of m's context, and *epoch (may be NULL).
+ * Checks the optimizer's state and the model's names and shapes before
+ * changing anything. */
+loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimizer *opt, int64_t *epoch);
 
 /* ---- PyTorch checkpoints (torch.save files) ------------------------------ */
 

@@ -84,6 +84,23 @@ loom_status loom_optimizer_step(loom_optimizer *opt);
  * NULL mean zeros (the first step). g, m, v need p's numel. */
 loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
                                   double beta2, double step_size, double bias_correction2, double eps);
+/* The optimizer's state, for checkpoints, as named tensors (PyTorch's
+ * state_dict keys where it has them): "kind" (int64: 0 SGD, 1 Adam,
+ * 2 AdamW), per group g "param_groups.<g>.lr_bits" and
+ * ".initial_lr_bits" (int64 holding a double's bits, so that the rate
+ * survives exactly; NaN bits: no initial lr), per parameter i (numbered
+ * across groups in order) "state.<i>.step" (int64) and its buffers
+ * "state.<i>.exp_avg", ".exp_avg_sq", ".max_exp_avg_sq" (Adam, AdamW) or
+ * ".momentum_buffer" (SGD) once they exist. *tensors_out (malloc'd array
+ * of new tensors in the current scope) and *names_out (malloc'd names:
+ * loom_safetensors_free_names) as loom_load_safetensors returns them. */
+loom_status loom_optimizer_state(loom_optimizer *opt, int *n_out, loom_tensor ***tensors_out, char ***names_out);
+/* Restores a state loom_optimizer_state produced, into an optimizer of the
+ * same kind over parameters of the same shapes. Everything is checked
+ * before anything changes: another kind, a missing or extra entry, or a
+ * shape that differs gives LOOM_ERR_FORMAT / LOOM_ERR_SHAPE naming it. */
+loom_status loom_optimizer_load_state(loom_optimizer *opt, int n, loom_tensor *const *tensors, const char *const *names);
+
 /* Drops the gradients of every parameter (set_to_none). */
 void loom_optimizer_zero_grad(loom_optimizer *opt);
 void loom_optimizer_free(loom_optimizer *opt);
