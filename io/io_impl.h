@@ -1,18 +1,18 @@
 /*
- * io/io_impl.h - what the io/ sources share: a small JSON reader and writer
- * for file headers (safetensors).
+ * io/io_impl.h - what the io/ sources share: a JSON reader (jansson, into a
+ * small tree) and writer for file headers (safetensors), loading named
+ * tensors into modules, atomic writes.
  *
  * io/ is written against the public API (include/loom/) plus
  * runtime/error.h, as nn/ and data/ are; it never touches graph/ internals
  * or a backend (shared/notes/architecture.md).
  *
- * The reader builds a tree of loom__json values from untrusted bytes. It
- * never reads outside [text, text + len), bounds its nesting depth (so a
- * hostile "[[[[..." cannot exhaust the stack), and reports the first syntax
- * error with its byte offset. Strings are decoded (escapes, \u surrogate
- * pairs to UTF-8) into NUL-terminated malloc'd buffers that may also hold
- * NUL bytes (from \u0000), hence their explicit lengths. Other bytes are
- * taken as they are: UTF-8 is not validated.
+ * The reader parses untrusted bytes with jansson (never reading outside
+ * [text, text + len); duplicate keys refused) and builds a tree of
+ * loom__json values, bounding its nesting depth, and reports the first
+ * syntax error with jansson's message and byte offset. Strings are
+ * NUL-terminated malloc'd buffers that may also hold NUL bytes (from
+ * \u0000), hence their explicit lengths.
  */
 #ifndef LOOM_IO_IMPL_H
 #define LOOM_IO_IMPL_H
@@ -49,7 +49,7 @@ struct loom__json {
     char *str;
     size_t len;
     /* ARRAY: items[0..n-1]; OBJECT: members[0..n-1] in document order
-     * (duplicate keys are kept; the caller decides). */
+     * (duplicate keys are a syntax error). */
     size_t n;
     loom__json *items;
     loom__json_member *members;
@@ -66,7 +66,7 @@ struct loom__json_member {
 
 /* Parses text[0..len-1] (one value, surrounded by optional whitespace) into
  * *out. On failure returns LOOM_ERR_FORMAT (or LOOM_ERR_NOMEM) with the
- * message "<what> <problem> at byte <offset>", where `what` names the text
+ * message "<what>: <problem> at byte <offset>", where `what` names the text
  * ("header"), and leaves *out empty (nothing to free). On success the caller
  * frees the tree with loom__json_free(out). */
 loom_status loom__json_parse(const char *text, size_t len, const char *what, loom__json *out);
