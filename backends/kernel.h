@@ -250,6 +250,10 @@ typedef struct loom__backend {
     const loom__kernel *kernels;
 } loom__backend;
 
+/* Floating-point operations of a call: 2 per multiply-add of convolutions
+ * and matrix products, 0 for every other op (backends/flops.c). */
+int64_t loom__kcall_flops(const loom__kcall *call);
+
 /* Elements of a view (product of its shape). */
 static inline int64_t loom__tview_numel(const loom__tview *v)
 {

@@ -1,6 +1,7 @@
 /*
  * benchmarks/cnn_bench.c - throughput of the seed SimpleCNN in Loom
- * (examples/cnn_mnist.c's model), to compare with benchmarks/cnn_torch.py:
+ * (loom_simple_cnn, as examples/cnn_mnist.c trains it), to compare with
+ * benchmarks/cnn_torch.py:
  *
  *   train: one Adam step on a batch of 64 (zero_grad, forward, NLL loss,
  *          backward, step, loss read back), in images/s;
@@ -46,35 +47,16 @@ static void die(const char *what)
     exit(1);
 }
 
-/* ---- the model (as examples/cnn_mnist.c) ------------------------------- */
+/* ---- the model: the seed's SimpleCNN from the zoo (loom/models.h) -------- */
 
 typedef struct net {
-    loom_module *conv1, *conv2, *fc1, *fc2, *root;
+    loom_module *root;
 } net;
-
-static loom_tensor *forward(loom_module *m, loom_tensor *x, void *user)
-{
-    (void)m;
-    net *n = user;
-    loom_conv2d_opts relu = {.relu = true};
-    loom_tensor *h = loom_conv2d(x, loom_module_get(n->conv1, "weight"), loom_module_get(n->conv1, "bias"), &relu);
-    h = loom_conv2d(h, loom_module_get(n->conv2, "weight"), loom_module_get(n->conv2, "bias"), &relu);
-    h = loom_max_pool2d(h, &(loom_pool2d_opts){.kernel = {2, 2}});
-    h = loom_relu(loom_module_forward(n->fc1, loom_flatten(h, 1, -1)));
-    return loom_log_softmax(loom_module_forward(n->fc2, h), 1);
-}
 
 static void build(loom_ctx *ctx, net *n)
 {
-    n->root = loom_module_create(ctx, "SimpleCNN", forward, n, NULL);
-    n->conv1 = loom_conv2d_module(ctx, 1, 32, 3, 3, NULL, true);
-    n->conv2 = loom_conv2d_module(ctx, 32, 64, 3, 3, NULL, true);
-    n->fc1 = loom_linear(ctx, 9216, 128, true);
-    n->fc2 = loom_linear(ctx, 128, 10, true);
-    if (!n->root || !n->conv1 || !n->conv2 || !n->fc1 || !n->fc2 ||
-        loom_module_add_child(n->root, "conv1", n->conv1) || loom_module_add_child(n->root, "conv2", n->conv2) ||
-        loom_module_add_child(n->root, "fc1", n->fc1) || loom_module_add_child(n->root, "fc2", n->fc2))
-        die("building the model");
+    n->root = loom_simple_cnn(ctx, NULL);
+    if (!n->root) die("building the model");
 }
 
 /* ---- timing ---------------------------------------------------------------- */
@@ -248,9 +230,11 @@ int main(int argc, char **argv)
         loom_tensor_set_requires_grad(x3, true);
         loom_tensor_set_requires_grad(x4, true);
         loom_tensor *p1[2], *p2[2], *p3[2];
-        loom_module_parameters(n.conv1, p1, NULL, 2);
-        loom_module_parameters(n.conv2, p2, NULL, 2);
-        loom_module_parameters(n.fc1, p3, NULL, 2);
+        loom_module *conv1 = loom_module_child(n.root, "conv1"), *conv2 = loom_module_child(n.root, "conv2");
+        loom_module *fc1 = loom_module_child(n.root, "fc1");
+        loom_module_parameters(conv1, p1, NULL, 2);
+        loom_module_parameters(conv2, p2, NULL, 2);
+        loom_module_parameters(fc1, p3, NULL, 2);
         struct {
             const char *name;
             loom_tensor *x;
@@ -259,10 +243,10 @@ int main(int argc, char **argv)
             loom_tensor *const *params;
             double fwd_flops, bwd_flops;
         } L[] = {
-            {"conv1_relu", x1, conv_relu, n.conv1, p1, 64 * f_conv1, 64 * f_conv1},
-            {"conv2_relu", x2, conv_relu, n.conv2, p2, 64 * f_conv2, 2 * 64 * f_conv2},
+            {"conv1_relu", x1, conv_relu, conv1, p1, 64 * f_conv1, 64 * f_conv1},
+            {"conv2_relu", x2, conv_relu, conv2, p2, 64 * f_conv2, 2 * 64 * f_conv2},
             {"max_pool2d", x3, pool2, NULL, NULL, 0, 0},
-            {"fc1_relu", x4, linear_relu, n.fc1, p3, 64 * f_fc1, 2 * 64 * f_fc1},
+            {"fc1_relu", x4, linear_relu, fc1, p3, 64 * f_fc1, 2 * 64 * f_fc1},
         };
         for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
             for (int bwd = 0; bwd < 2; bwd++) {

@@ -38,58 +38,6 @@
 #define PROG "cnn_mnist"
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 
-/* ---- the model --------------------------------------------------------- */
-
-typedef struct simple_cnn {
-    loom_module *conv1, *conv2, *fc1, *fc2; /* owned by the module, as children */
-} simple_cnn;
-
-static loom_tensor *simple_cnn_forward(loom_module *m, loom_tensor *x, void *user)
-{
-    (void)m;
-    simple_cnn *net = user;
-    /* conv + ReLU run as one convolution with a fused ReLU (same values). */
-    loom_conv2d_opts relu = {.relu = true};
-    loom_tensor *h = loom_conv2d(x, loom_module_get(net->conv1, "weight"), loom_module_get(net->conv1, "bias"),
-                                 &relu); /* [N, 32, 26, 26] */
-    h = loom_conv2d(h, loom_module_get(net->conv2, "weight"), loom_module_get(net->conv2, "bias"),
-                    &relu);                                                       /* [N, 64, 24, 24] */
-    h = loom_max_pool2d(h, &(loom_pool2d_opts){.kernel = {2, 2}});               /* [N, 64, 12, 12] */
-    h = loom_relu(loom_module_forward(net->fc1, loom_flatten(h, 1, -1)));         /* [N, 128] */
-    return loom_log_softmax(loom_module_forward(net->fc2, h), 1);                 /* [N, 10] */
-}
-
-/* Children conv1, conv2, fc1, fc2: parameter names as PyTorch's state_dict. */
-static loom_module *simple_cnn_create(loom_ctx *ctx)
-{
-    simple_cnn *net = calloc(1, sizeof *net);
-    if (!net) return NULL;
-    loom_module *m = loom_module_create(ctx, "SimpleCNN", simple_cnn_forward, net, free);
-    if (!m) {
-        free(net);
-        return NULL;
-    }
-    struct {
-        const char *name;
-        loom_module **slot;
-    } kids[4] = {{"conv1", &net->conv1}, {"conv2", &net->conv2}, {"fc1", &net->fc1}, {"fc2", &net->fc2}};
-    net->conv1 = loom_conv2d_module(ctx, 1, 32, 3, 3, NULL, true);
-    net->conv2 = net->conv1 ? loom_conv2d_module(ctx, 32, 64, 3, 3, NULL, true) : NULL;
-    net->fc1 = net->conv2 ? loom_linear(ctx, 9216, 128, true) : NULL;
-    net->fc2 = net->fc1 ? loom_linear(ctx, 128, 10, true) : NULL;
-    bool ok = net->fc2 != NULL;
-    for (int i = 0; i < 4; i++) {
-        if (ok && loom_module_add_child(m, kids[i].name, *kids[i].slot) == LOOM_OK) continue;
-        ok = false;
-        if (*kids[i].slot && loom_module_child(m, kids[i].name) != *kids[i].slot) loom_module_free(*kids[i].slot);
-    }
-    if (!ok) {
-        loom_module_free(m);
-        return NULL;
-    }
-    return m;
-}
-
 /* ---- options ------------------------------------------------------------- */
 
 typedef struct options {
@@ -351,7 +299,7 @@ int main(int argc, char **argv)
     run r = {0};
     r.ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = o.threads, .seed = o.seed, .backend = o.backend});
     loom_dataloader *dl = NULL;
-    if (r.ctx) r.model = simple_cnn_create(r.ctx);
+    if (r.ctx) r.model = loom_simple_cnn(r.ctx, NULL);
     if (r.model) {
         loom_tensor *params[8];
         int n = loom_module_parameters(r.model, params, NULL, 8);

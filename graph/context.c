@@ -120,7 +120,11 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->pool = NULL;
     ctx->backend = choice;
     const char *prof = getenv("LOOM_PROFILE");
-    ctx->profile = prof && *prof && strcmp(prof, "0") != 0;
+    ctx->profile_env = prof && *prof && strcmp(prof, "0") != 0;
+    atomic_init(&ctx->profile, ctx->profile_env);
+    atomic_init(&ctx->flops, 0);
+    atomic_init(&ctx->sched_trace, NULL);
+    atomic_init(&ctx->sched_observers, 0);
     const char *trace = getenv("LOOM_TRACE");
     if (trace && *trace) {
         /* Best effort: a context that cannot trace still computes. */
@@ -144,7 +148,11 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
 void loom_ctx_free(loom_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->profile) loom__profile_report(ctx);
+    if (ctx->profile_env) {
+        char *table = loom_profile_report(ctx);
+        if (table) fputs(table, stderr);
+        free(table);
+    }
     if (ctx->trace) {
         if (ctx->trace_path && loom_trace_stop(ctx, ctx->trace_path) != LOOM_OK)
             fprintf(stderr, "loom: LOOM_TRACE: %s\n", loom_last_error());
@@ -180,6 +188,7 @@ void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
     out->live_bytes = atomic_load_explicit(&ctx->mem.live_bytes, memory_order_relaxed);
     out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
     out->nodes_run = atomic_load_explicit(&ctx->nodes_run, memory_order_relaxed);
+    out->flops = atomic_load_explicit(&ctx->flops, memory_order_relaxed);
 }
 
 void loom_manual_seed(loom_ctx *ctx, uint64_t seed)

@@ -161,17 +161,22 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
         }
         if (!k) {
             st = LOOM_ERR_BACKEND;
-        } else if (t->ctx->profile || t->ctx->trace) {
-            int64_t a = loom__trace_now();
-            st = k->run(&call);
-            int64_t b = loom__trace_now();
-            if (t->ctx->profile) {
-                atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], b - a, memory_order_relaxed);
-                atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
-            }
-            if (t->ctx->trace) loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads);
         } else {
+            const bool prof = atomic_load_explicit(&t->ctx->profile, memory_order_relaxed);
+            const int64_t a = prof || t->ctx->trace ? loom__trace_now() : 0;
             st = k->run(&call);
+            const int64_t flops = loom__kcall_flops(&call);
+            if (flops) atomic_fetch_add_explicit(&t->ctx->flops, flops, memory_order_relaxed);
+            if (prof || t->ctx->trace) {
+                const int64_t b = loom__trace_now();
+                if (prof) {
+                    atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], b - a, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&t->ctx->prof_flops[n->op], flops, memory_order_relaxed);
+                }
+                if (t->ctx->trace)
+                    loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads);
+            }
         }
         if (held) {
             count_running(t->ctx, -held);
@@ -186,28 +191,68 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
     return LOOM_OK;
 }
 
-void loom__profile_report(loom_ctx *ctx)
+loom_status loom_profile_start(loom_ctx *ctx)
 {
-    int64_t total = 0;
+    if (!ctx) return loom__set_error(LOOM_ERR_INVALID_ARG, "profile_start: NULL context");
+    for (int op = 0; op < LOOM_OP_COUNT; op++) {
+        atomic_store_explicit(&ctx->prof_ns[op], 0, memory_order_relaxed);
+        atomic_store_explicit(&ctx->prof_calls[op], 0, memory_order_relaxed);
+        atomic_store_explicit(&ctx->prof_flops[op], 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&ctx->profile, true, memory_order_relaxed);
+    return LOOM_OK;
+}
+
+loom_status loom_profile_stop(loom_ctx *ctx)
+{
+    if (!ctx) return loom__set_error(LOOM_ERR_INVALID_ARG, "profile_stop: NULL context");
+    atomic_store_explicit(&ctx->profile, false, memory_order_relaxed);
+    return LOOM_OK;
+}
+
+char *loom_profile_report(loom_ctx *ctx)
+{
+    if (!ctx) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "profile_report: NULL context");
+        return NULL;
+    }
+    int64_t total = 0, total_flops = 0, ns[LOOM_OP_COUNT];
     int order[LOOM_OP_COUNT], n = 0;
     for (int op = 0; op < LOOM_OP_COUNT; op++) {
-        total += ctx->prof_ns[op];
-        if (ctx->prof_calls[op]) order[n++] = op;
+        ns[op] = atomic_load_explicit(&ctx->prof_ns[op], memory_order_relaxed);
+        total += ns[op];
+        total_flops += atomic_load_explicit(&ctx->prof_flops[op], memory_order_relaxed);
+        if (atomic_load_explicit(&ctx->prof_calls[op], memory_order_relaxed)) order[n++] = op;
     }
     /* Insertion sort, longest first (a few dozen ops at most). */
     for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && ctx->prof_ns[order[j]] > ctx->prof_ns[order[j - 1]]; j--) {
+        for (int j = i; j > 0 && ns[order[j]] > ns[order[j - 1]]; j--) {
             int tmp = order[j];
             order[j] = order[j - 1];
             order[j - 1] = tmp;
         }
-    fprintf(stderr, "loom profile: %.3f s in kernels\n%-28s %10s %10s %7s\n", (double)total * 1e-9, "op", "calls",
-            "ms", "%");
-    for (int i = 0; i < n; i++) {
-        int op = order[i];
-        fprintf(stderr, "%-28s %10lld %10.2f %6.1f%%\n", loom__op_name((loom__op)op), (long long)ctx->prof_calls[op],
-                (double)ctx->prof_ns[op] * 1e-6, total ? 100.0 * (double)ctx->prof_ns[op] / (double)total : 0.0);
+    const size_t line = 96, cap = line * (size_t)(n + 3);
+    char *out = malloc(cap);
+    if (!out) {
+        loom__set_error(LOOM_ERR_NOMEM, "profile_report: out of memory");
+        return NULL;
     }
+    /* GFLOP/s per op: its FLOPs over its own kernel time (a rate per
+     * kernel, not per second of wall time; see backends/flops.c). */
+    size_t len = (size_t)snprintf(out, cap, "loom profile: %.3f s in kernels, %.2f GFLOP\n%-24s %9s %11s %7s %9s\n",
+                                  (double)total * 1e-9, (double)total_flops * 1e-9, "op", "calls", "total ms", "share",
+                                  "GFLOP/s");
+    for (int i = 0; i < n && len < cap; i++) {
+        const int op = order[i];
+        const int64_t calls = atomic_load_explicit(&ctx->prof_calls[op], memory_order_relaxed);
+        const int64_t fl = atomic_load_explicit(&ctx->prof_flops[op], memory_order_relaxed);
+        char rate[16] = "-";
+        if (fl && ns[op]) snprintf(rate, sizeof rate, "%.1f", (double)fl / (double)ns[op]);
+        len += (size_t)snprintf(out + len, cap - len, "%-24s %9lld %11.2f %6.1f%% %9s\n", loom__op_name((loom__op)op),
+                                (long long)calls, (double)ns[op] * 1e-6,
+                                total ? 100.0 * (double)ns[op] / (double)total : 0.0, rate);
+    }
+    return out;
 }
 
 static loom_status report_failed(loom_tensor *t)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "graph/eval.h"
+#include "graph/trace.h"
 #include "runtime/error.h"
 #include "runtime/pool.h"
 
@@ -69,11 +70,28 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
     return LOOM_OK;
 }
 
+/* The pool's scheduling events go to the context's trace while one is on.
+ * They may come outside any run, racing loom_trace_stop: the observer
+ * counts itself in before it loads the trace (both seq_cst), so a stop
+ * that cleared sched_trace and then sees no observer knows none holds the
+ * old trace (graph/trace.c). */
+static void observe(void *user, loom__pool_event ev, int worker, int other, int64_t t0, int64_t t1)
+{
+    loom_ctx *ctx = user;
+    atomic_fetch_add_explicit(&ctx->sched_observers, 1, memory_order_seq_cst);
+    loom__trace *tr = atomic_load_explicit(&ctx->sched_trace, memory_order_seq_cst);
+    if (tr) loom__trace_sched(tr, ev == LOOM__POOL_EV_IDLE ? 1 : 2, worker, other, t0, t1);
+    atomic_fetch_sub_explicit(&ctx->sched_observers, 1, memory_order_release);
+}
+
 loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
 {
     if (!ctx->pool) {
-        loom__pool_options o = {
-            .num_workers = ctx->num_workers, .core_budget = ctx->num_threads, .deque_capacity = 4096};
+        loom__pool_options o = {.num_workers = ctx->num_workers,
+                                .core_budget = ctx->num_threads,
+                                .deque_capacity = 4096,
+                                .observer = observe,
+                                .observer_user = ctx};
         ctx->pool = loom__pool_create(NULL, &o);
         if (!ctx->pool) return loom_last_status();
     }

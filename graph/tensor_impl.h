@@ -125,17 +125,24 @@ struct loom_ctx {
     /* Threads running nodes on the scheduler now (workers and their teams),
      * and the most at any time since creation (graph/eval.c). */
     _Atomic int running, running_max;
-    /* LOOM_PROFILE set at creation: kernel time and calls per op, printed
-     * to stderr by loom_ctx_free (graph/eval.c, loom__profile_report). */
-    bool profile;
+    /* Kernel time, calls and FLOPs per op are counted while set: by
+     * loom_profile_start .. stop, or from creation with LOOM_PROFILE (the
+     * table then goes to stderr at loom_ctx_free). graph/eval.c. */
+    _Atomic bool profile;
+    bool profile_env;
+    _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     struct loom__trace *trace;  /* loom_trace_start .. stop (graph/trace.c) */
+    /* The same trace for the pool's scheduling events, which workers record
+     * outside any run (a parked worker records its idle time when it
+     * wakes): loom_trace_stop clears it, then waits until no observer
+     * (graph/exec.c) is inside, before freeing the trace. */
+    _Atomic(struct loom__trace *) sched_trace;
+    _Atomic int sched_observers;
     char *trace_path;           /* LOOM_TRACE: written by loom_ctx_free */
     _Atomic int64_t prof_ns[LOOM_OP_COUNT];
     _Atomic int64_t prof_calls[LOOM_OP_COUNT];
+    _Atomic int64_t prof_flops[LOOM_OP_COUNT];
 };
-
-/* Prints the per-op kernel times of a profiling context to stderr. */
-void loom__profile_report(loom_ctx *ctx);
 
 /* ---- tensor lifetime (graph/tensor.c) --------------------------------- */
 

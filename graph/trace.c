@@ -11,7 +11,13 @@
  * half a file. At most LOOM__TRACE_MAX events are kept (about 56 MB); later
  * ones are counted as dropped and the count is written in the file's
  * metadata.
+ *
+ * The pool's scheduling events come here too (runtime/pool.h's observer,
+ * installed by graph/exec.c): "idle" slices while a worker is parked and
+ * "steal" instants (from which worker), category "scheduler", so a trace
+ * shows where workers starved and how work moved.
  */
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +39,9 @@ typedef struct event {
     int16_t op;
     int8_t ndim;
     int8_t tid;
-    int16_t threads; /* the kernel's width */
+    int16_t threads; /* the kernel's width; for a steal, the victim worker */
+    int8_t kind;     /* 0 a node, 1 idle (parked), 2 a steal */
+    int16_t worker;  /* the pool's worker index (idle, steal), or -1 */
 } event;
 
 struct loom__trace {
@@ -59,8 +67,8 @@ static _Thread_local uint64_t my_gen;
 static _Thread_local int my_tid;
 static _Atomic uint64_t generations;
 
-void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
-                      const int64_t *shape, int threads)
+/* Appends *ev (its tid filled in here) under the lock. */
+static void push(loom__trace *tr, event *ev)
 {
     while (atomic_flag_test_and_set_explicit(&tr->lock, memory_order_acquire)) {
     }
@@ -77,19 +85,28 @@ void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t
         }
     }
     if (tr->n < tr->cap) {
-        event *e = &tr->ev[tr->n++];
-        e->t0 = t0;
-        e->t1 = t1;
-        e->backend = backend ? backend : "?";
-        e->op = (int16_t)op;
-        e->ndim = (int8_t)ndim;
-        e->tid = (int8_t)my_tid;
-        e->threads = (int16_t)threads;
-        for (int d = 0; d < 4; d++) e->shape[d] = d < ndim ? shape[d] : 0;
+        ev->tid = (int8_t)my_tid;
+        tr->ev[tr->n++] = *ev;
     } else {
         tr->dropped++;
     }
     atomic_flag_clear_explicit(&tr->lock, memory_order_release);
+}
+
+void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
+                      const int64_t *shape, int threads)
+{
+    event e = {.t0 = t0, .t1 = t1, .backend = backend ? backend : "?", .op = (int16_t)op, .ndim = (int8_t)ndim,
+               .threads = (int16_t)threads, .kind = 0, .worker = -1};
+    for (int d = 0; d < 4; d++) e.shape[d] = d < ndim ? shape[d] : 0;
+    push(tr, &e);
+}
+
+void loom__trace_sched(loom__trace *tr, int kind, int worker, int other, int64_t t0, int64_t t1)
+{
+    event e = {.t0 = t0, .t1 = t1, .backend = "", .kind = (int8_t)kind, .worker = (int16_t)worker,
+               .threads = (int16_t)other};
+    push(tr, &e);
 }
 
 void loom__trace_free(loom__trace *tr)
@@ -109,6 +126,7 @@ loom_status loom_trace_start(loom_ctx *ctx)
     tr->origin = loom__trace_now();
     tr->generation = atomic_fetch_add(&generations, 1) + 1;
     ctx->trace = tr;
+    atomic_store_explicit(&ctx->sched_trace, tr, memory_order_seq_cst);
     return LOOM_OK;
 }
 
@@ -124,6 +142,21 @@ static void write_events(FILE *f, const loom__trace *tr)
                 t, t);
     for (size_t i = 0; i < tr->n; i++) {
         const event *e = &tr->ev[i];
+        const double ts = (double)(e->t0 - tr->origin) * 1e-3;
+        if (e->kind == 1) { /* idle: a slice of its own category */
+            fprintf(f,
+                    ",\n{\"name\": \"idle\", \"cat\": \"scheduler\", \"ph\": \"X\", \"pid\": 1, \"tid\": %d, "
+                    "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"worker\": %d, \"state\": \"parked\"}}",
+                    e->tid, ts, (double)(e->t1 - e->t0) * 1e-3, e->worker);
+            continue;
+        }
+        if (e->kind == 2) { /* a steal: an instant on the thief's track */
+            fprintf(f,
+                    ",\n{\"name\": \"steal\", \"cat\": \"scheduler\", \"ph\": \"i\", \"s\": \"t\", \"pid\": 1, "
+                    "\"tid\": %d, \"ts\": %.3f, \"args\": {\"worker\": %d, \"from_worker\": %d}}",
+                    e->tid, ts, e->worker, e->threads);
+            continue;
+        }
         char shape[96] = "[";
         size_t len = 1;
         for (int d = 0; d < e->ndim && d < 4; d++)
@@ -134,7 +167,7 @@ static void write_events(FILE *f, const loom__trace *tr)
                 ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": 1, \"tid\": %d, \"ts\": %.3f, "
                 "\"dur\": %.3f, \"args\": {\"backend\": \"%s\", \"output\": \"%s\", \"layout\": \"plain\", "
                 "\"threads\": %d}}",
-                loom__op_name((loom__op)e->op), e->backend, e->tid, (double)(e->t0 - tr->origin) * 1e-3,
+                loom__op_name((loom__op)e->op), e->backend, e->tid, ts,
                 (double)(e->t1 - e->t0) * 1e-3, e->backend, shape, e->threads);
     }
     fprintf(f, "\n]}\n");
@@ -146,6 +179,10 @@ loom_status loom_trace_stop(loom_ctx *ctx, const char *path)
     loom__trace *tr = ctx->trace;
     if (!tr) return loom__set_error(LOOM_ERR_STATE, "trace_stop: no trace is running (call loom_trace_start)");
     ctx->trace = NULL;
+    /* Workers record scheduling events even between runs: unpublish the
+     * trace, then wait for any observer still using it (graph/exec.c). */
+    atomic_store_explicit(&ctx->sched_trace, NULL, memory_order_seq_cst);
+    while (atomic_load_explicit(&ctx->sched_observers, memory_order_acquire) != 0) sched_yield();
     loom_status st = LOOM_OK;
     if (path) {
         size_t plen = strlen(path);

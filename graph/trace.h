@@ -21,6 +21,11 @@ int64_t loom__trace_now(void);
 void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
                       const int64_t *shape, int threads);
 
+/* Records a scheduling event of the pool (thread-safe): kind 1 a parked
+ * (idle) interval of `worker`, kind 2 a steal by `worker` from `other`
+ * (an instant at t0). */
+void loom__trace_sched(loom__trace *tr, int kind, int worker, int other, int64_t t0, int64_t t1);
+
 /* Frees a tracer (events not written are lost). NULL is a no-op. */
 void loom__trace_free(loom__trace *tr);
 

@@ -71,9 +71,12 @@ loom_status loom_checkpoint_save(const char *path, loom_module *m, loom_optimize
     return st;
 }
 
-loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimizer *opt, int64_t *epoch)
+/* Restores a checkpoint (model_only: its model part, else everything); with
+ * model_only, a file that is no checkpoint is read as a plain state dict. */
+static loom_status load(const char *path, loom_module *m, loom_optimizer *opt, int64_t *epoch, bool model_only)
 {
     if (!path || !m) return loom__set_error(LOOM_ERR_INVALID_ARG, "checkpoint: path and module must not be NULL");
+    if (model_only && loom__is_zip(path)) return loom_module_load(m, path, true); /* a torch.save file */
     loom_ctx *ctx = loom_module_ctx(m);
     loom_status st = loom_scope_begin(ctx);
     if (st != LOOM_OK) return st;
@@ -88,6 +91,7 @@ loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimize
     int nm = 0, no = 0;
     int64_t vals[3] = {0, 0, 0};
     bool have[3] = {false, false, false};
+    const char *foreign = NULL; /* the first entry no checkpoint holds */
     if (st == LOOM_OK) {
         mts = malloc(sizeof *mts * (size_t)(n ? n : 1));
         ots = malloc(sizeof *ots * (size_t)(n ? n : 1));
@@ -111,13 +115,27 @@ loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimize
         for (int j = 0; j < 3; j++)
             if (!strcmp(names[i], tail[j])) k = j;
         if (k < 0 || loom_tensor_dtype(ts[i]) != LOOM_INT64 || loom_tensor_numel(ts[i]) != 1 ||
-            loom_tensor_copy_to(ts[i], &vals[k], sizeof vals[k]) != LOOM_OK)
-            st = loom__set_error(LOOM_ERR_FORMAT, "checkpoint: %s: unexpected entry \"%s\" (not a Loom checkpoint?)",
-                                 path, names[i]);
-        else have[k] = true;
+            loom_tensor_copy_to(ts[i], &vals[k], sizeof vals[k]) != LOOM_OK) {
+            if (!foreign) foreign = names[i];
+        } else {
+            have[k] = true;
+        }
     }
-    if (st == LOOM_OK && (!have[0] || !have[1] || !have[2]))
+    const bool is_checkpoint = !foreign && have[0] && have[1] && have[2];
+    if (st == LOOM_OK && model_only && !is_checkpoint) {
+        /* A plain state dict: every entry is the model's. */
+        st = loom__module_load_tensors(m, path, n, ts, names, true);
+        goto done;
+    }
+    if (st == LOOM_OK && foreign)
+        st = loom__set_error(LOOM_ERR_FORMAT, "checkpoint: %s: unexpected entry \"%s\" (not a Loom checkpoint?)",
+                             path, foreign);
+    if (st == LOOM_OK && !is_checkpoint)
         st = loom__set_error(LOOM_ERR_FORMAT, "checkpoint: %s: no epoch or random state (not a Loom checkpoint?)", path);
+    if (model_only) {
+        if (st == LOOM_OK) st = loom__module_load_tensors(m, path, nm, mts, mnames, true);
+        goto done;
+    }
     if (st == LOOM_OK && !opt && no)
         st = loom__set_error(LOOM_ERR_INVALID_ARG, "checkpoint: %s holds an optimizer state; pass the optimizer", path);
     if (st == LOOM_OK && opt && !no)
@@ -131,6 +149,7 @@ loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimize
         loom_rng_set_state(ctx, &rs);
         if (epoch) *epoch = vals[0];
     }
+done:
     free(mts);
     free(ots);
     free(mnames);
@@ -140,3 +159,10 @@ loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimize
     loom_scope_end(ctx);
     return st;
 }
+
+loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimizer *opt, int64_t *epoch)
+{
+    return load(path, m, opt, epoch, false);
+}
+
+loom_status loom_load_weights(loom_module *m, const char *path) { return load(path, m, NULL, NULL, true); }

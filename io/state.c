@@ -67,14 +67,14 @@ static loom_status match(const char *path, int n, loom_tensor **mts, const char 
         loom__name_list_end(&missing);
         loom__name_list_end(&unexpected);
         bool mi = missing.listed > 0, un = unexpected.listed > 0;
-        return loom__set_error(LOOM_ERR_FORMAT, "pth: %s: %s%s%s%s%s (strict load)", path,
+        return loom__set_error(LOOM_ERR_FORMAT, "load: %s: %s%s%s%s%s (strict load)", path,
                                mi ? "missing from the file: " : "", mi ? missing.buf : "", mi && un ? "; " : "",
                                un ? "not in the module: " : "", un ? unexpected.buf : "");
     }
     for (int i = 0; i < n; i++) {
         if (!src[i]) continue;
         if (loom_tensor_dtype(src[i]) != loom_tensor_dtype(mts[i]))
-            return loom__set_error(LOOM_ERR_DTYPE, "pth: %s: %s has dtype %s in the file but %s in the module", path,
+            return loom__set_error(LOOM_ERR_DTYPE, "load: %s: %s has dtype %s in the file but %s in the module", path,
                                    mnames[i], loom_dtype_name(loom_tensor_dtype(src[i])),
                                    loom_dtype_name(loom_tensor_dtype(mts[i])));
         int64_t a[LOOM_MAX_DIMS], b[LOOM_MAX_DIMS];
@@ -85,12 +85,12 @@ static loom_status match(const char *path, int n, loom_tensor **mts, const char 
         for (int d = 0; same && d < na; d++) same = a[d] == b[d];
         if (!same) {
             char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
-            return loom__set_error(LOOM_ERR_SHAPE, "pth: %s: %s has shape %s in the file but %s in the module", path,
+            return loom__set_error(LOOM_ERR_SHAPE, "load: %s: %s has shape %s in the file but %s in the module", path,
                                    mnames[i], loom__fmt_shape(s1, sizeof s1, na, a),
                                    loom__fmt_shape(s2, sizeof s2, nb, b));
         }
         if (!loom_tensor_is_leaf(mts[i]))
-            return loom__set_error(LOOM_ERR_STATE, "pth: %s: %s of the module is not a leaf tensor; cannot load into it",
+            return loom__set_error(LOOM_ERR_STATE, "load: %s: %s of the module is not a leaf tensor; cannot load into it",
                                    path, mnames[i]);
     }
     return LOOM_OK;
@@ -104,14 +104,14 @@ loom_status loom__module_load_tensors(loom_module *m, const char *path, int nf, 
     loom_tensor **mts = malloc(sizeof *mts * (size_t)(n ? n : 1));
     const char **mnames = malloc(sizeof *mnames * (size_t)(n ? n : 1));
     loom_tensor **src = calloc((size_t)(n ? n : 1), sizeof *src);
-    loom_status st = mts && mnames && src ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "pth: %s: out of memory", path);
+    loom_status st = mts && mnames && src ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "load: %s: out of memory", path);
     if (st == LOOM_OK && loom_module_state(m, mts, mnames, n) != n) st = loom_last_status();
     if (st == LOOM_OK) st = match(path, n, mts, mnames, nf, fts, fnames, strict, src);
     for (int i = 0; i < n && st == LOOM_OK; i++)
         if (src[i] && loom_tensor_eval(mts[i]) != LOOM_OK) st = loom_last_status();
     for (int i = 0; i < n && st == LOOM_OK; i++) {
         if (src[i] && loom_tensor_assign(mts[i], src[i]) != LOOM_OK)
-            st = loom__set_error(loom_last_status(), "pth: %s: writing %s failed (%s); the tensors before it were loaded",
+            st = loom__set_error(loom_last_status(), "load: %s: writing %s failed (%s); the tensors before it were loaded",
                                  path, mnames[i], loom_last_error());
     }
     free(mts);

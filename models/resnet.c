@@ -110,11 +110,13 @@ fail:
 static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
 {
     (void)user;
-    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != 3)) {
+    /* conv1.weight [64, C, 7, 7] says how many channels the input has. */
+    const int64_t c = loom_tensor_size(loom_module_get(m, "conv1.weight"), 1);
+    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != c)) {
         int64_t s[LOOM_MAX_DIMS];
         loom_tensor_shape(x, s);
         char buf[LOOM__SHAPE_STR_MAX];
-        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, 3, H, W], got %s",
+        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, %lld, H, W], got %s", (long long)c,
                         loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
         return NULL;
     }
@@ -201,20 +203,21 @@ loom_module *loom_resnet(loom_ctx *ctx, int depth, const loom_resnet_opts *opts)
     for (int i = 0; i < 5; i++)
         if (configs[i].depth == depth) ci = i;
     loom_resnet_opts o = opts ? *opts : (loom_resnet_opts){0};
-    if (!ctx || ci < 0 || o.num_classes < 0) {
+    if (!ctx || ci < 0 || o.num_classes < 0 || o.in_channels < 0) {
         loom__set_error(LOOM_ERR_INVALID_ARG,
-                        "resnet: depth must be 18, 34, 50, 101 or 152 (got %d), num_classes >= 0 (got %lld), and a "
-                        "context given",
-                        depth, (long long)o.num_classes);
+                        "resnet: depth must be 18, 34, 50, 101 or 152 (got %d), num_classes >= 0 (got %lld), "
+                        "in_channels >= 0 (got %lld), and a context given",
+                        depth, (long long)o.num_classes, (long long)o.in_channels);
         return NULL;
     }
     const int64_t classes = o.num_classes ? o.num_classes : 1000;
+    const int64_t in_channels = o.in_channels ? o.in_channels : 3;
     const bool bottleneck = configs[ci].bottleneck;
     loom_module *m = loom_module_create(ctx, "ResNet", resnet_forward, NULL, NULL);
     if (!m) return NULL;
     loom_conv2d_opts stem = {.stride = {2, 2}, .padding = {3, 3}};
     loom_pool2d_opts mp = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}};
-    if (!add(m, "conv1", loom_conv2d_module(ctx, 3, 64, 7, 7, &stem, false)) || !add(m, "bn1", bn(ctx, 64)) ||
+    if (!add(m, "conv1", loom_conv2d_module(ctx, in_channels, 64, 7, 7, &stem, false)) || !add(m, "bn1", bn(ctx, 64)) ||
         !add(m, "relu", loom_relu_module(ctx)) || !add(m, "maxpool", loom_max_pool2d_module(ctx, &mp)))
         goto fail;
     int64_t inplanes = 64;

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/cores.h"
 #include "runtime/deque.h"
@@ -130,7 +131,16 @@ struct loom__pool {
     pthread_cond_t ready_cv; /* creation: workers report they are bound */
     int nready, nparked;
     int nthreads; /* threads started (workers 1..nthreads) */
+    loom__pool_observer observer; /* fixed at creation */
+    void *observer_user;
 };
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static inline void stat_inc(_Atomic int64_t *c)
 {
@@ -262,6 +272,7 @@ static void park(loom__worker *w, bool busy)
     atomic_thread_fence(memory_order_seq_cst);
     bool go = (!busy && work_visible(p, w)) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
               (caller && atomic_load_explicit(&p->outstanding, memory_order_relaxed) == 0);
+    int64_t t0 = 0, t1 = 0; /* the parked interval, for the observer */
     if (!go) {
         pthread_mutex_lock(&p->park_mu);
         if (atomic_load_explicit(&p->epoch, memory_order_relaxed) == e &&
@@ -270,11 +281,14 @@ static void park(loom__worker *w, bool busy)
             w->wake = false;
             p->nparked++;
             stat_inc(&w->st_parks);
+            if (p->observer) t0 = now_ns();
             while (!w->wake) pthread_cond_wait(&w->cv, &p->park_mu);
+            if (p->observer) t1 = now_ns();
         }
         pthread_mutex_unlock(&p->park_mu);
     }
     atomic_fetch_sub_explicit(&p->nsleepers, 1, memory_order_seq_cst);
+    if (t1) p->observer(p->observer_user, LOOM__POOL_EV_IDLE, w->index, -1, t0, t1);
 }
 
 /* ---- Finding and running tasks ----------------------------------------- */
@@ -288,6 +302,10 @@ static bool steal_round(loom__worker *w, void **task)
             loom__steal_result r = loom__deque_steal(v->deque, task);
             if (r == LOOM__STEAL_OK) {
                 stat_inc(&w->st_steals);
+                if (p->observer) {
+                    const int64_t t = now_ns();
+                    p->observer(p->observer_user, LOOM__POOL_EV_STEAL, w->index, w->victims[i], t, t);
+                }
                 return true;
             }
             if (r == LOOM__STEAL_EMPTY) break;
@@ -295,6 +313,10 @@ static bool steal_round(loom__worker *w, void **task)
         }
         if (ring_pop(&v->ovf, task)) {
             stat_inc(&w->st_steals);
+            if (p->observer) {
+                const int64_t t = now_ns();
+                p->observer(p->observer_user, LOOM__POOL_EV_STEAL, w->index, w->victims[i], t, t);
+            }
             return true;
         }
     }
@@ -591,6 +613,8 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
     p->n = n;
     p->bind = o->bind;
     p->steal_rounds = o->steal_rounds ? o->steal_rounds : DEFAULT_STEAL_ROUNDS;
+    p->observer = o->observer;
+    p->observer_user = o->observer_user;
     atomic_init(&p->outstanding, 0);
     atomic_init(&p->stop, false);
     atomic_init(&p->err_status, LOOM_OK);

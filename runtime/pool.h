@@ -68,6 +68,14 @@ typedef struct loom__worker loom__worker;
  * reported as "task failed: <status>"). */
 typedef loom_status (*loom__task_fn)(loom__worker *w, void *task, void *user);
 
+/* Scheduling events, for the timeline tracer: a worker stole a task from
+ * worker `other` (t0 == t1), or was parked, idle, from t0 to t1
+ * (nanoseconds on CLOCK_MONOTONIC). Called on the worker's own thread,
+ * outside every lock of the pool; it must be quick and thread-safe. */
+typedef enum loom__pool_event { LOOM__POOL_EV_STEAL, LOOM__POOL_EV_IDLE } loom__pool_event;
+typedef void (*loom__pool_observer)(void *user, loom__pool_event ev, int worker, int other, int64_t t0,
+                                    int64_t t1);
+
 typedef struct loom__pool_options {
     /* Workers, including the calling thread.  0: one per allowed core. */
     int num_workers;
@@ -93,6 +101,10 @@ typedef struct loom__pool_options {
      * nodes at once, workers and their OpenMP teams together; 0: one per
      * worker.  Split over the NUMA nodes like the workers. */
     int core_budget;
+    /* Told of steals and idle time (NULL: nobody); observer_user is its
+     * first argument. */
+    loom__pool_observer observer;
+    void *observer_user;
 } loom__pool_options;
 
 /* Creates a pool and starts its threads.  `topo` is borrowed and must

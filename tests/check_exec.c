@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "graph/tensor_impl.h"
@@ -205,7 +206,9 @@ static const loom__json *member(const loom__json *o, const char *key)
 }
 
 /* A traced parallel run writes valid trace-event JSON with one complete
- * ("X") slice per node run, on at most num_workers threads; errors. */
+ * ("X") slice per node run, on at most num_workers threads, and the
+ * scheduler's events: idle slices (a worker parked between the two runs
+ * below) and steal instants naming both workers; errors. */
 START_TEST(test_trace_file)
 {
     loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2, .num_workers = 2});
@@ -221,6 +224,16 @@ START_TEST(test_trace_file)
         ys[b] = loom_sum(loom_tanh(loom_matmul(x, x)), 0, NULL, false);
     }
     ck_assert_int_eq(loom_tensor_eval(loom_sum(loom_stack(ys, 16, 0), 0, NULL, false)), LOOM_OK);
+    /* Worker 1 parks within microseconds of running dry; the next run
+     * wakes it, and it records the idle interval as it wakes, which may be
+     * after that run ended: the second pause leaves it the time. */
+    nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+    for (int b = 0; b < 16; b++) {
+        loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(64, 64));
+        ys[b] = loom_sum(loom_tanh(loom_matmul(x, x)), 0, NULL, false);
+    }
+    ck_assert_int_eq(loom_tensor_eval(loom_sum(loom_stack(ys, 16, 0), 0, NULL, false)), LOOM_OK);
+    nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
     loom_ctx_get_stats(ctx, &after);
     char dir[] = "/tmp/loom_trace_XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -244,11 +257,29 @@ START_TEST(test_trace_file)
     const loom__json *events = member(&doc, "traceEvents");
     ck_assert_ptr_nonnull(events);
     ck_assert_int_eq(events->kind, LOOM__JSON_ARRAY);
-    int64_t slices = 0;
+    int64_t slices = 0, idle = 0;
     bool tid_seen[128] = {false};
     for (size_t i = 0; i < events->n; i++) {
-        const loom__json *e = &events->items[i], *ph = member(e, "ph");
+        const loom__json *e = &events->items[i], *ph = member(e, "ph"), *cat = member(e, "cat");
         ck_assert_ptr_nonnull(ph);
+        if (cat && !strcmp(cat->str, "scheduler")) {
+            const loom__json *args = member(e, "args"), *name = member(e, "name");
+            ck_assert(args && name && member(e, "ts") && member(e, "tid"));
+            const loom__json *w = member(args, "worker");
+            ck_assert(w && w->is_uint && w->uint < 2);
+            if (!strcmp(name->str, "idle")) {
+                ck_assert_str_eq(ph->str, "X");
+                ck_assert_ptr_nonnull(member(e, "dur"));
+                idle++;
+            } else {
+                ck_assert_str_eq(name->str, "steal");
+                ck_assert_str_eq(ph->str, "i");
+                const loom__json *from = member(args, "from_worker");
+                ck_assert(from && from->is_uint && from->uint < 2 && from->uint != w->uint);
+
+            }
+            continue;
+        }
         if (strcmp(ph->str, "X") != 0) continue;
         slices++;
         ck_assert_ptr_nonnull(member(e, "name"));
@@ -260,6 +291,7 @@ START_TEST(test_trace_file)
     }
     /* Every node that ran a kernel; views and leaves run none. */
     ck_assert_int_gt(slices, 16 * 3);
+    ck_assert_int_ge(idle, 1);
     ck_assert_int_le(slices, after.nodes_run - before.nodes_run);
     int threads = 0;
     for (int i = 0; i < 128; i++) threads += tid_seen[i];

@@ -9,4 +9,11 @@
 /* loom predict: tools/predict.c */
 int loom_tool_predict(int argc, char **argv);
 
+/* loom train and loom eval: tools/train.c */
+int loom_tool_train(int argc, char **argv);
+int loom_tool_eval(int argc, char **argv);
+
+/* loom bench: tools/bench.c */
+int loom_tool_bench(int argc, char **argv);
+
 #endif /* LOOM_TOOLS_COMMANDS_H */

@@ -2,15 +2,20 @@
  * tools/loom.c - the `loom` command:
  *
  *     loom info [--threads N] [--workers N]   version, build, topology, placement
- *     loom inspect [--json] FILE              the tensors of a safetensors file
+ *     loom train --model M --data DIR ...     train a model of the zoo (tools/train.c)
+ *     loom eval --model M --weights W --data DIR
+ *                                             its accuracy and loss (tools/train.c)
  *     loom predict --model M --weights W --input X.npy --output Y.npy
  *                                             a model of the zoo on a NumPy batch
+ *     loom bench --model M ...                throughput, JSON lines (tools/bench.c)
+ *     loom inspect [--json] FILE              the tensors of a safetensors or .pth file
  *     loom --version | --help
  *
  * Bad arguments print one line and exit with status 2; a failure inside
  * Loom prints its message and exits with status 1.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +28,13 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: loom <command> [options]\n"
                "commands:\n"
-               "  info [--threads N] [--workers N]  version, build options, topology and worker placement\n"
-               "  inspect [--json] FILE             names, dtypes and shapes of the tensors in a safetensors file\n"
-               "  predict --model M --weights W --input X.npy --output Y.npy\n"
-               "                                    run resnet18/34/50/101/152 in evaluation mode on a batch\n"
+               "  info     version, build options, topology and worker placement\n"
+               "  train    train a model of the zoo on an MNIST-format directory, with checkpoints\n"
+               "  eval     accuracy and loss of trained weights on a dataset\n"
+               "  predict  run a model on a NumPy batch (.npy in, .npy out)\n"
+               "  bench    training or inference throughput of a model, as JSON lines\n"
+               "  inspect  names, dtypes and shapes of the tensors in a safetensors or torch.save file\n"
+               "models: mlp, simplecnn, rnn, lstm, gru, resnet18, resnet34, resnet50, resnet101, resnet152\n"
                "options:\n"
                "  --version  print the version\n"
                "  --help     print this (loom <command> --help for a command)\n");
@@ -85,9 +93,10 @@ static int cmd_inspect(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             printf("usage: loom inspect [--json] FILE\n"
-                   "Lists the tensors of a safetensors checkpoint (as loom_module_save and Hugging Face's\n"
-                   "safetensors write them): name, dtype, shape and element count, in the file's order,\n"
-                   "then the totals. --json prints one JSON object per tensor instead.\n");
+                   "Lists the tensors of a safetensors file (as loom_module_save, loom train and Hugging\n"
+                   "Face's safetensors write them) or of a torch.save state dict (.pth, .pt): name, dtype,\n"
+                   "shape and element count, in the file's order, then the totals. --json prints one JSON\n"
+                   "object per tensor instead.\n");
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
@@ -109,7 +118,14 @@ static int cmd_inspect(int argc, char **argv)
     int n = 0;
     loom_tensor **ts = NULL;
     char **names = NULL;
-    if (!ctx || loom_load_safetensors(ctx, path, &n, &ts, &names) != LOOM_OK) {
+    /* A torch.save file is a zip archive ("PK\3\4"); anything else is read
+     * as safetensors, whose loader names what is wrong with it. */
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    bool zip = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "PK\3\4", 4);
+    if (f) fclose(f);
+    if (!ctx || (zip ? loom_load_pth(ctx, path, &n, &ts, &names)
+                     : loom_load_safetensors(ctx, path, &n, &ts, &names)) != LOOM_OK) {
         fprintf(stderr, "loom inspect: %s\n", loom_last_error());
         loom_ctx_free(ctx);
         return 1;
@@ -143,7 +159,8 @@ static int cmd_inspect(int argc, char **argv)
         }
     }
     if (!json) printf("%d tensors, %lld elements, %lld bytes\n", n, (long long)total, (long long)bytes);
-    loom_safetensors_free_names(names, n);
+    if (zip) loom_pth_free_names(names, n);
+    else loom_safetensors_free_names(names, n);
     free(ts);
     loom_ctx_free(ctx);
     return 0;
@@ -166,6 +183,9 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(argv[1], "predict")) return loom_tool_predict(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "train")) return loom_tool_train(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "eval")) return loom_tool_eval(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench")) return loom_tool_bench(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n", argv[1]);
     return 2;
 }

@@ -5,10 +5,11 @@
  *
  *     loom predict --model resnet18 --weights resnet18.pth --input x.npy --output y.npy
  *
- * The weights come from a torch.save file (.pth/.pt, a state dict) or a
- * safetensors file, loaded strictly; the input is a float32 [N, 3, H, W]
- * array of any size the model accepts; the output is float32
- * [N, num_classes]. Every error prints one line naming the problem and
+ * Any model of the zoo (loom_model): it is built for the input's channels
+ * and size. The weights come from a torch.save file (.pth/.pt, a state
+ * dict), a safetensors file or a `loom train` checkpoint, loaded strictly
+ * (loom_load_weights); the input is a float32 [N, C, H, W] array; the
+ * output is float32 [N, num_classes]. Every error prints one line naming the problem and
  * exits non-zero (2 for bad arguments, 1 otherwise); the output file is
  * written atomically, only on success.
  */
@@ -26,11 +27,13 @@ static void usage(FILE *f)
     fprintf(f, "usage: loom predict --model NAME --weights FILE --input X.npy --output Y.npy\n"
                "                    [--num-classes N] [--threads N] [--backend auto|onednn|ref]\n"
                "Runs a model in evaluation mode on a float32 NCHW batch and writes its outputs.\n"
-               "  --model NAME       resnet18, resnet34, resnet50, resnet101 or resnet152\n"
-               "  --weights FILE     a torch.save state dict (.pth, .pt) or a safetensors file\n"
-               "  --input X.npy      float32 [N, 3, H, W]\n"
+               "  --model NAME       mlp, simplecnn, rnn, lstm, gru, resnet18, resnet34, resnet50,\n"
+               "                     resnet101 or resnet152 (built for the input's channels and size)\n"
+               "  --weights FILE     a torch.save state dict (.pth, .pt), a safetensors file or a\n"
+               "                     loom train checkpoint\n"
+               "  --input X.npy      float32 [N, C, H, W]\n"
                "  --output Y.npy     written as float32 [N, num_classes]\n"
-               "  --num-classes N    the size of the model's fc layer (default 1000)\n"
+               "  --num-classes N    the size of the model's last layer (default 1000 for resnets, else 10)\n"
                "  --threads N        compute threads (default: every core)\n"
                "  --backend B        auto (default), onednn or ref\n");
 }
@@ -46,7 +49,7 @@ static int fail(loom_ctx *ctx, loom_module *m, const char *what)
 int loom_tool_predict(int argc, char **argv)
 {
     const char *model = NULL, *weights = NULL, *input = NULL, *output = NULL, *backend = NULL;
-    long classes = 1000, threads = 0;
+    long classes = 0, threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -87,28 +90,33 @@ int loom_tool_predict(int argc, char **argv)
         fprintf(stderr, "loom predict: --model, --weights, --input and --output are required (see --help)\n");
         return 2;
     }
-    int depth = 0;
-    if (!strncmp(model, "resnet", 6)) depth = atoi(model + 6);
-    if (depth != 18 && depth != 34 && depth != 50 && depth != 101 && depth != 152) {
-        fprintf(stderr, "loom predict: unknown model '%s' (resnet18, resnet34, resnet50, resnet101, resnet152)\n",
+    bool known = false;
+    for (const char *const *n = loom_model_names(); *n; n++) known |= !strcmp(*n, model);
+    if (!known) {
+        fprintf(stderr,
+                "loom predict: unknown model '%s' (mlp, simplecnn, rnn, lstm, gru, resnet18, resnet34, resnet50, "
+                "resnet101, resnet152)\n",
                 model);
         return 2;
     }
     loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = (int)threads, .backend = backend});
     if (!ctx) return fail(NULL, NULL, "creating the context");
-    loom_module *m = loom_resnet(ctx, depth, &(loom_resnet_opts){.num_classes = classes});
-    if (!m) return fail(ctx, NULL, "building the model");
-    if (loom_module_load(m, weights, true) != LOOM_OK) return fail(ctx, m, "loading the weights");
-    loom_module_train(m, false);
     loom_tensor *x = loom_load_npy(ctx, input);
-    if (!x) return fail(ctx, m, "reading the input");
+    if (!x) return fail(ctx, NULL, "reading the input");
     if (loom_tensor_dtype(x) != LOOM_FLOAT32 || loom_tensor_ndim(x) != 4) {
-        fprintf(stderr, "loom predict: %s: the input must be float32 [N, 3, H, W], got %s with %d dims\n", input,
+        fprintf(stderr, "loom predict: %s: the input must be float32 [N, C, H, W], got %s with %d dims\n", input,
                 loom_dtype_name(loom_tensor_dtype(x)), loom_tensor_ndim(x));
-        loom_module_free(m);
         loom_ctx_free(ctx);
         return 1;
     }
+    loom_module *m = loom_model(ctx, model,
+                                &(loom_model_opts){.in_channels = loom_tensor_size(x, 1),
+                                                   .height = loom_tensor_size(x, 2),
+                                                   .width = loom_tensor_size(x, 3),
+                                                   .num_classes = classes});
+    if (!m) return fail(ctx, NULL, "building the model");
+    if (loom_load_weights(m, weights) != LOOM_OK) return fail(ctx, m, "loading the weights");
+    loom_module_train(m, false);
     loom_no_grad_begin(ctx);
     loom_tensor *y = loom_module_forward(m, x);
     loom_status st = y ? loom_save_npy(y, output) : loom_last_status();

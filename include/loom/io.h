@@ -105,6 +105,13 @@ loom_status loom_checkpoint_save(const char *path, loom_module *m, loom_optimize
  * changing anything. */
 loom_status loom_checkpoint_load(const char *path, loom_module *m, loom_optimizer *opt, int64_t *epoch);
 
+/* Loads a model's weights, strictly, from any file Loom reads: a training
+ * checkpoint (its model part; the optimizer and generator are left alone),
+ * a safetensors state dict, or a torch.save state dict (.pth/.pt). This is
+ * what evaluation and inference want: `loom eval` and `loom predict` use
+ * it. Errors as loom_checkpoint_load and loom_module_load. */
+loom_status loom_load_weights(loom_module *m, const char *path);
+
 /* ---- PyTorch checkpoints (torch.save files) ------------------------------ */
 
 /* Reads the tensors of a file written by torch.save (the zip format of
