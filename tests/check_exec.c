@@ -305,6 +305,56 @@ START_TEST(test_trace_file)
 END_TEST
 
 
+/* FLOPs are counted exactly for matrix products and convolutions (each
+ * direction), not for elementwise ops; the profile counts calls, time and
+ * FLOPs per op only between start and stop. */
+START_TEST(test_profile_flops)
+{
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 1});
+    loom_ctx_stats s0, s1;
+    char *empty = loom_profile_report(ctx);
+    ck_assert_ptr_nonnull(empty);
+    ck_assert_msg(strstr(empty, "loom profile: 0.000 s") && !strstr(empty, "matmul"), "%s", empty);
+    free(empty);
+
+    loom_ctx_get_stats(ctx, &s0);
+    ck_assert_int_eq(loom_tensor_eval(loom_matmul(loom_rand(ctx, LOOM_SHAPE(8, 16)), loom_rand(ctx, LOOM_SHAPE(16, 4)))),
+                     LOOM_OK);
+    loom_ctx_get_stats(ctx, &s1);
+    ck_assert_int_eq(s1.flops - s0.flops, 2 * 8 * 16 * 4);
+
+    /* x [2, 3, 9, 9], w [5, 3, 3, 3], stride 2, padding 1: y [2, 5, 5, 5];
+     * 2 * 250 outputs * 27 = 13500 each for the forward, backward data and
+     * backward weights; relu and the sum add none. */
+    ck_assert_int_eq(loom_profile_start(ctx), LOOM_OK);
+    loom_tensor *x = loom_rand(ctx, LOOM_SHAPE(2, 3, 9, 9)), *w = loom_rand(ctx, LOOM_SHAPE(5, 3, 3, 3));
+    loom_tensor_set_requires_grad(x, true);
+    loom_tensor_set_requires_grad(w, true);
+    loom_conv2d_opts o = {.stride = {2, 2}, .padding = {1, 1}};
+    loom_tensor *loss = loom_sum(loom_relu(loom_conv2d(x, w, NULL, &o)), 0, NULL, false);
+    loom_ctx_get_stats(ctx, &s0);
+    ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+    loom_ctx_get_stats(ctx, &s1);
+    ck_assert_int_eq(s1.flops - s0.flops, 3 * 13500);
+    ck_assert_int_eq(loom_profile_stop(ctx), LOOM_OK);
+    /* Not counted: stopped. */
+    ck_assert_int_eq(loom_tensor_eval(loom_conv2d(x, w, NULL, &o)), LOOM_OK);
+    char *table = loom_profile_report(ctx);
+    ck_assert_ptr_nonnull(table);
+    ck_assert_msg(strstr(table, " GFLOP\n") && strstr(table, "GFLOP/s"), "%s", table);
+    const char *conv = strstr(table, "\nconv2d ");
+    ck_assert_msg(conv != NULL, "%s", table);
+    long calls = 0;
+    ck_assert_int_eq(sscanf(conv + 1, "conv2d %ld", &calls), 1);
+    ck_assert_int_eq(calls, 1);
+    ck_assert_msg(strstr(table, "conv2d_backward_weight") && strstr(table, "relu"), "%s", table);
+    free(table);
+    ck_assert_int_eq(loom_profile_start(NULL), LOOM_ERR_INVALID_ARG);
+    ck_assert_ptr_null(loom_profile_report(NULL));
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- the core budget --------------------------------------------------- */
 
 START_TEST(test_cores_basics)
@@ -493,6 +543,7 @@ Suite *loom_suite_exec(void)
     tcase_add_test(tc, test_training_bitwise_reproducible);
     tcase_add_test(tc, test_worker_options);
     tcase_add_test(tc, test_trace_file);
+    tcase_add_test(tc, test_profile_flops);
     tcase_add_test(tc, test_cores_basics);
     tcase_add_test(tc, test_cores_stress);
     tcase_add_test(tc, test_core_budget_bound);

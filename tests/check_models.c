@@ -248,6 +248,18 @@ START_TEST(test_checkpoint_resume)
     free(ba);
     free(bb);
 
+    /* loom_load_weights takes the model part of a checkpoint (no optimizer
+     * needed), and a plain state dict (below). */
+    loom_module *nc = small_net(b), *nd = small_net(b);
+    loom_optimizer *od = small_opt(b, nd, sgd);
+    ck_assert_msg(loom_load_weights(nc, path) == LOOM_OK, "%s", loom_last_error());
+    ck_assert_int_eq(loom_checkpoint_load(path, nd, od, NULL), LOOM_OK);
+    size_t lc, ld;
+    unsigned char *bc = state_bytes(nc, &lc), *bd = state_bytes(nd, &ld);
+    ck_assert(lc == ld && memcmp(bc, bd, lc) == 0);
+    free(bc);
+    free(bd);
+
     /* The wrong optimizer kind, or a checkpoint without one: refused, and
      * nothing changed. */
     loom_optimizer *wrong = small_opt(b, nb, !sgd);
@@ -262,6 +274,19 @@ START_TEST(test_checkpoint_resume)
     /* A plain module file is not a checkpoint. */
     ck_assert_int_eq(loom_module_save(nb, path), LOOM_OK);
     ck_assert_int_eq(loom_checkpoint_load(path, nb, ob, NULL), LOOM_ERR_FORMAT);
+    ck_assert_msg(loom_load_weights(nc, path) == LOOM_OK, "%s", loom_last_error());
+    unsigned char *sb = state_bytes(nb, &lb), *sc = state_bytes(nc, &lc);
+    ck_assert(lb == lc && memcmp(sb, sc, lb) == 0);
+    free(sb);
+    free(sc);
+    /* Another model's weights: refused, naming what is missing. */
+    loom_module *other = loom_model(b, "mlp", NULL);
+    ck_assert_int_eq(loom_load_weights(other, path), LOOM_ERR_FORMAT);
+    ck_assert_msg(strstr(loom_last_error(), "linear_relu_stack.0.weight"), "%s", loom_last_error());
+    loom_module_free(other);
+    loom_optimizer_free(od);
+    loom_module_free(nc);
+    loom_module_free(nd);
     loom_optimizer_free(wrong);
     loom_optimizer_free(oa);
     loom_optimizer_free(ob);
@@ -270,6 +295,90 @@ START_TEST(test_checkpoint_resume)
     loom_ctx_free(a);
     loom_ctx_free(b);
     tmp_remove(dir);
+}
+END_TEST
+
+/* ---- the zoo ---------------------------------------------------------------- */
+
+static void assert_param(loom_module *m, const char *name, int ndim, const int64_t *shape)
+{
+    loom_tensor *t = loom_module_get(m, name);
+    ck_assert_msg(t != NULL, "no %s", name);
+    ck_assert_int_eq(loom_tensor_ndim(t), ndim);
+    for (int d = 0; d < ndim; d++) ck_assert_int_eq(loom_tensor_size(t, d), shape[d]);
+}
+
+/* Every model of the zoo builds for 1 x 28 x 28 images and 10 classes and
+ * maps [2, 1, 28, 28] to [2, 10], with PyTorch's names and shapes. */
+START_TEST(test_zoo)
+{
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2, .seed = 5});
+    const loom_model_opts mnist = {.in_channels = 1, .height = 28, .width = 28, .num_classes = 10};
+    loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 1, 28, 28));
+    int count = 0;
+    for (const char *const *name = loom_model_names(); *name; name++, count++) {
+        if (!strcmp(*name, "resnet101") || !strcmp(*name, "resnet152")) continue; /* slow to build; as resnet50 */
+        loom_module *m = loom_model(ctx, *name, &mnist);
+        ck_assert_msg(m != NULL, "%s: %s", *name, loom_last_error());
+        loom_module_train(m, false);
+        loom_tensor *y = loom_module_forward(m, x);
+        ck_assert_msg(y && loom_tensor_eval(y) == LOOM_OK, "%s: %s", *name, loom_last_error());
+        ck_assert_int_eq(loom_tensor_ndim(y), 2);
+        ck_assert_int_eq(loom_tensor_size(y, 0), 2);
+        ck_assert_int_eq(loom_tensor_size(y, 1), 10);
+        loom_module_free(m);
+    }
+    ck_assert_int_eq(count, 10);
+
+    /* PyTorch's names: the quickstart network, the seed's SimpleCNN, an
+     * nn.LSTM + nn.Linear, torchvision's ResNet with a 1-channel conv1. */
+    loom_module *mlp = loom_model(ctx, "mlp", NULL);
+    assert_param(mlp, "linear_relu_stack.0.weight", 2, (const int64_t[]){512, 784});
+    assert_param(mlp, "linear_relu_stack.2.weight", 2, (const int64_t[]){512, 512});
+    assert_param(mlp, "linear_relu_stack.4.bias", 1, (const int64_t[]){10});
+    ck_assert_int_eq(loom_module_parameters(mlp, NULL, NULL, 0), 6);
+    loom_module *cnn = loom_simple_cnn(ctx, NULL);
+    assert_param(cnn, "conv1.weight", 4, (const int64_t[]){32, 1, 3, 3});
+    assert_param(cnn, "fc1.weight", 2, (const int64_t[]){128, 9216});
+    assert_param(cnn, "fc2.bias", 1, (const int64_t[]){10});
+    /* simplecnn gives log-probabilities: each row's exp sums to 1. */
+    double total = 0;
+    ck_assert_int_eq(loom_tensor_item(loom_sum(loom_exp(loom_module_forward(cnn, x)), 0, NULL, false), &total),
+                     LOOM_OK);
+    ck_assert_double_eq_tol(total, 2.0, 1e-5);
+    loom_module *lstm = loom_model(ctx, "lstm", &(loom_model_opts){.in_channels = 3, .width = 8, .num_classes = 4});
+    assert_param(lstm, "rnn.weight_ih_l0", 2, (const int64_t[]){512, 24});
+    assert_param(lstm, "rnn.weight_hh_l0", 2, (const int64_t[]){512, 128});
+    assert_param(lstm, "fc.weight", 2, (const int64_t[]){4, 128});
+    /* Rows are steps: any number of rows, 3 channels of 8 columns. */
+    loom_tensor *seq = loom_module_forward(lstm, loom_randn(ctx, LOOM_SHAPE(2, 3, 5, 8)));
+    ck_assert_msg(seq && loom_tensor_eval(seq) == LOOM_OK, "%s", loom_last_error());
+    ck_assert_int_eq(loom_tensor_size(seq, 1), 4);
+    loom_module *rn = loom_model(ctx, "resnet18", &(loom_model_opts){.in_channels = 1});
+    assert_param(rn, "conv1.weight", 4, (const int64_t[]){64, 1, 7, 7});
+    assert_param(rn, "fc.weight", 2, (const int64_t[]){1000, 512});
+
+    /* Errors name the problem. */
+    ck_assert_ptr_null(loom_module_forward(cnn, loom_randn(ctx, LOOM_SHAPE(2, 1, 32, 32))));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_SHAPE);
+    ck_assert_msg(strstr(loom_last_error(), "[N, 1, 28, 28]") && strstr(loom_last_error(), "[2, 1, 32, 32]"), "%s",
+                  loom_last_error());
+    ck_assert_ptr_null(loom_module_forward(mlp, loom_randn(ctx, LOOM_SHAPE(2, 784))));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_SHAPE);
+    ck_assert_ptr_null(loom_module_forward(rn, loom_randn(ctx, LOOM_SHAPE(2, 3, 28, 28))));
+    ck_assert_msg(strstr(loom_last_error(), "[N, 1, H, W]"), "%s", loom_last_error());
+    ck_assert_ptr_null(loom_model(ctx, "vgg16", NULL));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(loom_last_error(), "vgg16") && strstr(loom_last_error(), "simplecnn"), "%s",
+                  loom_last_error());
+    ck_assert_ptr_null(loom_model(ctx, "resnet19", NULL));
+    ck_assert_ptr_null(loom_simple_cnn(ctx, &(loom_model_opts){.height = 5}));
+    ck_assert_ptr_null(loom_model(ctx, "mlp", &(loom_model_opts){.num_classes = -1}));
+    loom_module_free(mlp);
+    loom_module_free(cnn);
+    loom_module_free(lstm);
+    loom_module_free(rn);
+    loom_ctx_free(ctx);
 }
 END_TEST
 
@@ -356,6 +465,8 @@ Suite *loom_suite_models(void)
     tcase_add_test(tc, test_transfer_api);
     tc = test_tcase(s, "checkpoint", 60);
     tcase_add_loop_test(tc, test_checkpoint_resume, 0, 2);
+    tc = test_tcase(s, "zoo", 120);
+    tcase_add_test(tc, test_zoo);
     tc = test_tcase(s, "npy", 30);
     tcase_add_test(tc, test_npy);
     return s;
