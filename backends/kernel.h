@@ -162,6 +162,13 @@ typedef enum loom__op {
     LOOM_OP_GRU_CELL_BWD,  /* in[0] xp, in[1] hp, in[2] h, in[3] dh' [N,H]; out [2*N*3H + N*H]: dxp [N,3H],
                               dhp [N,3H], then dh [N,H] (the direct path z*h only) */
 
+    /* A host callback as a node (dist/: the gradient all-reduce). in[0] x
+     * float32 contiguous [n]; in[1..] ordering-only inputs (not read: they
+     * make this node wait for others); out [n]: x copied, then
+     * attrs.host.fn(attrs.host.user, out, n) rewrites it in place, on one
+     * thread. fn returns LOOM_OK or an error it has set. */
+    LOOM_OP_HOST_CALL,
+
     LOOM_OP_COUNT
 } loom__op;
 
@@ -205,6 +212,10 @@ typedef struct loom__attrs {
             double beta1, beta2, step_size, bc2_sqrt, eps;
             bool first; /* m and v are zero (not read) */
         } adam;
+        struct {
+            loom_status (*fn)(void *user, float *data, int64_t n);
+            void *user; /* borrowed: must outlive the node's run */
+        } host;
     };
 } loom__attrs;
 

@@ -63,7 +63,9 @@ struct loom_dataloader {
     int64_t pix;      /* rows * cols */
     int64_t nbatches; /* per epoch */
     float lut[256];   /* pixel byte -> scaled (and normalized) value */
+    int64_t n;        /* images per epoch: the dataset's, or its shard's */
     int64_t *perm;    /* the epoch's order; NULL without shuffle */
+    int64_t *shard;   /* the shard's images in the epoch's order; NULL unsharded */
     int64_t epoch;
     int64_t next_take; /* the batch next() returns next (caller's thread only) */
     batch_slot slots[2];
@@ -132,10 +134,10 @@ static void fill_batch(const loom_dataloader *dl, int64_t b, batch_slot *s)
 {
     const loom_dataset *ds = dl->ds;
     int64_t start = b * dl->opt.batch_size;
-    int64_t count = ds->n - start < dl->opt.batch_size ? ds->n - start : dl->opt.batch_size;
+    int64_t count = dl->n - start < dl->opt.batch_size ? dl->n - start : dl->opt.batch_size;
     int64_t pix = dl->pix;
     for (int64_t j = 0; j < count; j++) {
-        int64_t idx = dl->perm ? dl->perm[start + j] : start + j;
+        int64_t idx = dl->shard ? dl->shard[start + j] : dl->perm ? dl->perm[start + j] : start + j;
         const uint8_t *src = ds->pixels + idx * pix;
         float *dst = s->x + j * pix;
         for (int64_t p = 0; p < pix; p++) dst[p] = dl->lut[src[p]];
@@ -188,7 +190,25 @@ static loom_status check_options(const loom_dataloader_options *o)
                                    "(as float32), not mean %g, std %g",
                                    o->mean, o->std);
     }
+    if (o->num_replicas < 0 || o->rank < 0 || (o->num_replicas > 1 && o->rank >= o->num_replicas) ||
+        (o->num_replicas <= 1 && o->rank != 0))
+        return loom__set_error(LOOM_ERR_INVALID_ARG,
+                               "dataloader_create: rank %d of %d replicas: rank must be in [0, num_replicas)", o->rank,
+                               o->num_replicas);
     return LOOM_OK;
+}
+
+/* The epoch's order (the shuffle, then the shard's share of it). */
+static void make_order(loom_dataloader *dl, int64_t epoch)
+{
+    const int64_t total = dl->ds->n;
+    if (dl->perm) make_perm(dl->perm, total, dl->opt.seed, epoch);
+    if (!dl->shard) return;
+    const int64_t r = dl->opt.num_replicas;
+    for (int64_t j = 0; j < dl->n; j++) {
+        const int64_t p = (dl->opt.rank + j * r) % total; /* past the end: wrap around (the padding) */
+        dl->shard[j] = dl->perm ? dl->perm[p] : p;
+    }
 }
 
 static void free_buffers(loom_dataloader *dl)
@@ -198,6 +218,7 @@ static void free_buffers(loom_dataloader *dl)
         free(dl->slots[i].y);
     }
     free(dl->perm);
+    free(dl->shard);
     free(dl);
 }
 
@@ -245,9 +266,11 @@ loom_status loom_dataloader_create(loom_ctx *ctx, const loom_dataset *ds, const 
     if (st) return st;
 
     int64_t pix = ds->rows * ds->cols; /* fits: the dataset holds n * pix bytes */
-    /* A slot holds a full batch, or the whole dataset if that is smaller
+    const bool sharded = o.num_replicas > 1;
+    const int64_t n = sharded ? (ds->n + o.num_replicas - 1) / o.num_replicas : ds->n;
+    /* A slot holds a full batch, or the whole epoch if that is smaller
      * (so an absurd batch_size allocates nothing absurd). */
-    int64_t cap = o.batch_size < ds->n ? o.batch_size : ds->n;
+    int64_t cap = o.batch_size < n ? o.batch_size : n;
     if ((uint64_t)(cap * pix) > SIZE_MAX / sizeof(float))
         return loom__set_error(LOOM_ERR_INVALID_ARG,
                                "dataloader_create: a batch of %lld images of %lld pixels does not fit in memory",
@@ -259,7 +282,8 @@ loom_status loom_dataloader_create(loom_ctx *ctx, const loom_dataset *ds, const 
     dl->ds = ds;
     dl->opt = o;
     dl->pix = pix;
-    dl->nbatches = ds->n / o.batch_size + (!o.drop_last && ds->n % o.batch_size != 0);
+    dl->n = n;
+    dl->nbatches = n / o.batch_size + (!o.drop_last && n % o.batch_size != 0);
     for (int v = 0; v < 256; v++) {
         /* ToTensor: float32 x / 255; Normalize: float32 (x - mean) / std.
          * Same operations, same rounding as torchvision. */
@@ -273,11 +297,9 @@ loom_status loom_dataloader_create(loom_ctx *ctx, const loom_dataset *ds, const 
         dl->slots[i].y = malloc((size_t)cap * sizeof(int64_t));
         if (!dl->slots[i].x || !dl->slots[i].y) goto nomem;
     }
-    if (o.shuffle) {
-        dl->perm = malloc((size_t)ds->n * sizeof(int64_t));
-        if (!dl->perm) goto nomem;
-        make_perm(dl->perm, ds->n, o.seed, 0);
-    }
+    if (o.shuffle && !(dl->perm = malloc((size_t)ds->n * sizeof(int64_t)))) goto nomem;
+    if (sharded && !(dl->shard = malloc((size_t)n * sizeof(int64_t)))) goto nomem;
+    make_order(dl, 0);
     if (o.prefetch && (st = start_thread(dl))) {
         free_buffers(dl);
         return st;
@@ -375,7 +397,7 @@ loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
     }
     /* Under the lock with the thread idle: perm is not being read. The
      * shuffle of 60000 indices takes well under a millisecond. */
-    if (dl->perm) make_perm(dl->perm, dl->ds->n, dl->opt.seed, epoch);
+    make_order(dl, epoch);
     dl->epoch = epoch;
     dl->next_take = 0;
     if (dl->threaded) {

@@ -52,6 +52,7 @@ typedef struct options {
     long limit;      /* train and test batches per epoch, 0 = all (for quick checks) */
     long test_batch; /* test batch size */
     const char *checkpoint; /* save the model's state here after each epoch */
+    bool distributed; /* data-parallel over MPI ranks (loom/dist.h) */
 } options;
 
 static void usage(FILE *f)
@@ -72,8 +73,11 @@ static void usage(FILE *f)
             "  --checkpoint PATH save the model (safetensors, PyTorch's state_dict names)\n"
             "                    after each epoch, atomically\n"
             "  --json            print JSON lines instead of text\n"
+            "  --distributed     train data-parallel over the MPI ranks (mpirun -np R %s\n"
+            "                    --distributed; on by itself under mpirun with R > 1): --batch-size\n"
+            "                    is the global batch, each rank takes its share of it\n"
             "  --help            print this and exit\n",
-            PROG);
+            PROG, PROG);
 }
 
 static bool parse_long(const char *s, long min, long max, long *out)
@@ -99,6 +103,10 @@ static int parse_options(int argc, char **argv, options *o)
         }
         if (!strcmp(arg, "--json")) {
             o->json = true;
+            continue;
+        }
+        if (!strcmp(arg, "--distributed")) {
+            o->distributed = true;
             continue;
         }
         static const char *const names[] = {"--epochs",  "--batch-size", "--lr",   "--seed",
@@ -193,6 +201,8 @@ typedef struct run {
     loom_ctx *ctx;
     loom_module *model;
     loom_optimizer *adam;
+    loom_dist *dist; /* NULL: one process */
+    bool lead;       /* prints and checkpoints: rank 0 */
 } run;
 
 /* One epoch over dl; returns the mean training loss in *mean_loss. */
@@ -216,7 +226,7 @@ static loom_status train_epoch(run *r, loom_dataloader *dl, const options *o, lo
         loom_optimizer_zero_grad(r->adam);
         loom_tensor *loss = loom_nll_loss(loom_module_forward(r->model, x), y, LOOM_REDUCTION_MEAN);
         double v = 0;
-        st = loom_backward(loss, NULL, NULL);
+        st = r->dist ? loom_dist_backward(r->dist, r->model, loss) : loom_backward(loss, NULL, NULL);
         if (st == LOOM_OK) st = loom_optimizer_step(r->adam);
         if (st == LOOM_OK) st = loom_tensor_item(loss, &v);
         images += loom_tensor_size(x, 0);
@@ -226,14 +236,15 @@ static loom_status train_epoch(run *r, loom_dataloader *dl, const options *o, lo
         b++;
         double t = now();
         bool report = o->json || !tty ? (b % 100 == 0 || b == nb) : (t - last > 0.1 || b == nb);
-        if (report) {
-            progress(o, tty, epoch, b, nb, v, (double)images / (t - t0), t - t0);
+        if (report && r->lead) {
+            progress(o, tty, epoch, b, nb, v, (double)images * loom_dist_size(r->dist) / (t - t0), t - t0);
             last = t;
         }
     }
-    if (tty && !o->json) printf("\n");
+    if (tty && !o->json && r->lead) printf("\n");
     *mean_loss = b ? sum / (double)b : 0.0;
-    *ips_out = (double)images / (now() - t0);
+    *ips_out = (double)images * loom_dist_size(r->dist) / (now() - t0); /* every rank's images */
+    if (st == LOOM_OK && r->dist) st = loom_dist_allreduce_mean(r->dist, mean_loss, 1);
     return st;
 }
 
@@ -247,6 +258,8 @@ static loom_status test(run *r, const loom_dataset *ds, const options *o, double
     lo.normalize = true;
     lo.mean = LOOM_FASHION_MNIST_MEAN;
     lo.std = LOOM_FASHION_MNIST_STD;
+    lo.num_replicas = loom_dist_size(r->dist); /* each rank tests its shard */
+    lo.rank = loom_dist_rank(r->dist);
     loom_dataloader *dl;
     loom_status st = loom_dataloader_create(r->ctx, ds, &lo, &dl);
     if (st != LOOM_OK) return st;
@@ -277,6 +290,15 @@ static loom_status test(run *r, const loom_dataset *ds, const options *o, double
     }
     loom_no_grad_end(r->ctx);
     loom_dataloader_free(dl);
+    if (st == LOOM_OK && r->dist) {
+        /* The shards' sums (a mean over the ranks, times the ranks). */
+        double sums[3] = {loss_sum, (double)*correct, (double)*total};
+        st = loom_dist_allreduce_mean(r->dist, sums, 3);
+        const int R = loom_dist_size(r->dist);
+        loss_sum = sums[0] * R;
+        *correct = (long)(sums[1] * R + 0.5); /* whole counts: round */
+        *total = (long)(sums[2] * R + 0.5);
+    }
     *avg_loss = *total ? loss_sum / (double)*total : 0.0;
     return st;
 }
@@ -287,6 +309,25 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
     bool tty = isatty(STDOUT_FILENO);
+    run r = {.lead = true};
+    /* Under mpirun with several ranks, data parallelism is what was meant. */
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+    if (world && atoi(world) > 1) o.distributed = true;
+    if (o.distributed) {
+        if (loom_dist_init(&argc, &argv, NULL, &r.dist) != LOOM_OK) {
+            fprintf(stderr, "%s: --distributed: %s\n", PROG, loom_last_error());
+            return 1;
+        }
+        r.lead = loom_dist_rank(r.dist) == 0;
+        if (o.batch_size % loom_dist_size(r.dist) != 0) {
+            if (r.lead)
+                fprintf(stderr, "%s: --batch-size %ld (the global batch) must be a multiple of the %d ranks\n", PROG,
+                        o.batch_size, loom_dist_size(r.dist));
+            loom_dist_free(r.dist);
+            return 2;
+        }
+        if (!r.lead) o.json = false, tty = false;
+    }
 
     loom_dataset *train = NULL, *testset = NULL;
     if (loom_mnist_load(o.data, true, &train) != LOOM_OK || loom_mnist_load(o.data, false, &testset) != LOOM_OK) {
@@ -294,9 +335,9 @@ int main(int argc, char **argv)
         if (!strcmp(o.data, DEFAULT_DATA))
             fprintf(stderr, "%s: install Debian's dataset-fashion-mnist, or give --data DIR\n", PROG);
         loom_dataset_free(train);
+        if (r.dist) loom_dist_abort(r.dist, 1);
         return 1;
     }
-    run r = {0};
     r.ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = o.threads, .seed = o.seed, .backend = o.backend});
     loom_dataloader *dl = NULL;
     if (r.ctx) r.model = loom_simple_cnn(r.ctx, NULL);
@@ -306,10 +347,17 @@ int main(int argc, char **argv)
         loom_adam_options ao = loom_adam_defaults();
         ao.lr = o.lr;
         r.adam = n == 8 ? loom_adam(r.ctx, n, params, &ao) : NULL;
+        /* Every replica starts from rank 0's weights. */
+        if (r.adam && r.dist && loom_dist_broadcast_module(r.dist, r.model) != LOOM_OK) {
+            loom_optimizer_free(r.adam);
+            r.adam = NULL;
+        }
     }
     if (r.adam) {
         loom_dataloader_options lo = loom_dataloader_defaults();
-        lo.batch_size = o.batch_size;
+        lo.batch_size = o.batch_size / loom_dist_size(r.dist); /* this rank's share of the global batch */
+        lo.num_replicas = loom_dist_size(r.dist);
+        lo.rank = loom_dist_rank(r.dist);
         lo.shuffle = true;
         lo.seed = o.seed;
         lo.normalize = true;
@@ -322,15 +370,17 @@ int main(int argc, char **argv)
         rc = 1;
         goto done;
     }
-    if (o.json)
-        printf("{\"event\": \"start\", \"threads\": %d, \"backend\": \"%s\", \"train_images\": %" PRId64
+    if (!r.lead)
+        ;
+    else if (o.json)
+        printf("{\"event\": \"start\", \"ranks\": %d, \"threads\": %d, \"backend\": \"%s\", \"train_images\": %" PRId64
                ", \"test_images\": %" PRId64 ", \"batch_size\": %ld}\n",
-               loom_ctx_num_threads(r.ctx), loom_ctx_backend(r.ctx), loom_dataset_size(train),
+               loom_dist_size(r.dist), loom_ctx_num_threads(r.ctx), loom_ctx_backend(r.ctx), loom_dataset_size(train),
                loom_dataset_size(testset), o.batch_size);
     else
-        printf("SimpleCNN on %s: %" PRId64 " training, %" PRId64 " test images; %d threads, backend %s\n", o.data,
-               loom_dataset_size(train), loom_dataset_size(testset), loom_ctx_num_threads(r.ctx),
-               loom_ctx_backend(r.ctx));
+        printf("SimpleCNN on %s: %" PRId64 " training, %" PRId64 " test images; %d rank%s x %d threads, backend %s\n",
+               o.data, loom_dataset_size(train), loom_dataset_size(testset), loom_dist_size(r.dist),
+               loom_dist_size(r.dist) > 1 ? "s" : "", loom_ctx_num_threads(r.ctx), loom_ctx_backend(r.ctx));
     for (long e = 1; e <= o.epochs; e++) {
         double t0 = now(), train_loss, ips, test_loss;
         long correct, total;
@@ -344,7 +394,9 @@ int main(int argc, char **argv)
             break;
         }
         double acc = total ? (double)correct / (double)total : 0.0;
-        if (o.json)
+        if (!r.lead)
+            ;
+        else if (o.json)
             printf("{\"event\": \"epoch\", \"epoch\": %ld, \"train_loss\": %.6f, \"train_seconds\": %.3f, "
                    "\"train_images_per_s\": %.1f, \"test_loss\": %.6f, \"test_correct\": %ld, \"test_total\": %ld, "
                    "\"test_accuracy\": %.4f}\n",
@@ -353,18 +405,21 @@ int main(int argc, char **argv)
             printf("Test set: Average loss: %.4f, Accuracy: %ld/%ld (%.0f%%)  [epoch %ld: %.1f s, %.0f img/s]\n",
                    test_loss, correct, total, 100.0 * acc, e, train_s, ips);
         fflush(stdout);
-        if (o.checkpoint && loom_module_save(r.model, o.checkpoint) != LOOM_OK) {
+        if (o.checkpoint && r.lead && loom_module_save(r.model, o.checkpoint) != LOOM_OK) {
             fprintf(stderr, "%s: saving the checkpoint failed: %s\n", PROG, loom_last_error());
             rc = 1;
             break;
         }
     }
 done:
+    /* A failed rank cannot leave the others waiting in a collective. */
+    if (rc && r.dist) loom_dist_abort(r.dist, rc);
     loom_dataloader_free(dl);
     loom_optimizer_free(r.adam);
     loom_module_free(r.model);
     loom_ctx_free(r.ctx);
     loom_dataset_free(train);
     loom_dataset_free(testset);
+    loom_dist_free(r.dist);
     return rc;
 }

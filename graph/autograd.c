@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backends/registry.h"
+#include "graph/autograd_impl.h"
 #include "graph/eval.h"
 #include "loom/autograd.h"
 #include "graph/tensor_impl.h"
@@ -248,7 +249,7 @@ static bool rule_reads_input(loom__op op, int i)
 }
 
 static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tensor **order, size_t n,
-                                bool retain)
+                                bool retain, loom__grad_hook hook, void *hook_user)
 {
     for (size_t i = 0; i < n; i++)
         if (order[i]->grad_fn && order[i]->graph_freed)
@@ -260,7 +261,7 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
      * left on a leaf would keep the forward graph, and so the leaf itself,
      * alive through a reference cycle). */
     typedef struct leaf_grad {
-        loom_tensor *leaf, *grad;
+        loom_tensor *leaf, *g, *grad; /* g: this pass's gradient (borrowed); grad: the new .grad */
     } leaf_grad;
     leaf_grad stackbuf[16];
     leaf_grad *leaves = stackbuf;
@@ -271,22 +272,10 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         loom_tensor *g = t->gacc;
         if (!g) continue; /* no gradient reached it */
         if (!t->grad_fn) {
-            /* A leaf: .grad += g, owned by the leaf, outside any scope. The
-             * first time, a copy: g may be a view (a broadcast of one value,
-             * the grad passed to backward, a buffer another leaf's gradient
-             * aliases too), and the leaf's gradient must be its own dense
-             * tensor, safe to overwrite in place (gradient clipping). */
-            loom_tensor *ng = t->grad ? loom_add(t->grad, g)
-                                      : loom__record(LOOM_OP_COPY, NULL, 1, &g, g->dtype, g->ndim, g->shape);
-            if (!ng) {
-                st = loom_last_status();
-                break;
-            }
-            loom_scope_detach(ng);
+            /* A leaf: collected here, its .grad made below (after the hook). */
             if (nleaves == lcap) {
                 leaf_grad *grown = malloc(sizeof *grown * lcap * 2);
                 if (!grown) {
-                    loom__tensor_decref(ng);
                     st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
                     break;
                 }
@@ -295,7 +284,7 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
                 leaves = grown;
                 lcap *= 2;
             }
-            leaves[nleaves++] = (leaf_grad){t, ng};
+            leaves[nleaves++] = (leaf_grad){t, g, NULL};
             continue;
         }
         if (rule_reads_output(t->node.op) && t->storage->version != t->node.out_version) {
@@ -344,8 +333,45 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         loom__tensor_decref(t->gacc);
         t->gacc = NULL;
     }
-    for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) st = loom_tensor_eval(leaves[i].grad);
+    /* The hook (dist/'s all-reduce) may replace each leaf's gradient of
+     * this pass by a tensor computed from it. */
+    if (st == LOOM_OK && hook && nleaves) {
+        loom_tensor **ls = malloc(sizeof *ls * nleaves), **gs = malloc(sizeof *gs * nleaves);
+        if (!ls || !gs) st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+        for (size_t i = 0; st == LOOM_OK && i < nleaves; i++) {
+            ls[i] = leaves[i].leaf;
+            gs[i] = leaves[i].g;
+        }
+        if (st == LOOM_OK) st = hook(hook_user, nleaves, ls, gs);
+        for (size_t i = 0; st == LOOM_OK && i < nleaves; i++) leaves[i].g = gs[i];
+        free(ls);
+        free(gs);
+    }
+    /* .grad += g, owned by the leaf, outside any scope. The first time, a
+     * copy: g may be a view (a broadcast of one value, the grad passed to
+     * backward, a buffer another leaf's gradient aliases too), and the
+     * leaf's gradient must be its own dense tensor, safe to overwrite in
+     * place (gradient clipping). */
+    loom_tensor **todo = nleaves ? malloc(sizeof *todo * nleaves) : NULL;
+    if (nleaves && !todo && st == LOOM_OK) st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+    for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) {
+        loom_tensor *t = leaves[i].leaf, *g = leaves[i].g;
+        loom_tensor *ng = t->grad ? loom_add(t->grad, g)
+                                  : loom__record(LOOM_OP_COPY, NULL, 1, &g, g->dtype, g->ndim, g->shape);
+        if (!ng) {
+            st = loom_last_status();
+            break;
+        }
+        loom_scope_detach(ng);
+        leaves[i].grad = todo[i] = ng;
+    }
+    /* One run computes every gradient: the scheduler sees the whole
+     * backward DAG at once (independent weight gradients side by side, an
+     * all-reduce beside the compute that does not need it). */
+    if (st == LOOM_OK && nleaves) st = loom__eval_many(todo, nleaves);
+    free(todo);
     for (size_t i = 0; i < nleaves; i++) {
+        if (!leaves[i].grad) continue; /* failed before its .grad was made */
         loom_tensor *keep = st == LOOM_OK ? leaves[i].grad : leaves[i].leaf->grad;
         loom_tensor *drop = st == LOOM_OK ? leaves[i].leaf->grad : leaves[i].grad;
         leaves[i].leaf->grad = keep;
@@ -368,7 +394,8 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
     return st;
 }
 
-loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts)
+loom_status loom__backward_hooked(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts,
+                                  loom__grad_hook hook, void *hook_user)
 {
     if (!root) return loom_tensor_eval(root);
     char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
@@ -397,11 +424,16 @@ loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backw
     }
     ctx->no_grad_depth++;
     loom_tensor *seed = grad ? loom_to_dtype(grad, LOOM_FLOAT32) : loom_full(ctx, LOOM_FLOAT32, root->ndim, root->shape, 1.0);
-    st = seed ? run_backward(root, seed, order, n, opts && opts->retain_graph) : loom_last_status();
+    st = seed ? run_backward(root, seed, order, n, opts && opts->retain_graph, hook, hook_user) : loom_last_status();
     ctx->no_grad_depth--;
     loom_scope_end(ctx); /* the backward temporaries; leaf grads are owned by their leaves */
     free(order);
     return st;
+}
+
+loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts)
+{
+    return loom__backward_hooked(root, grad, opts, NULL, NULL);
 }
 
 /* ---- in-place assignment ------------------------------------------------ */

@@ -78,6 +78,7 @@ static int64_t node_cost(const loom_tensor *t)
 #define NODE_GRAIN ((int64_t)1 << 18)
 int loom__node_want(const loom_tensor *t, int max)
 {
+    if (t->node.op == LOOM_OP_HOST_CALL) return 1; /* one thread calling out (MPI) */
     int64_t want = 1 + node_cost(t) / NODE_GRAIN;
     return want < max ? (int)want : max;
 }
@@ -267,46 +268,55 @@ typedef struct frame {
 
 loom_status loom__dag_order(loom_tensor *root, loom__edge_fn follow, loom_tensor ***order_out, size_t *n_out)
 {
-    loom_ctx *ctx = root->ctx;
+    return loom__dag_order_many(&root, 1, follow, order_out, n_out);
+}
+
+loom_status loom__dag_order_many(loom_tensor *const *roots, size_t k, loom__edge_fn follow, loom_tensor ***order_out,
+                                 size_t *n_out)
+{
+    loom_ctx *ctx = roots[0]->ctx;
     uint64_t epoch = ++ctx->epoch;
     size_t cap = 64, n = 0, scap = 64, sp = 0;
     loom_tensor **order = malloc(sizeof *order * cap);
     frame *stack = malloc(sizeof *stack * scap);
     if (!order || !stack) goto nomem;
-    root->mark = epoch;
-    stack[sp++] = (frame){root, 0};
-    /* Iterative DFS (an unrolled RNN is thousands of nodes deep): the stack
-     * holds (tensor, next input to visit); a tensor is appended once all
-     * the inputs it follows are. */
-    while (sp) {
-        frame *f = &stack[sp - 1];
-        loom_tensor *t = f->t;
-        if (f->next < t->node.n_in) {
-            loom_tensor *in = t->node.in[f->next++];
-            if (in->mark == epoch) continue;
-            loom_status st = LOOM_OK;
-            if (!follow(t, in, &st)) {
-                if (st == LOOM_OK) continue;
-                free(order);
-                free(stack);
-                return st;
+    for (size_t r = 0; r < k; r++) {
+        if (roots[r]->mark == epoch) continue; /* reached from an earlier root */
+        roots[r]->mark = epoch;
+        stack[sp++] = (frame){roots[r], 0};
+        /* Iterative DFS (an unrolled RNN is thousands of nodes deep): the stack
+         * holds (tensor, next input to visit); a tensor is appended once all
+         * the inputs it follows are. */
+        while (sp) {
+            frame *f = &stack[sp - 1];
+            loom_tensor *t = f->t;
+            if (f->next < t->node.n_in) {
+                loom_tensor *in = t->node.in[f->next++];
+                if (in->mark == epoch) continue;
+                loom_status st = LOOM_OK;
+                if (!follow(t, in, &st)) {
+                    if (st == LOOM_OK) continue;
+                    free(order);
+                    free(stack);
+                    return st;
+                }
+                in->mark = epoch;
+                if (sp == scap) {
+                    frame *g = realloc(stack, sizeof *stack * (scap *= 2));
+                    if (!g) goto nomem;
+                    stack = g;
+                }
+                stack[sp++] = (frame){in, 0};
+                continue;
             }
-            in->mark = epoch;
-            if (sp == scap) {
-                frame *g = realloc(stack, sizeof *stack * (scap *= 2));
+            sp--;
+            if (n == cap) {
+                loom_tensor **g = realloc(order, sizeof *order * (cap *= 2));
                 if (!g) goto nomem;
-                stack = g;
+                order = g;
             }
-            stack[sp++] = (frame){in, 0};
-            continue;
+            order[n++] = t;
         }
-        sp--;
-        if (n == cap) {
-            loom_tensor **g = realloc(order, sizeof *order * (cap *= 2));
-            if (!g) goto nomem;
-            order = g;
-        }
-        order[n++] = t;
     }
     free(stack);
     *order_out = order;
@@ -325,6 +335,31 @@ static bool follow_pending(loom_tensor *from, loom_tensor *in, loom_status *st)
     int state = atomic_load_explicit(&in->state, memory_order_acquire);
     if (state == LOOM__FAILED) *st = report_failed(in);
     return state == LOOM__PENDING;
+}
+
+loom_status loom__eval_many(loom_tensor *const *ts, size_t k)
+{
+    /* The pending ones, and the first failure among them. */
+    loom_tensor **roots = malloc(sizeof *roots * (k ? k : 1));
+    if (!roots) return loom__set_error(LOOM_ERR_NOMEM, "out of memory evaluating");
+    size_t m = 0;
+    loom_status s = LOOM_OK;
+    for (size_t i = 0; i < k && s == LOOM_OK; i++) {
+        int st = atomic_load_explicit(&ts[i]->state, memory_order_acquire);
+        if (st == LOOM__FAILED) s = report_failed(ts[i]);
+        else if (st == LOOM__PENDING) roots[m++] = ts[i];
+    }
+    loom_tensor **order = NULL;
+    size_t n = 0;
+    if (s == LOOM_OK && m) s = loom__dag_order_many(roots, m, follow_pending, &order, &n);
+    free(roots);
+    if (s != LOOM_OK || !m) return s;
+    loom_ctx *ctx = order[0]->ctx;
+    if (ctx->num_workers > 1 && n > 1) s = loom__run_parallel(ctx, order, n);
+    else
+        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i], NULL);
+    free(order);
+    return s;
 }
 
 loom_status loom__eval(loom_tensor *t)

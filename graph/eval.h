@@ -34,6 +34,14 @@ typedef bool (*loom__edge_fn)(loom_tensor *from, loom_tensor *in, loom_status *s
  * frees it). Each tensor appears once. */
 loom_status loom__dag_order(loom_tensor *root, loom__edge_fn follow, loom_tensor ***order, size_t *n);
 
+/* loom__dag_order from several roots at once (each tensor once). */
+loom_status loom__dag_order_many(loom_tensor *const *roots, size_t k, loom__edge_fn follow, loom_tensor ***order,
+                                 size_t *n);
+
+/* Computes every tensor of ts (k of them) in one run of the DAG: the
+ * scheduler sees all their pending ancestors at once. */
+loom_status loom__eval_many(loom_tensor *const *ts, size_t k);
+
 /* Runs the n nodes of `order` (as loom__dag_order gave it, in the epoch
  * it just used) on the context's work-stealing pool: a node runs when its
  * last pending input has run (graph/exec.c). */

@@ -71,6 +71,12 @@ loom_tensor *loom__expand_to(loom_tensor *t, int ndim, const int64_t *shape);
 /* Type promotion: bool < int64 < float32. */
 loom_dtype loom__promote(loom_dtype a, loom_dtype b);
 
+/* Records LOOM_OP_HOST_CALL (ops/host.c): out [numel(x)] = x flattened,
+ * then fn(user, out, n) in place, after x and the ndeps ordering-only
+ * inputs are computed. Not differentiable. user must outlive the run. */
+loom_tensor *loom__host_call(loom_tensor *x, int ndeps, loom_tensor *const *deps,
+                             loom_status (*fn)(void *user, float *data, int64_t n), void *user);
+
 /* ---- autograd (ops/grad.c) ---------------------------------------------- */
 
 /* True if gradients flow through op (not comparisons, argmax, ...). */

@@ -583,6 +583,55 @@ START_TEST(test_shuffle)
 }
 END_TEST
 
+/* DistributedSampler's sharding: with R replicas, shard r of epoch e is
+ * positions r, r + R, ... of the unsharded order of epoch e, padded by
+ * wrapping to ceil(N / R) images; so the union of the shards' batch b is
+ * the unsharded loader's batch b when its batch is R times theirs. */
+START_TEST(test_shards)
+{
+    enum { N = 37 };
+    loom_ctx *ctx = test_ctx(1, NULL);
+    loom_dataset *ds = indexed_dataset(N);
+    int64_t whole[N], shard[N], sizes[N];
+    for (int shuffle = 0; shuffle < 2; shuffle++)
+        for (int r_count = 2; r_count <= 3; r_count++)
+            for (int epoch = 0; epoch < 2; epoch++) {
+                loom_dataloader *all = make_loader(ctx, ds, opts(4 * r_count, shuffle, 9, false, true));
+                ck_assert_int_eq(loom_dataloader_set_epoch(all, epoch), LOOM_OK);
+                run_epoch(ctx, all, ds, whole, sizes);
+                const int per = (N + r_count - 1) / r_count;
+                for (int rank = 0; rank < r_count; rank++) {
+                    loom_dataloader_options o = opts(4, shuffle, 9, false, rank % 2);
+                    o.num_replicas = r_count;
+                    o.rank = rank;
+                    loom_dataloader *dl = make_loader(ctx, ds, o);
+                    ck_assert_int_eq(loom_dataloader_num_batches(dl), (per + 3) / 4);
+                    ck_assert_int_eq(loom_dataloader_set_epoch(dl, epoch), LOOM_OK);
+                    int nb = run_epoch(ctx, dl, ds, shard, sizes);
+                    int64_t seen = 0;
+                    for (int b = 0; b < nb; b++) seen += sizes[b];
+                    ck_assert_int_eq(seen, per);
+                    for (int j = 0; j < per; j++)
+                        ck_assert_int_eq(shard[j], whole[(rank + (int64_t)j * r_count) % N]);
+                    loom_dataloader_free(dl);
+                }
+                loom_dataloader_free(all);
+            }
+    /* Bad shards: a clear error. */
+    loom_dataloader *dl = NULL;
+    loom_dataloader_options o = opts(4, false, 0, false, false);
+    o.num_replicas = 2;
+    o.rank = 2;
+    ck_assert_int_eq(loom_dataloader_create(ctx, ds, &o, &dl), LOOM_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(loom_last_error(), "rank 2 of 2"), "%s", loom_last_error());
+    o.num_replicas = -1;
+    o.rank = 0;
+    ck_assert_int_eq(loom_dataloader_create(ctx, ds, &o, &dl), LOOM_ERR_INVALID_ARG);
+    loom_dataset_free(ds);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_scaling_and_normalize)
 {
     /* One image holding every byte value. */
@@ -916,6 +965,7 @@ Suite *loom_suite_data(void)
     tc = test_tcase(s, "loader", 60);
     tcase_add_test(tc, test_batching);
     tcase_add_test(tc, test_shuffle);
+    tcase_add_test(tc, test_shards);
     tcase_add_test(tc, test_scaling_and_normalize);
     tcase_add_test(tc, test_prefetch_matches_synchronous);
     tcase_add_test(tc, test_epoch_changes_and_free_mid_epoch);

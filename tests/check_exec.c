@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "graph/autograd_impl.h"
 #include "graph/tensor_impl.h"
+#include "ops/ops_internal.h"
 #include "io/io_impl.h"
 #include "runtime/cores.h"
 
@@ -355,6 +357,97 @@ START_TEST(test_profile_flops)
 }
 END_TEST
 
+/* ---- host calls and the backward hook (what dist/ is built on) ------------ */
+
+static int host_order[8], host_calls;
+
+static loom_status host_double(void *user, float *data, int64_t n)
+{
+    host_order[host_calls++ & 7] = (int)(intptr_t)user;
+    for (int64_t i = 0; i < n; i++) data[i] *= 2.0f;
+    return LOOM_OK;
+}
+
+static loom_status host_fail(void *user, float *data, int64_t n)
+{
+    (void)user, (void)data, (void)n;
+    return loom__set_error(LOOM_ERR_STATE, "host callback refused");
+}
+
+/* Replaces every gradient of the pass by a host_call of it (x2). */
+static loom_status double_grads(void *user, size_t n, loom_tensor *const *leaves, loom_tensor **grads)
+{
+    (void)leaves;
+    loom_tensor *prev = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int64_t shape[LOOM_MAX_DIMS];
+        loom_tensor_shape(grads[i], shape);
+        loom_tensor *h = loom__host_call(grads[i], prev ? 1 : 0, &prev, host_double, (void *)(intptr_t)(i + 1));
+        grads[i] = loom_reshape(h, loom_tensor_ndim(grads[i]), shape);
+        prev = h;
+        *(int *)user += 1;
+    }
+    return LOOM_OK;
+}
+
+START_TEST(test_host_call_and_hook)
+{
+    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 2, .num_workers = 2});
+    /* Two chained host calls: both run, in dependency order, on the data. */
+    host_calls = 0;
+    loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, (const float[]){1, 2, 3, 4}, LOOM_SHAPE(2, 2));
+    loom_tensor *a = loom__host_call(x, 0, NULL, host_double, (void *)1);
+    loom_tensor *b = loom__host_call(loom_add(x, x), 1, &a, host_double, (void *)2);
+    float out[4];
+    ck_assert_int_eq(loom_tensor_copy_to(b, out, sizeof out), LOOM_OK);
+    ck_assert(out[0] == 4 && out[3] == 16);
+    ck_assert_int_eq(host_calls, 2);
+    ck_assert(host_order[0] == 1 && host_order[1] == 2);
+    ck_assert_int_eq(loom_tensor_ndim(b), 1); /* flattened */
+    /* A failing callback fails its node with its message. */
+    ck_assert_int_eq(loom_tensor_eval(loom__host_call(x, 0, NULL, host_fail, NULL)), LOOM_ERR_STATE);
+    ck_assert_msg(strstr(loom_last_error(), "host callback refused"), "%s", loom_last_error());
+
+    /* The hook sees this pass's gradients and its replacements are what
+     * accumulates: w.grad = 2 * dL/dw, both times. */
+    loom_tensor *w = loom_tensor_from_array(ctx, LOOM_FLOAT32, (const float[]){1, -2, 3}, LOOM_SHAPE(3));
+    loom_tensor_set_requires_grad(w, true);
+    int hooked = 0;
+    for (int pass = 1; pass <= 2; pass++) {
+        loom_scope_begin(ctx);
+        loom_tensor *loss = loom_sum(loom_mul(w, w), 0, NULL, false); /* dL/dw = 2w */
+        ck_assert_int_eq(loom__backward_hooked(loss, NULL, NULL, double_grads, &hooked), LOOM_OK);
+        float g[3];
+        ck_assert_int_eq(loom_tensor_copy_to(loom_tensor_grad(w), g, sizeof g), LOOM_OK);
+        ck_assert(g[0] == 4.0f * pass && g[1] == -8.0f * pass && g[2] == 12.0f * pass);
+        loom_scope_end(ctx);
+    }
+    ck_assert_int_eq(hooked, 2);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
+/* Without MPI every loom_dist call says so; with it, NULL handles are
+ * refused (MPI itself is exercised by tests/dist.sh under mpirun). */
+START_TEST(test_dist_without_mpi)
+{
+    ck_assert_int_eq(loom_dist_rank(NULL), 0);
+    ck_assert_int_eq(loom_dist_size(NULL), 1);
+    if (!loom_dist_available()) {
+        loom_dist *d = (loom_dist *)1;
+        ck_assert_int_eq(loom_dist_init(NULL, NULL, NULL, &d), LOOM_ERR_STATE);
+        ck_assert_ptr_null(d);
+        ck_assert_msg(strstr(loom_last_error(), "without MPI") && strstr(loom_last_error(), "--with-mpi"), "%s",
+                      loom_last_error());
+        ck_assert_int_eq(loom_dist_backward(NULL, NULL, NULL), LOOM_ERR_STATE);
+    } else {
+        ck_assert_int_eq(loom_dist_backward(NULL, NULL, NULL), LOOM_ERR_INVALID_ARG);
+        ck_assert_int_eq(loom_dist_barrier(NULL), LOOM_ERR_INVALID_ARG);
+        ck_assert_int_eq(loom_dist_init(NULL, NULL, NULL, NULL), LOOM_ERR_INVALID_ARG);
+    }
+}
+END_TEST
+
 /* ---- the core budget --------------------------------------------------- */
 
 START_TEST(test_cores_basics)
@@ -544,6 +637,8 @@ Suite *loom_suite_exec(void)
     tcase_add_test(tc, test_worker_options);
     tcase_add_test(tc, test_trace_file);
     tcase_add_test(tc, test_profile_flops);
+    tcase_add_test(tc, test_host_call_and_hook);
+    tcase_add_test(tc, test_dist_without_mpi);
     tcase_add_test(tc, test_cores_basics);
     tcase_add_test(tc, test_cores_stress);
     tcase_add_test(tc, test_core_budget_bound);

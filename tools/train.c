@@ -41,6 +41,7 @@ typedef struct common {
     long batch, threads, limit;
     bool json;
     double mean, std;
+    loom_dist *dist; /* data parallelism (loom train --distributed); NULL: one process */
 } common;
 
 /* mean,std from --normalize, or the training split's pixel statistics. */
@@ -87,6 +88,8 @@ static loom_status evaluate(const common *c, loom_ctx *ctx, loom_module *m, cons
     lo.normalize = true;
     lo.mean = c->mean;
     lo.std = c->std;
+    lo.num_replicas = loom_dist_size(c->dist); /* each rank its shard */
+    lo.rank = loom_dist_rank(c->dist);
     loom_dataloader *dl;
     loom_status st = loom_dataloader_create(ctx, ds, &lo, &dl);
     if (st != LOOM_OK) return st;
@@ -114,6 +117,14 @@ static loom_status evaluate(const common *c, loom_ctx *ctx, loom_module *m, cons
     }
     loom_no_grad_end(ctx);
     loom_dataloader_free(dl);
+    if (st == LOOM_OK && c->dist) { /* the shards' sums */
+        const int r = loom_dist_size(c->dist);
+        double sums[3] = {sum, (double)*correct, (double)*total};
+        st = loom_dist_allreduce_mean(c->dist, sums, 3);
+        sum = sums[0] * r;
+        *correct = lround(sums[1] * r);
+        *total = lround(sums[2] * r);
+    }
     *loss = *total ? sum / (double)*total : 0.0;
     return st;
 }
@@ -147,7 +158,9 @@ static void train_usage(FILE *f)
             "  --checkpoint FILE   write a training checkpoint after every epoch (atomically)\n"
             "  --resume            continue from --checkpoint's epoch\n"
             "  --limit N           at most N batches per epoch and N test batches (quick checks)\n"
-            "  --json              one JSON object per epoch on stdout, no progress bar\n");
+            "  --json              one JSON object per epoch on stdout, no progress bar\n"
+            "  --distributed       data-parallel over MPI ranks (mpirun -np R loom train ...; on by\n"
+            "                      itself under mpirun with R > 1): --batch-size is the global batch\n");
 }
 
 static void progress(long epoch, long epochs, long b, long nb, double loss, double ips, double elapsed)
@@ -167,8 +180,9 @@ int loom_tool_train(int argc, char **argv)
     const char *optimizer = "adam", *checkpoint = NULL;
     long epochs = 1, seed = 0;
     double lr = -1, momentum = 0.9, weight_decay = -1;
-    bool resume = false;
+    bool resume = false, distributed = false;
     const loom_tool_opt opts[] = {
+        {"--distributed", LOOM_TOOL_FLAG, &distributed, 0, 0},
         {"--model", LOOM_TOOL_STR, &c.model, 0, 0},
         {"--data", LOOM_TOOL_STR, &c.data, 0, 0},
         {"--epochs", LOOM_TOOL_INT, &epochs, 1, 1000000},
@@ -201,23 +215,43 @@ int loom_tool_train(int argc, char **argv)
         fprintf(stderr, "%s: --resume needs --checkpoint FILE\n", cmd);
         return 2;
     }
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+    if (world && atoi(world) > 1) distributed = true; /* under mpirun: what was meant */
+    if (distributed) {
+        if (loom_dist_init(NULL, NULL, NULL, &c.dist) != LOOM_OK) return fail(cmd, "--distributed");
+        if (c.batch % loom_dist_size(c.dist) != 0) {
+            if (loom_dist_rank(c.dist) == 0)
+                fprintf(stderr, "%s: --batch-size %ld (the global batch) must be a multiple of the %d ranks\n", cmd,
+                        c.batch, loom_dist_size(c.dist));
+            loom_dist_free(c.dist);
+            return 2;
+        }
+    }
+    const bool lead = loom_dist_rank(c.dist) == 0; /* prints and writes checkpoints */
 
     loom_dataset *train = NULL, *test = NULL;
-    if (loom_mnist_load(c.data, true, &train) != LOOM_OK) return fail(cmd, "reading the training split");
-    if (loom_mnist_load(c.data, false, &test) != LOOM_OK) test = NULL; /* no test split: train only */
-    if (!normalization(cmd, &c, train)) {
-        loom_dataset_free(train);
-        loom_dataset_free(test);
-        return 2;
-    }
     int status = 1;
-    loom_ctx *ctx = loom_ctx_create(
-        &(loom_ctx_options){.num_threads = (int)c.threads, .seed = (uint64_t)seed, .backend = c.backend});
-    loom_module *m = ctx ? build_model(&c, ctx, train) : NULL;
+    loom_ctx *ctx = NULL;
+    loom_module *m = NULL;
     loom_optimizer *opt = NULL;
     loom_dataloader *dl = NULL;
+    if (loom_mnist_load(c.data, true, &train) != LOOM_OK) {
+        fail(cmd, "reading the training split");
+        goto out;
+    }
+    if (loom_mnist_load(c.data, false, &test) != LOOM_OK) test = NULL; /* no test split: train only */
+    if (!normalization(cmd, &c, train)) {
+        status = 2;
+        goto out;
+    }
+    ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = (int)c.threads, .seed = (uint64_t)seed, .backend = c.backend});
+    m = ctx ? build_model(&c, ctx, train) : NULL;
     if (!m) {
         fail(cmd, "building the model");
+        goto out;
+    }
+    if (c.dist && loom_dist_broadcast_module(c.dist, m) != LOOM_OK) { /* rank 0's weights everywhere */
+        fail(cmd, "--distributed");
         goto out;
     }
     {
@@ -251,7 +285,9 @@ int loom_tool_train(int argc, char **argv)
         }
     }
     loom_dataloader_options lo = loom_dataloader_defaults();
-    lo.batch_size = c.batch;
+    lo.batch_size = c.batch / loom_dist_size(c.dist); /* this rank's share of the global batch */
+    lo.num_replicas = loom_dist_size(c.dist);
+    lo.rank = loom_dist_rank(c.dist);
     lo.shuffle = true;
     lo.seed = (uint64_t)seed;
     lo.normalize = true;
@@ -261,14 +297,15 @@ int loom_tool_train(int argc, char **argv)
         fail(cmd, "creating the data loader");
         goto out;
     }
-    const bool tty = !c.json && isatty(STDERR_FILENO);
-    if (!c.json)
-        printf("loom train: %s on %s (%lld training, %lld test images, %lldx%lld), %s, batch %ld, %d threads, "
-               "backend %s, normalize %.4f/%.4f%s\n",
+    const bool tty = lead && !c.json && isatty(STDERR_FILENO);
+    if (!c.json && lead)
+        printf("loom train: %s on %s (%lld training, %lld test images, %lldx%lld), %s, batch %ld, %d rank%s x %d "
+               "threads, backend %s, normalize %.4f/%.4f%s\n",
                c.model, c.data, (long long)loom_dataset_size(train), (long long)loom_dataset_size(test),
                (long long)loom_dataset_rows(train), (long long)loom_dataset_cols(train), optimizer, c.batch,
-               loom_ctx_num_threads(ctx), loom_ctx_backend(ctx), c.mean, c.std, resume ? ", resumed" : "");
-    if (done >= epochs && !c.json) printf("already trained %lld of %ld epochs\n", (long long)done, epochs);
+               loom_dist_size(c.dist), loom_dist_size(c.dist) > 1 ? "s" : "", loom_ctx_num_threads(ctx),
+               loom_ctx_backend(ctx), c.mean, c.std, resume ? ", resumed" : "");
+    if (done >= epochs && !c.json && lead) printf("already trained %lld of %ld epochs\n", (long long)done, epochs);
     fflush(stdout);
     for (long e = (long)done + 1; e <= epochs; e++) {
         if (loom_dataloader_set_epoch(dl, e - 1) != LOOM_OK) {
@@ -289,7 +326,7 @@ int loom_tool_train(int argc, char **argv)
             if (st == LOOM_OK && x) {
                 loom_optimizer_zero_grad(opt);
                 loom_tensor *loss = loom_cross_entropy_loss(loom_module_forward(m, x), y, LOOM_REDUCTION_MEAN);
-                st = loom_backward(loss, NULL, NULL);
+                st = c.dist ? loom_dist_backward(c.dist, m, loss) : loom_backward(loss, NULL, NULL);
                 if (st == LOOM_OK) st = loom_optimizer_step(opt);
                 if (st == LOOM_OK) st = loom_tensor_item(loss, &v);
                 images += loom_tensor_size(x, 0);
@@ -304,7 +341,7 @@ int loom_tool_train(int argc, char **argv)
             b++;
             double t = loom_tool_now();
             if (tty && (t - last > 0.1 || b == nb)) {
-                progress(e, epochs, b, nb, v, (double)images / (t - t0), t - t0);
+                progress(e, epochs, b, nb, v, (double)images * loom_dist_size(c.dist) / (t - t0), t - t0);
                 last = t;
             }
         }
@@ -313,24 +350,42 @@ int loom_tool_train(int argc, char **argv)
             fail(cmd, "training");
             goto out;
         }
-        const double secs = loom_tool_now() - t0, ips = (double)images / secs, train_loss = b ? sum / (double)b : 0;
+        const double secs = loom_tool_now() - t0, ips = (double)images * loom_dist_size(c.dist) / secs;
+        double train_loss = b ? sum / (double)b : 0;
+        if (c.dist && loom_dist_allreduce_mean(c.dist, &train_loss, 1) != LOOM_OK) {
+            fail(cmd, "--distributed");
+            goto out;
+        }
         double test_loss = 0;
         long correct = 0, total = 0;
         if (test && evaluate(&c, ctx, m, test, 1000, &test_loss, &correct, &total) != LOOM_OK) {
             fail(cmd, "testing");
             goto out;
         }
-        if (checkpoint && loom_checkpoint_save(checkpoint, m, opt, e) != LOOM_OK) {
+        /* Rank 0 writes (the replicas are identical); the others wait for
+         * it, so that a resume never reads a half-done epoch. */
+        if (checkpoint && lead && loom_checkpoint_save(checkpoint, m, opt, e) != LOOM_OK) {
             fail(cmd, "writing the checkpoint");
             goto out;
         }
-        if (c.json) {
+        if (checkpoint && c.dist && loom_dist_barrier(c.dist) != LOOM_OK) {
+            fail(cmd, "--distributed");
+            goto out;
+        }
+        if (!lead) {
+        } else if (c.json) {
             printf("{\"epoch\": %ld, \"epochs\": %ld, \"model\": \"%s\", \"train_loss\": %.6f, \"images_per_s\": %.1f, "
                    "\"seconds\": %.3f, \"threads\": %d, \"backend\": \"%s\"",
                    e, epochs, c.model, train_loss, ips, secs, loom_ctx_num_threads(ctx), loom_ctx_backend(ctx));
             if (total)
                 printf(", \"test_loss\": %.6f, \"test_accuracy\": %.4f, \"test_images\": %ld", test_loss,
                        (double)correct / (double)total, total);
+            if (c.dist) { /* rank 0's share of time in the gradient reductions, since the start */
+                loom_dist_stats ds;
+                loom_dist_get_stats(c.dist, &ds);
+                printf(", \"ranks\": %d, \"comm_seconds\": %.3f, \"buckets\": %lld", loom_dist_size(c.dist),
+                       ds.comm_seconds, (long long)ds.buckets);
+            }
             printf("}\n");
         } else {
             printf("epoch %ld/%ld: train loss %.4f, %.0f img/s, %.1f s", e, epochs, train_loss, ips, secs);
@@ -343,12 +398,14 @@ int loom_tool_train(int argc, char **argv)
     }
     status = 0;
 out:
+    if (status && c.dist) loom_dist_abort(c.dist, status); /* peers must not wait in a collective */
     loom_dataloader_free(dl);
     loom_optimizer_free(opt);
     loom_module_free(m);
     loom_ctx_free(ctx);
     loom_dataset_free(train);
     loom_dataset_free(test);
+    loom_dist_free(c.dist);
     return status;
 }
 

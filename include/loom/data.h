@@ -153,6 +153,16 @@ typedef struct loom_dataloader_options {
     /* Prepare the next batches on one background thread while the caller
      * computes (default true). The batches are the same either way. */
     bool prefetch;
+    /* Data parallelism, as PyTorch's DistributedSampler: with
+     * num_replicas > 1, this loader sees only shard `rank` (0 <=
+     * rank < num_replicas) of every epoch's order: positions rank,
+     * rank + num_replicas, ... of it, the order padded by wrapping around
+     * to a multiple of num_replicas, so every shard has ceil(size /
+     * num_replicas) images. The order itself (shuffled from seed and the
+     * epoch, or not) is the same whatever num_replicas is. 0 or 1: the
+     * whole dataset (default 0). */
+    int num_replicas;
+    int rank;
 } loom_dataloader_options;
 
 /* batch_size 1, no shuffle, seed 0, keep the last batch, no normalization

@@ -28,6 +28,7 @@
 #include "loom/data.h"
 #include "loom/io.h"
 #include "loom/models.h"
+#include "loom/dist.h"
 
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1
