@@ -452,7 +452,11 @@ loom_status loom_dist_backward(loom_dist *d, loom_module *m, loom_tensor *loss)
         return loom__set_error(LOOM_ERR_NOMEM, "dist: out of memory");
     }
     loom_module_trainable_parameters(m, h.params, h.names, h.nparams);
-    loom_status st = loom__backward_hooked(loss, NULL, NULL, d->size > 1 ? hook : NULL, &h);
+    /* One core of the budget is kept for the reductions during the
+     * backward, so the compute nodes (oneDNN's need all their planned
+     * cores) can run beside a reduction instead of waiting for it. */
+    const bool many = d->size > 1;
+    loom_status st = loom__backward_hooked(loss, NULL, NULL, many ? hook : NULL, &h, many ? 1 : 0);
     free(h.buckets);
     free(h.params);
     free(h.names);

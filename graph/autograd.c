@@ -395,7 +395,7 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
 }
 
 loom_status loom__backward_hooked(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts,
-                                  loom__grad_hook hook, void *hook_user)
+                                  loom__grad_hook hook, void *hook_user, int comm_reserve)
 {
     if (!root) return loom_tensor_eval(root);
     char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
@@ -423,8 +423,10 @@ loom_status loom__backward_hooked(loom_tensor *root, loom_tensor *grad, const lo
         return st;
     }
     ctx->no_grad_depth++;
+    ctx->comm_reserve = comm_reserve;
     loom_tensor *seed = grad ? loom_to_dtype(grad, LOOM_FLOAT32) : loom_full(ctx, LOOM_FLOAT32, root->ndim, root->shape, 1.0);
     st = seed ? run_backward(root, seed, order, n, opts && opts->retain_graph, hook, hook_user) : loom_last_status();
+    ctx->comm_reserve = 0;
     ctx->no_grad_depth--;
     loom_scope_end(ctx); /* the backward temporaries; leaf grads are owned by their leaves */
     free(order);
@@ -433,7 +435,7 @@ loom_status loom__backward_hooked(loom_tensor *root, loom_tensor *grad, const lo
 
 loom_status loom_backward(loom_tensor *root, loom_tensor *grad, const loom_backward_options *opts)
 {
-    return loom__backward_hooked(root, grad, opts, NULL, NULL);
+    return loom__backward_hooked(root, grad, opts, NULL, NULL, 0);
 }
 
 /* ---- in-place assignment ------------------------------------------------ */

@@ -153,7 +153,9 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
              * budget (runtime/cores.h): exactly its planned width when the
              * kernel's results depend on the thread count, else up to it. */
             const int total = loom__worker_cores_total(w);
-            const int want = loom__cores_width(loom__node_want(t, total), total);
+            int cap = total;
+            if (n->op != LOOM_OP_HOST_CALL && t->ctx->comm_reserve && total > 1) cap = total - t->ctx->comm_reserve;
+            const int want = loom__cores_width(loom__node_want(t, cap), total);
             held = loom__worker_cores_take(w, want, k->exact_width);
             call.nthreads = loom__cores_width(held, total);
             loom__worker_cores_give(w, held - call.nthreads);

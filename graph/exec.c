@@ -50,6 +50,11 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
          * process has one team (loom__pool_spawn_pinned says why); the
          * other workers run the narrow nodes beside it. */
         if (x->wide && loom__worker_index(w) != 0) return loom__pool_spawn_pinned(w, x);
+        /* A host call (dist/'s reduction) waits on other processes: not on
+         * worker 0, whose pinned wide nodes would wait behind it. */
+        if (x->t->node.op == LOOM_OP_HOST_CALL && loom__worker_index(w) == 0 &&
+            loom__pool_size(loom__worker_pool(w)) > 1)
+            return loom__pool_spawn_to(w, 1, x);
         loom_status st = loom__run_node(x->t, w);
         if (st != LOOM_OK) return st;
         exec_node *next = NULL;
@@ -119,7 +124,11 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
             }
         }
         e.nodes[i].t = t;
-        e.nodes[i].wide = loom__node_want(t, ctx->num_threads) > 1;
+        /* As loom__run_node plans it: a hooked backward keeps comm_reserve
+         * cores for host calls (graph/autograd_impl.h). */
+        int cap = ctx->num_threads;
+        if (t->node.op != LOOM_OP_HOST_CALL && ctx->comm_reserve && cap > 1) cap -= ctx->comm_reserve;
+        e.nodes[i].wide = loom__node_want(t, cap) > 1;
         atomic_init(&e.nodes[i].pending, pend);
     }
     for (size_t i = 0; i < n; i++) count[i + 1] += count[i]; /* prefix sums: CSR offsets */

@@ -131,6 +131,11 @@ struct loom_ctx {
     _Atomic bool profile;
     bool profile_env;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
+    /* Cores of the budget kept for host calls (communication) while a
+     * hooked backward runs; other nodes plan at most total - this wide
+     * (graph/autograd_impl.h). Set and read only between runs and by the
+     * run's nodes, so a plain int. */
+    int comm_reserve;
     struct loom__trace *trace;  /* loom_trace_start .. stop (graph/trace.c) */
     /* The same trace for the pool's scheduling events, which workers record
      * outside any run (a parked worker records its idle time when it

@@ -2,7 +2,8 @@
 # tests/dist.sh - data parallelism over MPI (run by "make check" when Loom
 # was built with MPI; skipped, 77, otherwise): tests/dist_check under
 # mpirun on loopback, one thread per rank:
-#   - 2 and 3 ranks train: parameters bitwise identical on every rank, and
+#   - 2 and 3 ranks train (and 2 ranks of 2 threads, the reductions beside
+#     the compute): parameters bitwise identical on every rank, and
 #     equal to single-process training on the same global batch (1e-5);
 #   - models that differ between ranks are refused, naming the rank;
 #   - a rank that stops answering makes the others fail within the 3 s
@@ -30,12 +31,13 @@ run() { # np args...
         "$prog" "$@" 2>&1
 }
 fail=0
-for np in 2 3; do
-    out=$(run "$np" train)
+for case in "2 train" "3 train" "2 train2"; do
+    set -- $case
+    out=$(run "$1" "$2")
     rc=$?
-    echo "$out" | sed "s/^/[np $np train] /"
-    if [ $rc -ne 0 ] || ! echo "$out" | grep -q "dist_check: ok ($np ranks"; then
-        echo "dist: FAIL: training on $np ranks (status $rc)" >&2
+    echo "$out" | sed "s/^/[np $1 $2] /"
+    if [ $rc -ne 0 ] || ! echo "$out" | grep -q "dist_check: ok ($1 ranks"; then
+        echo "dist: FAIL: $2 on $1 ranks (status $rc)" >&2
         fail=1
     fi
 done

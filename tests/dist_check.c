@@ -9,6 +9,9 @@
  *                        identical on every rank, and rank 0 checks them
  *                        against one process training on the whole global
  *                        batch (1e-5 relative).
+ *   dist_check train2    the same with 2 threads and 2 workers per rank: the
+ *                        reductions run beside the backward's compute on
+ *                        a core kept for them.
  *   dist_check mismatch  rank 1 builds a wider model: every rank gets
  *                        LOOM_ERR_SHAPE naming rank 1.
  *   dist_check hang      rank 1 stops answering at step 2; the others must
@@ -126,7 +129,9 @@ int main(int argc, char **argv)
     rank_g = loom_dist_rank(d);
     const int size = loom_dist_size(d);
     /* Different weights on every rank: the broadcast must fix that. */
-    loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 1, .seed = 100 + (uint64_t)rank_g});
+    const int threads = !strcmp(mode, "train2") ? 2 : 1;
+    loom_ctx *ctx = loom_ctx_create(
+        &(loom_ctx_options){.num_threads = threads, .num_workers = threads, .seed = 100 + (uint64_t)rank_g});
     if (!ctx) die("ctx");
 
     if (!strcmp(mode, "mismatch")) {
