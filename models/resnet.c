@@ -246,3 +246,137 @@ fail:
     loom_module_free(m);
     return NULL;
 }
+
+/* ---- inference: BatchNorm folded, ReLU fused ------------------------------- */
+
+/* A fused block: relu(main(x) + (downsample ? downsample(x) : x)), main a
+ * Sequential of folded convolutions with fused ReLUs between them. */
+typedef struct fused_block {
+    loom_module *main, *downsample; /* children; downsample may be NULL */
+} fused_block;
+
+static loom_tensor *fused_block_forward(loom_module *m, loom_tensor *x, void *user)
+{
+    (void)m;
+    const fused_block *b = user;
+    loom_tensor *identity = b->downsample ? loom_module_forward(b->downsample, x) : x;
+    return loom_relu(loom_add(loom_module_forward(b->main, x), identity));
+}
+
+/* Folds the Conv2d `conv` and BatchNorm2d `bn` children of `from`. */
+static loom_module *fold(loom_module *from, const char *conv, const char *bn)
+{
+    return loom_fuse_conv_bn_eval(loom_module_child(from, conv), loom_module_child(from, bn));
+}
+
+static loom_module *fuse_block(loom_ctx *ctx, loom_module *blk)
+{
+    const bool bottleneck = !strcmp(loom_module_type(blk), "Bottleneck");
+    fused_block *fb = calloc(1, sizeof *fb);
+    loom_module *m = fb ? loom_module_create(ctx, bottleneck ? "FusedBottleneck" : "FusedBasicBlock",
+                                             fused_block_forward, fb, free)
+                        : NULL;
+    if (!m) {
+        free(fb);
+        if (!fb) loom__set_error(LOOM_ERR_NOMEM, "resnet: out of memory");
+        return NULL;
+    }
+    /* conv1 (+relu), conv2 (+relu), conv3: the ReLU after the last comes
+     * after the sum. A Sequential runs a Conv2d followed by a ReLU as one
+     * convolution with the ReLU fused. */
+    loom_module *seq[5] = {0};
+    int n = 0;
+    seq[n++] = fold(blk, "conv1", "bn1");
+    seq[n++] = loom_relu_module(ctx);
+    seq[n++] = fold(blk, "conv2", "bn2");
+    if (bottleneck) {
+        seq[n++] = loom_relu_module(ctx);
+        seq[n++] = fold(blk, "conv3", "bn3");
+    }
+    for (int i = 0; i < n; i++)
+        if (!seq[i]) {
+            for (int k = 0; k < n; k++) loom_module_free(seq[k]);
+            loom_module_free(m);
+            return NULL;
+        }
+    if (!(fb->main = add(m, "main", loom_sequential(ctx, n, seq)))) {
+        loom_module_free(m);
+        return NULL;
+    }
+    loom_module *ds = loom_module_child(blk, "downsample");
+    if (ds && !(fb->downsample = add(m, "downsample", fold(ds, "0", "1")))) {
+        loom_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static loom_tensor *fused_forward(loom_module *m, loom_tensor *x, void *user)
+{
+    (void)user;
+    const int64_t c = loom_tensor_size(loom_module_get(m, "stem.0.weight"), 1);
+    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != c)) {
+        int64_t s[LOOM_MAX_DIMS];
+        loom_tensor_shape(x, s);
+        char buf[LOOM__SHAPE_STR_MAX];
+        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, %lld, H, W], got %s", (long long)c,
+                        loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
+        return NULL;
+    }
+    static const char *const order[] = {"stem", "layer1", "layer2", "layer3", "layer4", "avgpool"};
+    loom_tensor *h = x;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) h = loom_module_forward(loom_module_child(m, order[i]), h);
+    return loom_module_forward(loom_module_child(m, "fc"), loom_flatten(h, 1, -1));
+}
+
+loom_module *loom_resnet_fuse_for_inference(loom_module *net)
+{
+    if (!net || strcmp(loom_module_type(net), "ResNet") != 0) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "resnet_fuse_for_inference: expected a module of type ResNet (loom_resnet)");
+        return NULL;
+    }
+    loom_ctx *ctx = loom_module_ctx(net);
+    loom_module *m = loom_module_create(ctx, "ResNetFused", fused_forward, NULL, NULL);
+    if (!m) return NULL;
+    loom_pool2d_opts mp = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}};
+    loom_module *stem[3] = {fold(net, "conv1", "bn1"), loom_relu_module(ctx), loom_max_pool2d_module(ctx, &mp)};
+    if (!stem[0] || !stem[1] || !stem[2]) {
+        for (int k = 0; k < 3; k++) loom_module_free(stem[k]);
+        goto fail;
+    }
+    if (!add(m, "stem", loom_sequential(ctx, 3, stem))) goto fail;
+    for (int l = 1; l <= 4; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "layer%d", l);
+        loom_module *layer = loom_module_child(net, name);
+        loom_module *blocks[64];
+        int nb = 0;
+        for (;; nb++) {
+            char idx[8];
+            snprintf(idx, sizeof idx, "%d", nb);
+            loom_module *blk = nb < 64 ? loom_module_child(layer, idx) : NULL;
+            if (!blk) break;
+            if (!(blocks[nb] = fuse_block(ctx, blk))) {
+                for (int k = 0; k < nb; k++) loom_module_free(blocks[k]);
+                goto fail;
+            }
+        }
+        if (!add(m, name, loom_sequential(ctx, nb, blocks))) goto fail;
+    }
+    /* fc: a copy of the current one (any replacement included). */
+    loom_tensor *w = loom_module_get(net, "fc.weight"), *b = loom_module_get(net, "fc.bias");
+    if (!w) {
+        loom__set_error(LOOM_ERR_STATE, "resnet_fuse_for_inference: the fc child is not a Linear layer");
+        goto fail;
+    }
+    loom_module *fc = add(m, "fc", loom_linear(ctx, loom_tensor_size(w, 1), loom_tensor_size(w, 0), b != NULL));
+    if (!fc || !add(m, "avgpool", loom_adaptive_avg_pool2d_module(ctx, 1, 1))) goto fail;
+    loom_status st = loom_tensor_assign(loom_module_get(fc, "weight"), w);
+    if (st == LOOM_OK && b) st = loom_tensor_assign(loom_module_get(fc, "bias"), b);
+    if (st != LOOM_OK) goto fail;
+    loom_module_train(m, false);
+    return m;
+fail:
+    loom_module_free(m);
+    return NULL;
+}

@@ -119,6 +119,44 @@ START_TEST(test_resnet_forward)
 }
 END_TEST
 
+/* loom_resnet_fuse_for_inference: the same outputs as the evaluation-mode
+ * ResNet (BasicBlock and Bottleneck, downsample, non-trivial running
+ * statistics after a few training steps, a replaced fc), within float
+ * rounding; a snapshot (later training does not change it). */
+START_TEST(test_resnet_fused)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    for (int depth = 18; depth <= 50; depth += 32) {
+        loom_module *m = loom_resnet(ctx, depth, &(loom_resnet_opts){.num_classes = 5});
+        loom_module_replace_child(m, "fc", loom_linear(ctx, depth == 18 ? 512 : 2048, 3, true));
+        loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 3, 48, 40));
+        loom_module_train(m, true);
+        for (int i = 0; i < 2; i++) /* running statistics away from 0 and 1 */
+            ck_assert_int_eq(loom_tensor_eval(loom_module_forward(m, loom_mul_scalar(x, 1.5 + i))), LOOM_OK);
+        loom_module_train(m, false);
+        loom_module *f = loom_resnet_fuse_for_inference(m);
+        ck_assert_msg(f != NULL, "%s", loom_last_error());
+        ck_assert_str_eq(loom_module_type(f), "ResNetFused");
+        float a[6], b[6];
+        ck_assert_int_eq(loom_tensor_copy_to(loom_module_forward(m, x), a, sizeof a), LOOM_OK);
+        ck_assert_int_eq(loom_tensor_copy_to(loom_module_forward(f, x), b, sizeof b), LOOM_OK);
+        for (int k = 0; k < 6; k++) ck_assert_msg(fabsf(a[k] - b[k]) <= 1e-4f * (1.0f + fabsf(a[k])), "%d: %g vs %g", k, a[k], b[k]);
+        /* A snapshot: training the original leaves the fused one as it was. */
+        loom_module_train(m, true);
+        ck_assert_int_eq(loom_tensor_eval(loom_module_forward(m, x)), LOOM_OK);
+        float c[6];
+        ck_assert_int_eq(loom_tensor_copy_to(loom_module_forward(f, x), c, sizeof c), LOOM_OK);
+        ck_assert(memcmp(b, c, sizeof b) == 0);
+        assert_error(loom_module_forward(f, loom_randn(ctx, LOOM_SHAPE(1, 1, 40, 40))), LOOM_ERR_SHAPE,
+                     "expected an input [N, 3, H, W]");
+        loom_module_free(f);
+        loom_module_free(m);
+    }
+    assert_error(loom_resnet_fuse_for_inference(NULL), LOOM_ERR_INVALID_ARG, "expected a module of type ResNet");
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 /* Transfer learning: freeze everything, replace fc, unfreeze layer4; the
  * optimizer's parameters, the gradients and the BatchNorm modes follow. */
 START_TEST(test_transfer_api)
@@ -462,6 +500,7 @@ Suite *loom_suite_models(void)
     tcase_add_loop_test(tc, test_resnet_state_dict, 0, 3);
     tcase_add_test(tc, test_resnet_init);
     tcase_add_loop_test(tc, test_resnet_forward, 0, NCFG);
+    tcase_add_loop_test(tc, test_resnet_fused, 0, NCFG);
     tcase_add_test(tc, test_transfer_api);
     tc = test_tcase(s, "checkpoint", 60);
     tcase_add_loop_test(tc, test_checkpoint_resume, 0, 2);

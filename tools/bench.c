@@ -47,14 +47,16 @@ static void usage(FILE *f)
                "  --classes N        output classes (default 1000 for resnets, 10 otherwise)\n"
                "  --warmup N         untimed steps first (default 2)\n"
                "  --min-time S       time steps for at least S seconds (default 2)\n"
-               "  --profile          print a per-op table (calls, time, share, GFLOP/s) to stderr\n");
+               "  --profile          print a per-op table (calls, time, share, GFLOP/s) to stderr\n"
+               "  --no-fuse          run ResNet inference unfused (by default BatchNorm is folded into the\n"
+               "                     convolutions and ReLU fused: loom_resnet_fuse_for_inference)\n");
 }
 
 typedef struct config {
     const char *model, *mode, *backend;
     long batch, threads, size, channels, classes, warmup;
     double min_time;
-    bool profile;
+    bool profile, no_fuse;
 } config;
 
 static int cmp_double(const void *a, const void *b)
@@ -114,6 +116,16 @@ static int run_one(const config *c)
         loom_module_train(m, true);
     } else {
         loom_module_train(m, false);
+        /* ResNet inference as a user should run it: BatchNorm folded, ReLU
+         * fused (loom_resnet_fuse_for_inference; --no-fuse keeps the
+         * module as it is). */
+        if (!c->no_fuse && !strcmp(loom_module_type(m), "ResNet")) {
+            what = "fusing the model";
+            loom_module *f = loom_resnet_fuse_for_inference(m);
+            if (!f) goto out;
+            loom_module_free(m);
+            m = f;
+        }
         loom_no_grad_begin(ctx);
     }
     what = "running a step";
@@ -150,10 +162,11 @@ static int run_one(const config *c)
     printf("{\"impl\": \"loom\", \"model\": \"%s\", \"mode\": \"%s\", \"batch\": %ld, \"threads\": %d, "
            "\"backend\": \"%s\", \"image\": [%ld, %ld, %ld], \"images_per_s\": %.2f, \"ms\": %.3f, "
            "\"best_ms\": %.3f, \"iters\": %zu, \"gflops\": %.2f, \"gflop_per_iter\": %.4f, \"peak_bytes\": %lld, "
-           "\"max_rss_bytes\": %lld}\n",
+           "\"max_rss_bytes\": %lld, \"fused\": %s}\n",
            c->model, c->mode, c->batch, loom_ctx_num_threads(ctx), loom_ctx_backend(ctx), c->channels, c->size,
            c->size, (double)c->batch / med, med * 1e3, times[0] * 1e3, n, flops / total * 1e-9,
-           flops / (double)n * 1e-9, (long long)s1.peak_bytes, (long long)ru.ru_maxrss * 1024);
+           flops / (double)n * 1e-9, (long long)s1.peak_bytes, (long long)ru.ru_maxrss * 1024,
+           strcmp(loom_module_type(m), "ResNetFused") ? "false" : "true");
     fflush(stdout);
     if (c->profile) {
         char *table = loom_profile_report(ctx);
@@ -189,6 +202,7 @@ int loom_tool_bench(int argc, char **argv)
         {"--warmup", LOOM_TOOL_INT, &c.warmup, 0, 1000000},
         {"--min-time", LOOM_TOOL_DOUBLE, &c.min_time, 0, 86400},
         {"--profile", LOOM_TOOL_FLAG, &c.profile, 0, 0},
+        {"--no-fuse", LOOM_TOOL_FLAG, &c.no_fuse, 0, 0},
     };
     int rc = loom_tool_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, usage);
     if (rc >= 0) return rc;

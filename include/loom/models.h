@@ -43,6 +43,19 @@ typedef struct loom_resnet_opts {
  * depth not one of the five: LOOM_ERR_INVALID_ARG. */
 loom_module *loom_resnet(loom_ctx *ctx, int depth, const loom_resnet_opts *opts);
 
+/* A new module computing what resnet (a loom_resnet, in evaluation mode)
+ * computes, faster, for inference only: every BatchNorm is folded into the
+ * convolution before it (loom_fuse_conv_bn_eval: w' = w * gamma/sqrt(var +
+ * eps), a bias) and every ReLU that follows a convolution runs inside it,
+ * as TorchScript's optimize_for_inference does. A snapshot: the weights,
+ * running statistics and the current fc are copied; later changes to
+ * resnet do not reach it (fuse again after loading or training). Type
+ * "ResNetFused"; children stem, layer1..layer4, avgpool, fc. Not for
+ * training (it has no BatchNorm). Results equal resnet's within float
+ * rounding (tests/check_models.c). NULL with LOOM_ERR_INVALID_ARG for a
+ * module that is not a ResNet. */
+loom_module *loom_resnet_fuse_for_inference(loom_module *resnet);
+
 /* ---- the model zoo ------------------------------------------------------- */
 
 /* What a zoo model is built for; zeroed fields take the model's defaults. */
