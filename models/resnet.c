@@ -105,21 +105,26 @@ fail:
 
 /* ---- the network ------------------------------------------------------------- */
 
+/* Whether x is [N, C, H, W] with the C of the first convolution's weight
+ * [64, C, 7, 7] (named stem); else the error, naming both. */
+static bool input_ok(loom_module *m, loom_tensor *x, const char *stem)
+{
+    const int64_t c = loom_tensor_size(loom_module_get(m, stem), 1);
+    if (!x || (loom_tensor_ndim(x) == 4 && loom_tensor_size(x, 1) == c)) return true; /* NULL: already an error */
+    int64_t s[LOOM_MAX_DIMS];
+    loom_tensor_shape(x, s);
+    char buf[LOOM__SHAPE_STR_MAX];
+    loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, %lld, H, W], got %s", (long long)c,
+                    loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
+    return false;
+}
+
 /* The children are looked up by name at every call, so that a replaced
  * one (loom_module_replace_child(net, "fc", ...)) is the one that runs. */
 static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
 {
     (void)user;
-    /* conv1.weight [64, C, 7, 7] says how many channels the input has. */
-    const int64_t c = loom_tensor_size(loom_module_get(m, "conv1.weight"), 1);
-    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != c)) {
-        int64_t s[LOOM_MAX_DIMS];
-        loom_tensor_shape(x, s);
-        char buf[LOOM__SHAPE_STR_MAX];
-        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, %lld, H, W], got %s", (long long)c,
-                        loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
-        return NULL;
-    }
+    if (!input_ok(m, x, "conv1.weight")) return NULL;
     static const char *const order[] = {"conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
                                         "layer3", "layer4", "avgpool"};
     loom_tensor *h = x;
@@ -314,15 +319,7 @@ static loom_module *fuse_block(loom_ctx *ctx, loom_module *blk)
 static loom_tensor *fused_forward(loom_module *m, loom_tensor *x, void *user)
 {
     (void)user;
-    const int64_t c = loom_tensor_size(loom_module_get(m, "stem.0.weight"), 1);
-    if (x && (loom_tensor_ndim(x) != 4 || loom_tensor_size(x, 1) != c)) {
-        int64_t s[LOOM_MAX_DIMS];
-        loom_tensor_shape(x, s);
-        char buf[LOOM__SHAPE_STR_MAX];
-        loom__set_error(LOOM_ERR_SHAPE, "resnet: expected an input [N, %lld, H, W], got %s", (long long)c,
-                        loom__fmt_shape(buf, sizeof buf, loom_tensor_ndim(x), s));
-        return NULL;
-    }
+    if (!input_ok(m, x, "stem.0.weight")) return NULL;
     static const char *const order[] = {"stem", "layer1", "layer2", "layer3", "layer4", "avgpool"};
     loom_tensor *h = x;
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) h = loom_module_forward(loom_module_child(m, order[i]), h);
