@@ -79,6 +79,9 @@ static int64_t node_cost(const loom_tensor *t)
 int loom__node_want(const loom_tensor *t, int max)
 {
     if (t->node.op == LOOM_OP_HOST_CALL) return 1; /* one thread calling out (MPI) */
+    /* A hooked backward keeps comm_reserve cores for its host calls
+     * (graph/autograd_impl.h). */
+    if (t->ctx->comm_reserve && max > 1) max -= t->ctx->comm_reserve;
     int64_t want = 1 + node_cost(t) / NODE_GRAIN;
     return want < max ? (int)want : max;
 }
@@ -153,9 +156,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
              * budget (runtime/cores.h): exactly its planned width when the
              * kernel's results depend on the thread count, else up to it. */
             const int total = loom__worker_cores_total(w);
-            int cap = total;
-            if (n->op != LOOM_OP_HOST_CALL && t->ctx->comm_reserve && total > 1) cap = total - t->ctx->comm_reserve;
-            const int want = loom__cores_width(loom__node_want(t, cap), total);
+            const int want = loom__cores_width(loom__node_want(t, total), total);
             held = loom__worker_cores_take(w, want, k->exact_width);
             call.nthreads = loom__cores_width(held, total);
             loom__worker_cores_give(w, held - call.nthreads);

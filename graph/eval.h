@@ -22,7 +22,9 @@ struct loom__worker;
 loom_status loom__run_node(loom_tensor *t, struct loom__worker *w);
 
 /* The threads node t uses well (1..max), from its work: multiply-adds of
- * convolutions and matmuls, elements of the rest (graph/eval.c). */
+ * convolutions and matmuls, elements of the rest (graph/eval.c); at most
+ * max - comm_reserve while a hooked backward keeps cores for host calls,
+ * which use 1. */
 int loom__node_want(const loom_tensor *t, int max);
 
 /* Decides whether a walk goes from tensor `from` to its input `in`: true to

@@ -124,11 +124,7 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
             }
         }
         e.nodes[i].t = t;
-        /* As loom__run_node plans it: a hooked backward keeps comm_reserve
-         * cores for host calls (graph/autograd_impl.h). */
-        int cap = ctx->num_threads;
-        if (t->node.op != LOOM_OP_HOST_CALL && ctx->comm_reserve && cap > 1) cap -= ctx->comm_reserve;
-        e.nodes[i].wide = loom__node_want(t, cap) > 1;
+        e.nodes[i].wide = loom__node_want(t, ctx->num_threads) > 1;
         atomic_init(&e.nodes[i].pending, pend);
     }
     for (size_t i = 0; i < n; i++) count[i + 1] += count[i]; /* prefix sums: CSR offsets */
