@@ -22,7 +22,20 @@
  *     row-major float32 (NCHW for images), so kernels index them directly;
  *     the output's shape is final (ops/ computed it, padding and ceil_mode
  *     included);
- *   - numel(out) > 0 (graph/ skips empty outputs).
+ *   - numel(out) > 0 (graph/ skips empty outputs);
+ *   - every view is plain row-major (layout LOOM__LAYOUT_PLAIN) unless the
+ *     kernel's table entry sets `layouts` (below).
+ *
+ * Blocked layouts. oneDNN's fast kernels keep 4-D activations [N,C,H,W]
+ * channel-blocked (nChw8c on AVX2, nChw16c on AVX-512). A storage can hold
+ * its tensor in such a layout between nodes, so that consecutive oneDNN
+ * nodes skip the reorders. Only kernels whose entry sets `layouts` ever see
+ * such an input; graph/ converts blocked inputs to plain temporaries for
+ * every other kernel, and for the user. Such a kernel's supports() decides
+ * which layouts it takes (a view with a blocked layout is always the whole
+ * 4-D tensor, its shape the logical [N,C,H,W], C a multiple of the block);
+ * it may then write its output blocked only when call->out_layout is not
+ * NULL, storing the layout written there (graph/ has set it to PLAIN).
  */
 #ifndef LOOM_BACKENDS_KERNEL_H
 #define LOOM_BACKENDS_KERNEL_H
@@ -219,13 +232,33 @@ typedef struct loom__attrs {
     };
 } loom__attrs;
 
-/* A plain view of a buffer. Strides are in elements. */
+/* How a storage lays out its elements. Blocked layouts exist only for
+ * 4-D float32 [N,C,H,W] tensors whose C is a multiple of the block, so that
+ * they take exactly the plain layout's bytes (no padding). */
+typedef enum loom__layout {
+    LOOM__LAYOUT_PLAIN = 0, /* row-major (NCHW for images) */
+    LOOM__LAYOUT_NCHW8C,    /* oneDNN's nChw8c: [N][C/8][H][W][8] */
+    LOOM__LAYOUT_NCHW16C,   /* nChw16c: [N][C/16][H][W][16] */
+} loom__layout;
+
+/* Channels per block of a layout (1 for plain). */
+static inline int loom__layout_block(int layout)
+{
+    return layout == LOOM__LAYOUT_NCHW8C ? 8 : layout == LOOM__LAYOUT_NCHW16C ? 16 : 1;
+}
+
+/* A view of a buffer. Strides are in elements. When layout is not PLAIN the
+ * view is a whole 4-D tensor stored in that layout: shape is the logical
+ * [N,C,H,W] and strides are those of a contiguous NCHW tensor (meaningless
+ * for addressing; elementwise kernels over same-shape inputs of one layout
+ * may still walk the buffer flat). */
 typedef struct loom__tview {
     void *data; /* the first element */
     loom_dtype dtype;
     int ndim;
     int64_t shape[LOOM_MAX_DIMS];
     int64_t strides[LOOM_MAX_DIMS];
+    int layout; /* loom__layout */
 } loom__tview;
 
 /* One kernel invocation. */
@@ -236,6 +269,9 @@ typedef struct loom__kcall {
     const loom__tview *in; /* n_in views */
     loom__tview out;
     int nthreads; /* threads the kernel may use (its OpenMP team size) */
+    /* Non-NULL: a layout-aware kernel may write out in a blocked layout and
+     * stores which here (see the top of this file); NULL: plain only. */
+    int *out_layout;
 } loom__kcall;
 
 typedef loom_status (*loom__kernel_fn)(const loom__kcall *call);
@@ -253,6 +289,9 @@ typedef struct loom__kernel {
      * bits at every width (tests/check_exec.c checks the portable ones) and
      * run with whatever cores are free. */
     bool exact_width;
+    /* supports() and run handle inputs in blocked layouts (and may write
+     * blocked outputs); see the top of this file. */
+    bool layouts;
 } loom__kernel;
 
 /* A backend is a name and a table of LOOM_OP_COUNT kernels indexed by op. */
@@ -264,6 +303,20 @@ typedef struct loom__backend {
 /* Floating-point operations of a call: 2 per multiply-add of convolutions
  * and matrix products, 0 for every other op (backends/flops.c). */
 int64_t loom__kcall_flops(const loom__kcall *call);
+
+/* True when some input of the call is in a blocked layout. */
+static inline bool loom__kcall_has_blocked(const loom__kcall *call)
+{
+    for (int i = 0; i < call->n_in; i++)
+        if (call->in[i].layout != LOOM__LAYOUT_PLAIN) return true;
+    return false;
+}
+
+/* Converts a 4-D float32 tensor of dims [N,C,H,W] between a blocked layout
+ * and plain NCHW (backends/ref/layout.c), with up to nthreads OpenMP
+ * threads. C must be a multiple of the layout's block. */
+void loom__layout_to_plain(const float *src, float *dst, int layout, const int64_t dims[4], int nthreads);
+void loom__layout_from_plain(const float *src, float *dst, int layout, const int64_t dims[4], int nthreads);
 
 /* Elements of a view (product of its shape). */
 static inline int64_t loom__tview_numel(const loom__tview *v)

@@ -124,11 +124,13 @@ static const loom__kernel *try_backend(const loom__backend *b, const loom__kcall
 {
     const loom__kernel *k = &b->kernels[call->op];
     if (!k->run) return NULL;
+    /* Blocked inputs go only to kernels that know layouts (kernel.h). */
+    if (!k->layouts && loom__kcall_has_blocked(call)) return NULL;
     if (k->supports && !k->supports(call)) return NULL;
     return k;
 }
 
-const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom__kcall *call,
+const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom__kcall *call,
                                         const char **backend_name)
 {
     LOOM_ASSERT(call->op > LOOM_OP_NONE && call->op < LOOM_OP_COUNT);
@@ -155,6 +157,14 @@ const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom_
             return k;
         }
     }
+    return NULL;
+}
+
+const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom__kcall *call,
+                                        const char **backend_name)
+{
+    const loom__kernel *k = loom__registry_find(choice, call, backend_name);
+    if (k) return k;
     loom__set_error(LOOM_ERR_BACKEND, "%s: no backend has a kernel for %s inputs of this layout",
                     loom__op_name(call->op), call->n_in ? loom_dtype_name(call->in[0].dtype) : "these");
     return NULL;

@@ -25,6 +25,11 @@ bool loom__backend_parse(const char *name, loom__backend_choice *out);
 const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom__kcall *call,
                                         const char **backend_name);
 
+/* The same without setting an error when there is none (graph/ then
+ * converts blocked inputs and picks again). */
+const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom__kcall *call,
+                                        const char **backend_name);
+
 /* The op's name ("add"), for messages. */
 const char *loom__op_name(loom__op op);
 

@@ -122,6 +122,8 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     const char *prof = getenv("LOOM_PROFILE");
     ctx->profile_env = prof && *prof && strcmp(prof, "0") != 0;
     atomic_init(&ctx->profile, ctx->profile_env);
+    const char *keep = getenv("LOOM_KEEP_BLOCKED");
+    ctx->keep_blocked = !(keep && strcmp(keep, "0") == 0);
     atomic_init(&ctx->flops, 0);
     atomic_init(&ctx->sched_trace, NULL);
     atomic_init(&ctx->sched_observers, 0);

@@ -33,6 +33,49 @@ static void view_of(const loom_tensor *t, loom__tview *v)
         v->shape[d] = t->shape[d];
         v->strides[d] = t->strides[d];
     }
+    v->layout = LOOM__LAYOUT_PLAIN;
+}
+
+/* A layout that no kernel accepts: the input is a view of part of a
+ * blocked storage (a flatten, a slice), which only a plain copy can give. */
+#define LAYOUT_PARTIAL (-1)
+
+/* t fills its storage as a contiguous 4-D float32 tensor: the only tensors
+ * a storage may hold blocked (backends/kernel.h). */
+static bool whole_4d(const loom_tensor *t)
+{
+    return t->dtype == LOOM_FLOAT32 && t->ndim == 4 && t->offset == 0 &&
+           loom__is_contiguous(t->ndim, t->shape, t->strides) &&
+           (size_t)loom__numel(4, t->shape) * sizeof(float) == t->storage->nbytes;
+}
+
+/* The input's view: its storage's layout when it is the whole blocked
+ * tensor, LAYOUT_PARTIAL for a part of a blocked storage. */
+static void input_view(const loom_tensor *t, loom__tview *v)
+{
+    view_of(t, v);
+    const int layout = t->storage->layout;
+    if (layout != LOOM__LAYOUT_PLAIN) v->layout = whole_4d(t) ? layout : LAYOUT_PARTIAL;
+}
+
+/* Gives every blocked input of the call a plain copy (tmp[i], freed by the
+ * caller), for a kernel that reads plain data only. */
+static loom_status plain_inputs(loom_tensor *t, loom__tview *views, void **tmp, int nthreads)
+{
+    const loom__node *n = &t->node;
+    for (int i = 0; i < n->n_in; i++) {
+        if (views[i].layout == LOOM__LAYOUT_PLAIN) continue;
+        const loom_tensor *x = n->in[i];
+        const loom__storage *s = x->storage;
+        tmp[i] = loom__mem_alloc_data(s->mem, s->nbytes);
+        if (!tmp[i])
+            return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for a plain copy of input %d",
+                                   loom__op_name(n->op), s->nbytes, i);
+        loom__layout_to_plain(s->data, tmp[i], s->layout, s->dims, nthreads);
+        views[i].data = (char *)tmp[i] + x->offset * loom_dtype_size(x->dtype);
+        views[i].layout = LOOM__LAYOUT_PLAIN;
+    }
+    return LOOM_OK;
 }
 
 static int64_t numel_t(const loom_tensor *t) { return loom__numel(t->ndim, t->shape); }
@@ -133,42 +176,71 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
                 return fail(t, LOOM_ERR_NOMEM);
             }
         }
+        /* Per input: its view and, when it must be converted from a
+         * blocked layout, the plain copy (freed after the kernel). */
         loom__tview inline_views[LOOM__INLINE_INPUTS];
+        void *inline_tmp[LOOM__INLINE_INPUTS] = {0};
         loom__tview *views = inline_views;
+        void **tmp = inline_tmp;
         if (n->n_in > LOOM__INLINE_INPUTS) {
             views = malloc(sizeof *views * (size_t)n->n_in);
-            if (!views) {
+            tmp = calloc((size_t)n->n_in, sizeof *tmp);
+            if (!views || !tmp) {
+                free(views);
+                free(tmp);
                 loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(n->op));
                 return fail(t, LOOM_ERR_NOMEM);
             }
         }
-        for (int i = 0; i < n->n_in; i++) view_of(n->in[i], &views[i]);
+        for (int i = 0; i < n->n_in; i++) input_view(n->in[i], &views[i]);
+        int out_layout = LOOM__LAYOUT_PLAIN;
         loom__kcall call = {
             .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->kernel_threads,
+            .out_layout = t->ctx->keep_blocked && whole_4d(t) ? &out_layout : NULL,
         };
         view_of(t, &call.out);
         const char *bname = NULL;
-        const loom__kernel *k = loom__registry_pick(t->ctx->backend, &call, &bname);
-        loom_status st;
+        /* Blocked inputs go to a kernel that takes them as they are, else
+         * they are converted to plain (with the node's threads) and the
+         * kernel picked again. */
+        const loom__kernel *k = loom__registry_find(t->ctx->backend, &call, &bname);
+        const bool convert = !k && loom__kcall_has_blocked(&call);
+        if (!k && !convert) k = loom__registry_pick(t->ctx->backend, &call, &bname);
+        loom_status st = LOOM_OK;
         int held = 0; /* core-budget tokens held (scheduler only) */
-        if (k && w) {
+        if ((k || convert) && w) {
             /* The scheduler: the node runs with the cores it gets from the
              * budget (runtime/cores.h): exactly its planned width when the
-             * kernel's results depend on the thread count, else up to it. */
+             * kernel's results depend on the thread count (assumed while
+             * the kernel is not known yet), else up to it. */
             const int total = loom__worker_cores_total(w);
             const int want = loom__cores_width(loom__node_want(t, total), total);
-            held = loom__worker_cores_take(w, want, k->exact_width);
+            held = loom__worker_cores_take(w, want, k ? k->exact_width : true);
             call.nthreads = loom__cores_width(held, total);
             loom__worker_cores_give(w, held - call.nthreads);
             held = call.nthreads;
             count_running(t->ctx, held);
         }
-        if (!k) {
+        /* The kernel's time includes its inputs' conversions. */
+        const bool prof = atomic_load_explicit(&t->ctx->profile, memory_order_relaxed);
+        const int64_t a = prof || t->ctx->trace ? loom__trace_now() : 0;
+        if (convert) {
+            st = plain_inputs(t, views, tmp, call.nthreads);
+            if (st == LOOM_OK) {
+                k = loom__registry_pick(t->ctx->backend, &call, &bname);
+                if (!k) st = LOOM_ERR_BACKEND;
+            }
+        } else if (!k) {
             st = LOOM_ERR_BACKEND;
-        } else {
-            const bool prof = atomic_load_explicit(&t->ctx->profile, memory_order_relaxed);
-            const int64_t a = prof || t->ctx->trace ? loom__trace_now() : 0;
+        }
+        if (st == LOOM_OK) {
             st = k->run(&call);
+            if (st == LOOM_OK && out_layout != LOOM__LAYOUT_PLAIN) {
+                /* The consumers (running after this node's release
+                 * store) and the user's eval see it. */
+                t->storage->layout = out_layout;
+                memcpy(t->storage->dims, t->shape, sizeof t->storage->dims);
+            }
             const int64_t flops = loom__kcall_flops(&call);
             if (flops) atomic_fetch_add_explicit(&t->ctx->flops, flops, memory_order_relaxed);
             if (prof || t->ctx->trace) {
@@ -186,7 +258,12 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
             count_running(t->ctx, -held);
             loom__worker_cores_give(w, held);
         }
-        if (views != inline_views) free(views);
+        for (int i = 0; i < n->n_in; i++)
+            if (tmp[i]) loom__mem_free_data(n->in[i]->storage->mem, tmp[i]);
+        if (views != inline_views) {
+            free(views);
+            free(tmp);
+        }
         if (st != LOOM_OK) return fail(t, st);
     }
     if (!t->grad_fn) loom__node_release_inputs(t); /* else backward needs them */

@@ -85,6 +85,7 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
     s->mem = mem;
     s->nbytes = (size_t)loom__numel(t->ndim, t->shape) * (size_t)loom_dtype_size(t->dtype);
     s->data = NULL;
+    s->layout = LOOM__LAYOUT_PLAIN;
     if (allocate) {
         s->data = loom__mem_alloc_data(mem, s->nbytes);
         if (!s->data) {
@@ -239,13 +240,33 @@ bool loom_tensor_shares_storage(const loom_tensor *a, const loom_tensor *b)
 
 /* ---- data access ----------------------------------------------------- */
 
+loom_status loom__storage_make_plain(loom__storage *s, int nthreads)
+{
+    if (s->layout == LOOM__LAYOUT_PLAIN || !s->data) return LOOM_OK;
+    float *plain = loom__mem_alloc_data(s->mem, s->nbytes);
+    if (!plain)
+        return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating %zu bytes to convert a tensor of shape "
+                                               "[%lld, %lld, %lld, %lld] from a blocked layout to plain",
+                               s->nbytes, (long long)s->dims[0], (long long)s->dims[1], (long long)s->dims[2],
+                               (long long)s->dims[3]);
+    loom__layout_to_plain(s->data, plain, s->layout, s->dims, nthreads);
+    loom__mem_free_data(s->mem, s->data);
+    s->data = plain;
+    s->layout = LOOM__LAYOUT_PLAIN;
+    return LOOM_OK;
+}
+
 loom_status loom_tensor_eval(loom_tensor *t)
 {
     if (!t) {
         if (loom_last_status() != LOOM_OK) return loom_last_status();
         return loom__set_error(LOOM_ERR_INVALID_ARG, "eval: tensor is NULL");
     }
-    return loom__eval(t);
+    loom_status st = loom__eval(t);
+    /* The user reads plain row-major data: a storage that a oneDNN node
+     * left blocked is converted in place (no node runs meanwhile). */
+    if (st == LOOM_OK && t->storage) st = loom__storage_make_plain(t->storage, t->ctx->num_threads);
+    return st;
 }
 
 const void *loom_tensor_data(loom_tensor *t)

@@ -30,6 +30,12 @@ typedef struct loom__storage {
     void *data;    /* 64-byte aligned; NULL until the producing node runs */
     size_t nbytes; /* bytes to allocate */
     loom__mem *mem;
+    /* loom__layout of data, set by the node that writes it (graph/eval.c):
+     * blocked only for a 4-D float32 tensor of dims `dims` that fills the
+     * storage. User reads (loom_tensor_eval) convert it back to plain in
+     * place; kernels that do not know layouts get plain copies. */
+    int layout;
+    int64_t dims[4];
 } loom__storage;
 
 typedef enum loom__tstate {
@@ -130,6 +136,9 @@ struct loom_ctx {
      * table then goes to stderr at loom_ctx_free). graph/eval.c. */
     _Atomic bool profile;
     bool profile_env;
+    /* Layout-aware kernels may leave 4-D outputs blocked for the next
+     * node (LOOM_KEEP_BLOCKED=0 turns it off; graph/context.c). */
+    bool keep_blocked;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     /* Cores of the budget kept for host calls (communication) while a
      * hooked backward runs; other nodes plan at most total - this wide
@@ -159,6 +168,10 @@ loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const i
 /* Gives t a new storage of numel * dtype size bytes; if `allocate`, the data
  * is allocated now (eager tensors), else when its node runs. */
 loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate);
+
+/* Converts a storage a node left in a blocked layout to plain in place
+ * (user thread, no run in progress). LOOM_OK when already plain. */
+loom_status loom__storage_make_plain(loom__storage *s, int nthreads);
 
 /* Makes t view `s` (taking a reference on it). */
 void loom__tensor_share_storage(loom_tensor *t, loom__storage *s);

@@ -9,7 +9,10 @@
 # not committed - and computes its evaluation-mode outputs for a batch of
 # an odd size (2 x 3 x 64 x 80). `loom predict` loads the .pth (strictly:
 # every name, shape and dtype must match) and must give the same outputs
-# (numpy.allclose, rtol 1e-4, atol 1e-5). The same with ResNet-50 on a
+# (numpy.allclose, rtol 1e-4, atol 1e-5, or 2e-6 of the largest output
+# where that is more: ResNet-50's outputs reach ~34, and its float sums in
+# another order - oneDNN's blocked 1x1 kernels against PyTorch's - differ by
+# up to ~2e-5 there, 5e-7 of that scale). The same with ResNet-50 on a
 # smaller batch covers Bottleneck blocks. Skipped (exit 77) where PyTorch
 # or torchvision is missing (scripts/install-deps --with-torch installs
 # them).
@@ -59,7 +62,8 @@ got, want = np.load(f"{d}/{name}_out.npy"), np.load(f"{d}/{name}_y.npy")
 assert got.shape == want.shape, (got.shape, want.shape)
 err = float(np.abs(got - want).max())
 print(f"resnet_parity: {name}: max |loom - pytorch| = {err:.3g} over {got.size} outputs")
-assert np.allclose(got, want, rtol=1e-4, atol=1e-5), f"{name}: outputs differ (max {err})"
+atol = max(1e-5, 2e-6 * float(np.abs(want).max()))
+assert np.allclose(got, want, rtol=1e-4, atol=atol), f"{name}: outputs differ (max {err}, atol {atol:.3g})"
 PY
 done
 

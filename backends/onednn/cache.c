@@ -244,6 +244,7 @@ loom_status loom__onednn_run(const loom__kcall *call, const loom__onednn_key *ke
     loom_status st = loom__onednn_cache_get(key, call, build, params, &p);
     if (st == LOOM_OK) {
         st = loom__onednn_execute(call, p);
+        if (st == LOOM_OK && call->out_layout) *call->out_layout = p->out_layout;
         loom__onednn_cache_release(p);
     }
     loom__onednn_threads_leave(prev);

@@ -36,6 +36,8 @@ typedef struct conv_params {
     int64_t N, C, H, W, O, G, KH, KW, OH, OW;
     int64_t stride[2], dil[2], pad_l[2], pad_r[2]; /* dil: oneDNN's (PyTorch's - 1) */
     int32_t bias, relu, blocked;
+    int32_t lay[2]; /* layouts of in[0] and in[1] (weights: always plain) */
+    int32_t out_ok; /* the output may be written blocked (y or dx only) */
 } conv_params;
 
 /* LOOM__ONEDNN_LAYOUT_*, or -1 before LOOM_ONEDNN_CONV_LAYOUT was read. */
@@ -84,6 +86,15 @@ static bool conv_params_of(const loom__kcall *call, conv_params *p)
     default: return false;
     }
     if (!is4d(x) || !is4d(w) || !is4d(y)) return false;
+    /* Data (x, y, dy) may come blocked; weights and bias never do. */
+    for (int i = 0; i < call->n_in; i++) {
+        if (!loom__onednn_layout_ok(&call->in[i])) return false;
+        if (&call->in[i] == w && call->in[i].layout != LOOM__LAYOUT_PLAIN) return false;
+    }
+    if (call->n_in == 3 && call->in[2].layout != LOOM__LAYOUT_PLAIN) return false;
+    p->lay[0] = call->in[0].layout;
+    p->lay[1] = call->in[1].layout;
+    p->out_ok = call->out_layout != NULL && call->op != LOOM_OP_CONV2D_BWD_WEIGHT;
     const int g = a->conv.groups;
     if (g < 1) return false;
     p->N = x->shape[0], p->C = x->shape[1], p->H = x->shape[2], p->W = x->shape[3];
@@ -107,15 +118,21 @@ static bool conv_params_of(const loom__kcall *call, conv_params *p)
         p->bias = 1;
     }
     p->relu = call->op == LOOM_OP_CONV2D && a->conv.relu;
-    /* Auto: blocked, except 1x1 kernels, which oneDNN runs as a plain GEMM
-     * on nchw faster than blocked with the reorders (measured), and the
-     * backward-data of convolutions with fewer than 8 input channels: the
-     * blocked primitive pads them to a full block (SimpleCNN's conv1, 1
-     * channel: 11.3 GFLOP/s blocked vs 40.5 plain, benchmarks/conv_bench). */
+    /* Auto: blocked, except 1x1 kernels on plain data, which oneDNN runs as
+     * a plain GEMM on nchw faster than blocked with the reorders (measured;
+     * on data that arrives blocked, jit_1x1 with no reorder is 1.9x the GEMM:
+     * ResNet-50's 1x1 convolutions, DNNL_VERBOSE; or whose output may stay
+     * blocked for the next node, which saves the output reorder and keeps
+     * the chain blocked: ResNet's downsample), and the backward-data of
+     * convolutions with fewer than 8 input channels: the blocked primitive
+     * pads them to a full block (SimpleCNN's conv1, 1 channel: 11.3 GFLOP/s
+     * blocked vs 40.5 plain, benchmarks/conv_bench). */
     const int policy = loom__onednn_conv_layout();
     const bool narrow_bwd_data = call->op == LOOM_OP_CONV2D_BWD_DATA && p->C / p->G < 8;
+    const bool arrives_blocked = loom__kcall_has_blocked(call);
     p->blocked = policy == LOOM__ONEDNN_LAYOUT_BLOCKED ||
-                 (policy == LOOM__ONEDNN_LAYOUT_AUTO && !(p->KH == 1 && p->KW == 1) && !narrow_bwd_data);
+                 (policy == LOOM__ONEDNN_LAYOUT_AUTO &&
+                  (arrives_blocked || p->out_ok || !(p->KH == 1 && p->KW == 1)) && !narrow_bwd_data);
     return true;
 }
 
@@ -216,6 +233,16 @@ static loom_status conv_build(const loom__kcall *call, const void *params, loom_
     loom_status st = make_pd(call, p, p->blocked, &ux, &uw, &uy, &ub, &pd);
     if (st != LOOM_OK && p->blocked) st = make_pd(call, p, false, &ux, &uw, &uy, &ub, &pd);
     if (st != LOOM_OK) return st;
+    /* The layouts the data inputs arrive in (x or dy, and dy). */
+    dnnl_memory_desc_t ax = ux, ay = uy;
+    dnnl_memory_desc_t *in0 = call->op == LOOM_OP_CONV2D_BWD_DATA ? &ay : &ax;
+    dst = p->lay[0] ? loom__onednn_view_md(in0, &call->in[0]) : dnnl_success;
+    if (dst == dnnl_success && call->op == LOOM_OP_CONV2D_BWD_WEIGHT && p->lay[1])
+        dst = loom__onednn_view_md(&ay, &call->in[1]);
+    if (dst != dnnl_success) {
+        dnnl_primitive_desc_destroy(pd);
+        return loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", dst);
+    }
 
     /* Per op: which user slot and plain desc each of the op's three tensors
      * has, the pd query for the layout chosen, and the DNNL_ARG. */
@@ -228,18 +255,18 @@ static loom_status conv_build(const loom__kcall *call, const void *params, loom_
     int out_role;
     switch (call->op) {
     case LOOM_OP_CONV2D:
-        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &ux, dnnl_query_src_md, DNNL_ARG_SRC};
+        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &ax, dnnl_query_src_md, DNNL_ARG_SRC};
         r[1] = (struct role){LOOM__ONEDNN_SLOT_IN0 + 1, &uw, dnnl_query_weights_md, DNNL_ARG_WEIGHTS};
         r[2] = (struct role){LOOM__ONEDNN_SLOT_OUT, &uy, dnnl_query_dst_md, DNNL_ARG_DST};
         break;
     case LOOM_OP_CONV2D_BWD_DATA:
-        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &uy, dnnl_query_diff_dst_md, DNNL_ARG_DIFF_DST};
+        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &ay, dnnl_query_diff_dst_md, DNNL_ARG_DIFF_DST};
         r[1] = (struct role){LOOM__ONEDNN_SLOT_IN0 + 1, &uw, dnnl_query_weights_md, DNNL_ARG_WEIGHTS};
         r[2] = (struct role){LOOM__ONEDNN_SLOT_OUT, &ux, dnnl_query_diff_src_md, DNNL_ARG_DIFF_SRC};
         break;
     default: /* LOOM_OP_CONV2D_BWD_WEIGHT */
-        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &ux, dnnl_query_src_md, DNNL_ARG_SRC};
-        r[1] = (struct role){LOOM__ONEDNN_SLOT_IN0 + 1, &uy, dnnl_query_diff_dst_md, DNNL_ARG_DIFF_DST};
+        r[0] = (struct role){LOOM__ONEDNN_SLOT_IN0, &ax, dnnl_query_src_md, DNNL_ARG_SRC};
+        r[1] = (struct role){LOOM__ONEDNN_SLOT_IN0 + 1, &ay, dnnl_query_diff_dst_md, DNNL_ARG_DIFF_DST};
         r[2] = (struct role){LOOM__ONEDNN_SLOT_OUT, &uw, dnnl_query_diff_weights_md, DNNL_ARG_DIFF_WEIGHTS};
         break;
     }
@@ -257,7 +284,11 @@ static loom_status conv_build(const loom__kcall *call, const void *params, loom_
     }
     if (p->bias) args[nargs++] = (loom__onednn_arg){DNNL_ARG_BIAS, LOOM__ONEDNN_SLOT_IN0 + 2, 0};
     const dnnl_memory_desc_t out_md = *q(pd, r[out_role].query);
-    const int os = loom__onednn_output_slot(prog, r[out_role].slot, r[out_role].user, &out_md);
+    /* A blocked output stays blocked for the next node when allowed. */
+    const int out_layout = p->out_ok ? loom__onednn_md_layout(&out_md) : LOOM__LAYOUT_PLAIN;
+    const int os = out_layout ? r[out_role].slot
+                              : loom__onednn_output_slot(prog, r[out_role].slot, r[out_role].user, &out_md);
+    prog->out_layout = out_layout;
     args[nargs++] = (loom__onednn_arg){r[out_role].arg, os, 0};
     prog->main_step = prog->nsteps;
     st = loom__onednn_add_step(call, prog, pd, nargs, args);

@@ -256,6 +256,41 @@ dnnl_status_t loom__onednn_plain_md(dnnl_memory_desc_t *md, int ndim, const int6
     return dnnl_memory_desc_init_by_tag(md, ndim, d, dnnl_f32, tags[ndim]);
 }
 
+dnnl_status_t loom__onednn_view_md(dnnl_memory_desc_t *md, const loom__tview *v)
+{
+    if (v->layout == LOOM__LAYOUT_PLAIN) return loom__onednn_plain_md(md, v->ndim, v->shape);
+    if (v->ndim != 4) return dnnl_invalid_arguments;
+    const dnnl_dims_t d = {v->shape[0], v->shape[1], v->shape[2], v->shape[3]};
+    return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32,
+                                        v->layout == LOOM__LAYOUT_NCHW8C ? dnnl_nChw8c : dnnl_nChw16c);
+}
+
+int loom__onednn_md_layout(const dnnl_memory_desc_t *md)
+{
+    if (md->ndims != 4 || md->data_type != dnnl_f32) return LOOM__LAYOUT_PLAIN;
+    static const struct {
+        int layout, block;
+        dnnl_format_tag_t tag;
+    } cand[] = {{LOOM__LAYOUT_NCHW8C, 8, dnnl_nChw8c}, {LOOM__LAYOUT_NCHW16C, 16, dnnl_nChw16c}};
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
+        dnnl_memory_desc_t b;
+        if (md->dims[1] % cand[i].block) continue;
+        if (dnnl_memory_desc_init_by_tag(&b, 4, md->dims, dnnl_f32, cand[i].tag) != dnnl_success) continue;
+        if (dnnl_memory_desc_equal(md, &b)) return cand[i].layout;
+    }
+    return LOOM__LAYOUT_PLAIN;
+}
+
+bool loom__onednn_layout_ok(const loom__tview *v)
+{
+    switch (v->layout) {
+    case LOOM__LAYOUT_PLAIN: return true;
+    case LOOM__LAYOUT_NCHW8C:
+    case LOOM__LAYOUT_NCHW16C: return v->ndim == 4 && v->shape[1] % loom__layout_block(v->layout) == 0;
+    default: return false;
+    }
+}
+
 bool loom__onednn_has_nonfinite(const float *x, int64_t n, bool also_ninf, bool also_pinf)
 {
     /* Branch-free blocks (vectorised), checked between blocks. */

@@ -18,6 +18,8 @@
  *                 numel(x) floats for it and a unit gamma (cost: one extra
  *                 write of x's size beside the two reductions).
  * BN_STATS is left to ref (oneDNN's forward_training would also write y).
+ * x and dy may come in one blocked layout (nChw8c / nChw16c), where oneDNN's
+ * batch norm is JIT code; y and dx are then written in it.
  */
 #include "config.h"
 
@@ -28,6 +30,7 @@
 
 typedef struct bn_params {
     int32_t ndim, global;
+    int32_t layout; /* of x, dy and (BN_FWD, BN_BWD_DATA) the output */
     int64_t dims[5];
     double eps;
 } bn_params;
@@ -76,6 +79,16 @@ static bool bn_params_of(const loom__kcall *call, bn_params *p)
         break;
     default: return false;
     }
+    /* x and dy may arrive in one blocked layout (oneDNN's JIT batch norm
+     * needs it); y / dx then stay in it. The statistics and affine
+     * parameters are 1-D or 2-D, always plain. */
+    p->layout = x->layout;
+    const int ndata = call->op == LOOM_OP_BN_FWD ? 1 : 2;
+    for (int i = 0; i < call->n_in; i++) {
+        const int want = i < ndata ? p->layout : LOOM__LAYOUT_PLAIN;
+        if (call->in[i].layout != want || !loom__onednn_layout_ok(&call->in[i])) return false;
+    }
+    if (p->layout != LOOM__LAYOUT_PLAIN && call->op != LOOM_OP_BN_BWD_PARAMS && !call->out_layout) return false;
     p->ndim = x->ndim;
     for (int d = 0; d < x->ndim; d++) p->dims[d] = x->shape[d];
     p->eps = a->bn.eps;
@@ -103,7 +116,9 @@ static loom_status bn_build(const loom__kcall *call, const void *params, loom__o
     const int64_t c = p->dims[1];
     const size_t var_off = (size_t)c * sizeof(float);
     dnnl_memory_desc_t x;
-    dnnl_status_t st = loom__onednn_plain_md(&x, p->ndim, p->dims);
+    const loom__tview *xv = &call->in[0];
+    dnnl_status_t st = loom__onednn_view_md(&x, xv);
+    prog->out_layout = call->op == LOOM_OP_BN_BWD_PARAMS ? LOOM__LAYOUT_PLAIN : p->layout;
     if (st != dnnl_success) return loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", st);
     dnnl_primitive_attr_t attr = loom__onednn_attr(call, false);
     if (!attr) return loom_last_status();

@@ -30,16 +30,16 @@
  * it to call->nthreads around building and executing (and restores it), and
  * the cache key includes nthreads.
  *
- * Layouts: Loom's tensors are plain row-major. Convolutions let oneDNN
- * choose its layouts (dnnl_format_tag_any) and reorder into and out of them
- * inside the program (measured 1.3-1.8x faster than gemm on plain NCHW even
- * with the reorders, except for 1x1 kernels; see conv.c). Pooling, batch
- * norm, softmax and eltwise run on the plain layouts. The main step of a
- * program keeps its primitive descriptor (step[main_step].pd), so a later
- * graph pass can ask it for its preferred layouts (dnnl_query_src_md ...)
- * and keep blocked tensors between nodes; the layouts of every step's
- * arguments (and the max-pooling workspace) are likewise queried from the
- * steps' descriptors (dnnl_query_exec_arg_md), not stored twice.
+ * Layouts: convolutions let oneDNN choose its layouts (dnnl_format_tag_any).
+ * An input that arrives blocked (nChw8c / nChw16c, backends/kernel.h) is
+ * bound as it is when that is what the primitive chose, else reordered
+ * inside the program; an output is written in the chosen blocked layout
+ * when the call allows it (call->out_layout), so that consecutive oneDNN
+ * nodes skip the reorders, else reordered to plain. Pooling and batch norm
+ * take blocked inputs the same way (their JIT kernels need them). The
+ * layouts of every step's arguments (and the max-pooling workspace) are
+ * queried from the steps' descriptors (dnnl_query_exec_arg_md), not stored
+ * twice.
  */
 #ifndef LOOM_BACKENDS_ONEDNN_H
 #define LOOM_BACKENDS_ONEDNN_H
@@ -136,6 +136,9 @@ typedef struct loom__onednn_prim {
     size_t tmp_bytes[LOOM__ONEDNN_MAX_TMPS];
     size_t tmp_offset[LOOM__ONEDNN_MAX_TMPS]; /* set by loom__onednn_prim_layout */
     size_t scratch_bytes;                     /* max scratchpad + temporaries */
+    /* The layout the program writes the call's output in (loom__layout):
+     * blocked only when built for a call with out_layout set. */
+    int out_layout;
     /* Optional: fills temporaries before the steps run (batch norm's unit
      * gamma). slots[] holds every slot's address. */
     void (*prep)(const loom__kcall *call, void *const *slots);
@@ -258,6 +261,17 @@ bool loom__onednn_plain_f32(const loom__tview *v);
 
 /* A plain row-major f32 memory desc of ndim dims (1..5 use the abcde tags). */
 dnnl_status_t loom__onednn_plain_md(dnnl_memory_desc_t *md, int ndim, const int64_t *dims);
+
+/* The memory desc of a 4-D float32 view in its layout (abcd, nChw8c or
+ * nChw16c). */
+dnnl_status_t loom__onednn_view_md(dnnl_memory_desc_t *md, const loom__tview *v);
+
+/* LOOM__LAYOUT_NCHW8C / 16C when md is exactly that layout of its 4 dims
+ * (f32, C a multiple of the block), else LOOM__LAYOUT_PLAIN. */
+int loom__onednn_md_layout(const dnnl_memory_desc_t *md);
+
+/* v's layout is one a oneDNN kernel can bind: plain, nChw8c or nChw16c. */
+bool loom__onednn_layout_ok(const loom__tview *v);
 
 /* True when any of the n floats is NaN, or (when also_ninf) -inf, or (when
  * also_pinf) +inf. Scans in blocks, stopping at the first block with one. */

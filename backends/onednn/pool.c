@@ -1,7 +1,10 @@
 /*
  * backends/onednn/pool.c - MAX_POOL2D, AVG_POOL2D (forward_inference) and
- * their backward ops, on plain nchw (pooling is memory bound; reorders
- * would only add traffic).
+ * their backward ops, on plain nchw or, when every data input arrives in
+ * one blocked layout and the output may stay in it, on that layout (where
+ * oneDNN's pooling is JIT code; on nchw it is plain C++). Mixed layouts are
+ * converted to plain by graph/ (pooling is memory bound: a reorder inside
+ * would cost as much as the op).
  *
  * What oneDNN computes differently from kernels.h, and so is left to ref
  * (supports() rejects it):
@@ -35,6 +38,7 @@ typedef struct pool_params {
     int64_t N, C, H, W, OH, OW;
     int64_t kernel[2], stride[2], dil[2], pad_l[2], pad_r[2];
     int32_t alg;
+    int32_t layout; /* of every data input and the output */
 } pool_params;
 
 static bool pool_params_of(const loom__kcall *call, pool_params *p)
@@ -66,6 +70,10 @@ static bool pool_params_of(const loom__kcall *call, pool_params *p)
     default: return false;
     }
     if (x->ndim != 4 || y->ndim != 4 || !loom__onednn_plain_f32(x) || !loom__onednn_plain_f32(y)) return false;
+    p->layout = call->in[0].layout;
+    for (int i = 0; i < call->n_in; i++)
+        if (call->in[i].layout != p->layout || !loom__onednn_layout_ok(&call->in[i])) return false;
+    if (p->layout != LOOM__LAYOUT_PLAIN && !call->out_layout) return false;
     if (x->shape[0] != y->shape[0] || x->shape[1] != y->shape[1]) return false;
     p->N = x->shape[0], p->C = x->shape[1], p->H = x->shape[2], p->W = x->shape[3];
     p->OH = y->shape[2], p->OW = y->shape[3];
@@ -117,9 +125,13 @@ static loom_status pool_build(const loom__kcall *call, const void *params, loom_
 {
     const pool_params *p = params;
     const dnnl_dims_t xd = {p->N, p->C, p->H, p->W}, yd = {p->N, p->C, p->OH, p->OW};
+    const dnnl_format_tag_t tag = p->layout == LOOM__LAYOUT_NCHW8C    ? dnnl_nChw8c
+                                  : p->layout == LOOM__LAYOUT_NCHW16C ? dnnl_nChw16c
+                                                                      : dnnl_nchw;
     dnnl_memory_desc_t x, y;
-    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&x, 4, xd, dnnl_f32, dnnl_nchw);
-    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&y, 4, yd, dnnl_f32, dnnl_nchw);
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&x, 4, xd, dnnl_f32, tag);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&y, 4, yd, dnnl_f32, tag);
+    prog->out_layout = p->layout;
     if (st != dnnl_success) return loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", st);
     dnnl_primitive_attr_t attr = loom__onednn_attr(call, false);
     if (!attr) return loom_last_status();

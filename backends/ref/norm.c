@@ -8,6 +8,11 @@
  * biased variance; gamma, beta [C]; BN_BWD_PARAMS writes [2,C] (dgamma,
  * dbeta).
  *
+ * x and dy may also be in one blocked layout (nChw8c / nChw16c, 4-D): the
+ * reductions then read each channel's values B apart, in the same order,
+ * so the statistics and sums are bitwise those of the plain layout, and y
+ * or dx are written in the input's layout.
+ *
  * Reductions are deterministic whatever the thread count: each channel's
  * values are cut into fixed pieces (one per image, long rows further into
  * pieces of PIECE values), each piece is summed in double by one thread
@@ -34,6 +39,7 @@
 typedef struct bn_geom {
     int64_t N, C, S, M;
     int64_t npiece; /* pieces per (n, c) row */
+    int64_t B;      /* channel block of x's layout (1: plain; BN_STATS only) */
 } bn_geom;
 
 /* Checks dtypes (every view float32), x's ndim, and the shapes of the other
@@ -77,6 +83,7 @@ static loom_status check_call(const loom__kcall *call, int n_in, unsigned like_x
     for (int d = 2; d < x->ndim; d++) g->S *= x->shape[d];
     g->M = g->N * g->S;
     g->npiece = g->S > PIECE ? (g->S + PIECE - 1) / PIECE : 1;
+    g->B = loom__layout_block(x->layout);
     return LOOM_OK;
 }
 
@@ -86,14 +93,21 @@ static int team(const loom__kcall *call, int64_t work, int64_t units)
     return nt > units ? (int)(units > 0 ? units : 1) : nt;
 }
 
-/* Piece t of the reduction: its first element (flat index), length and channel. */
+/* Piece t of the reduction: its first element (flat index), length and
+ * channel. Its elements lie g->B apart: in a blocked layout, element
+ * (n, c, s) is at ((n*C/B + c/B)*S + s)*B + c%B. */
 static inline void piece(const bn_geom *g, int64_t t, int64_t *start, int64_t *len, int64_t *c)
 {
     const int64_t row = t / g->npiece, j = t % g->npiece;
     const int64_t lo = j * PIECE, hi = lo + PIECE < g->S ? lo + PIECE : g->S;
-    *start = row * g->S + lo;
     *len = hi - lo;
     *c = row % g->C;
+    if (g->B == 1) {
+        *start = row * g->S + lo;
+    } else {
+        const int64_t n = row / g->C;
+        *start = ((n * (g->C / g->B) + *c / g->B) * g->S + lo) * g->B + *c % g->B;
+    }
 }
 
 /* Sum of x[0..n-1] in double, four interleaved accumulators. */
@@ -108,6 +122,41 @@ static double sum_d(const float *restrict x, int64_t n)
         a3 += x[i + 3];
     }
     for (; i < n; i++) a0 += x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* The same over x[0], x[b], x[2b], ...: the same additions in the same
+ * order, so a blocked tensor's statistics are bitwise those of its plain
+ * copy. */
+static double sum_ds(const float *restrict x, int64_t n, int64_t b)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += x[i * b];
+        a1 += x[(i + 1) * b];
+        a2 += x[(i + 2) * b];
+        a3 += x[(i + 3) * b];
+    }
+    for (; i < n; i++) a0 += x[i * b];
+    return (a0 + a1) + (a2 + a3);
+}
+
+static double sumsq_ds(const float *restrict x, int64_t n, double m, int64_t b)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const double d0 = x[i * b] - m, d1 = x[(i + 1) * b] - m, d2 = x[(i + 2) * b] - m, d3 = x[(i + 3) * b] - m;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+        a2 += d2 * d2;
+        a3 += d3 * d3;
+    }
+    for (; i < n; i++) {
+        const double d = x[i * b] - m;
+        a0 += d * d;
+    }
     return (a0 + a1) + (a2 + a3);
 }
 
@@ -150,6 +199,26 @@ static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t 
     *sdyx = b0 + b1;
 }
 
+/* The same over every b-th element (blocked layouts). */
+static void sum_dy_ds(const float *restrict x, const float *restrict dy, int64_t n, double m, int64_t b,
+                      double *sdy, double *sdyx)
+{
+    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        a0 += dy[i * b];
+        a1 += dy[(i + 1) * b];
+        b0 += (double)dy[i * b] * (x[i * b] - m);
+        b1 += (double)dy[(i + 1) * b] * (x[(i + 1) * b] - m);
+    }
+    for (; i < n; i++) {
+        a0 += dy[i * b];
+        b0 += (double)dy[i * b] * (x[i * b] - m);
+    }
+    *sdy = a0 + a1;
+    *sdyx = b0 + b1;
+}
+
 /* Runs body(t) for every piece t, split among nt threads. */
 #define FOR_PIECES(nt, total, t, ...)                                                         \
     do {                                                                                       \
@@ -179,7 +248,10 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
     FOR_PIECES(nt, total, t, {
         int64_t start, len, c;
         piece(g, t, &start, &len, &c);
-        sum_dy_d(x + start, dy + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+        if (g->B == 1)
+            sum_dy_d(x + start, dy + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+        else
+            sum_dy_ds(x + start, dy + start, len, mean[c], g->B, &part[2 * t], &part[2 * t + 1]);
     });
     for (int64_t c = 0; c < g->C; c++) out[2 * c] = out[2 * c + 1] = 0.0;
     for (int64_t t = 0; t < total; t++) { /* fixed order: n, then piece */
@@ -215,9 +287,12 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
     FOR_PIECES(nt, total, t, {
         int64_t start, len, c;
         piece(&g, t, &start, &len, &c);
-        const double s = sum_d(x + start, len);
+        const int64_t b = g.B;
+        const double s = b == 1 ? sum_d(x + start, len) : sum_ds(x + start, len, b);
         part[2 * t] = s;
-        part[2 * t + 1] = len > 0 ? sumsq_d(x + start, len, s / (double)len) : 0.0;
+        part[2 * t + 1] = len <= 0 ? 0.0
+                          : b == 1 ? sumsq_d(x + start, len, s / (double)len)
+                                   : sumsq_ds(x + start, len, s / (double)len, b);
     });
     for (int64_t t = 0; t < total; t++) {
         int64_t start, len, c;
@@ -250,6 +325,24 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         i1 = (row_ + 1) * (g)->S < (e) ? (row_ + 1) * (g)->S : (e);             \
         __VA_ARGS__;                                                            \
     }
+
+/* An elementwise pass over a blocked tensor: its N*C/B rows of S*B values
+ * (row r holds channels (r % (C/B))*B .. + B-1, interleaved) split among
+ * threads; body runs with r, and c0 = the row's first channel. */
+#define FOR_BLOCK_ROWS(call, g, r, c0, ...)                                                    \
+    do {                                                                                       \
+        const int64_t rows_ = (g)->N * ((g)->C / (g)->B);                                      \
+        const int nt_ = loom__ref_team((call)->nthreads, rows_ * (g)->S * (g)->B, BN_GRAIN);   \
+        LOOM__OMP_PARALLEL(nt_ > 1 ? nt_ : 1)                                                  \
+        {                                                                                      \
+            int64_t rb_, re_;                                                                  \
+            loom__nditer_part(rows_, loom__omp_thread(), loom__omp_nthreads(), 1, &rb_, &re_);  \
+            for (int64_t r = rb_; r < re_; r++) {                                              \
+                const int64_t c0 = (r % ((g)->C / (g)->B)) * (g)->B;                           \
+                __VA_ARGS__;                                                                   \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
 
 /* An elementwise pass over [0, N*C*S) split among threads. */
 #define FOR_FLAT(call, g, b, e, ...)                                                          \
@@ -285,10 +378,21 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
         coef[2 * c + 1] = (float)(gamma[c] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
     }
     const bn_geom *gp = &g;
-    FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
-                 const float m = coef[2 * c], a = coef[2 * c + 1], bb = beta[c];
-                 for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
-             }));
+    if (g.B > 1) {
+        const int64_t B = g.B, SB = g.S * g.B;
+        FOR_BLOCK_ROWS(call, gp, r, c0, {
+            for (int64_t s = 0; s < gp->S; s++)
+                for (int64_t j = 0; j < B; j++) {
+                    const int64_t i = r * SB + s * B + j, c = c0 + j;
+                    y[i] = (x[i] - coef[2 * c]) * coef[2 * c + 1] + beta[c];
+                }
+        });
+    } else {
+        FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
+                     const float m = coef[2 * c], a = coef[2 * c + 1], bb = beta[c];
+                     for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
+                 }));
+    }
     free(coef);
     return LOOM_OK;
 }
@@ -330,7 +434,25 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
         coef[4 * c + 3] = training ? (float)(is * is * sums[2 * c + 1] / (double)g.M) : 0.0f;
     }
     const bn_geom *gp = &g;
-    if (training)
+    if (g.B > 1) {
+        const int64_t B = g.B, SB = g.S * g.B;
+        if (training)
+            FOR_BLOCK_ROWS(call, gp, r, c0, {
+                for (int64_t s = 0; s < gp->S; s++)
+                    for (int64_t j = 0; j < B; j++) {
+                        const int64_t i = r * SB + s * B + j, c = c0 + j;
+                        dx[i] = coef[4 * c + 1] * (dy[i] - coef[4 * c + 2] - (x[i] - coef[4 * c]) * coef[4 * c + 3]);
+                    }
+            });
+        else
+            FOR_BLOCK_ROWS(call, gp, r, c0, {
+                for (int64_t s = 0; s < gp->S; s++)
+                    for (int64_t j = 0; j < B; j++) {
+                        const int64_t i = r * SB + s * B + j;
+                        dx[i] = dy[i] * coef[4 * (c0 + j) + 1];
+                    }
+            });
+    } else if (training)
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float m = coef[4 * c], k = coef[4 * c + 1], mdy = coef[4 * c + 2], q = coef[4 * c + 3];
                      for (int64_t i = i0; i < i1; i++) dx[i] = k * (dy[i] - mdy - (x[i] - m) * q);
