@@ -251,7 +251,8 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
                     atomic_fetch_add_explicit(&t->ctx->prof_flops[n->op], flops, memory_order_relaxed);
                 }
                 if (t->ctx->trace)
-                    loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads);
+                    loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads,
+                                     out_layout);
             }
         }
         if (held) {

@@ -42,6 +42,7 @@ typedef struct event {
     int16_t threads; /* the kernel's width; for a steal, the victim worker */
     int8_t kind;     /* 0 a node, 1 idle (parked), 2 a steal */
     int16_t worker;  /* the pool's worker index (idle, steal), or -1 */
+    int8_t layout;   /* the output's loom__layout */
 } event;
 
 struct loom__trace {
@@ -94,10 +95,10 @@ static void push(loom__trace *tr, event *ev)
 }
 
 void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
-                      const int64_t *shape, int threads)
+                      const int64_t *shape, int threads, int layout)
 {
     event e = {.t0 = t0, .t1 = t1, .backend = backend ? backend : "?", .op = (int16_t)op, .ndim = (int8_t)ndim,
-               .threads = (int16_t)threads, .kind = 0, .worker = -1};
+               .threads = (int16_t)threads, .kind = 0, .worker = -1, .layout = (int8_t)layout};
     for (int d = 0; d < 4; d++) e.shape[d] = d < ndim ? shape[d] : 0;
     push(tr, &e);
 }
@@ -162,13 +163,15 @@ static void write_events(FILE *f, const loom__trace *tr)
         for (int d = 0; d < e->ndim && d < 4; d++)
             len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%lld", d ? ", " : "", (long long)e->shape[d]);
         snprintf(shape + len, sizeof shape - len, "%s]", e->ndim > 4 ? ", ..." : "");
+        static const char *const layouts[] = {"plain", "nChw8c", "nChw16c"};
+        const char *layout = e->layout >= 0 && e->layout < 3 ? layouts[e->layout] : "?";
         /* Microseconds with ns precision, as the format allows fractions. */
         fprintf(f,
                 ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": 1, \"tid\": %d, \"ts\": %.3f, "
-                "\"dur\": %.3f, \"args\": {\"backend\": \"%s\", \"output\": \"%s\", \"layout\": \"plain\", "
+                "\"dur\": %.3f, \"args\": {\"backend\": \"%s\", \"output\": \"%s\", \"layout\": \"%s\", "
                 "\"threads\": %d}}",
                 loom__op_name((loom__op)e->op), e->backend, e->tid, ts,
-                (double)(e->t1 - e->t0) * 1e-3, e->backend, shape, e->threads);
+                (double)(e->t1 - e->t0) * 1e-3, e->backend, shape, layout, e->threads);
     }
     fprintf(f, "\n]}\n");
 }

@@ -16,10 +16,11 @@ typedef struct loom__trace loom__trace;
 int64_t loom__trace_now(void);
 
 /* Records one executed node (thread-safe): op, start and end times, the
- * backend that ran it, the output's shape and the kernel's threads. Drops the event (counting
- * it) when the buffer is full or out of memory. */
+ * backend that ran it, the output's shape, the kernel's threads and the
+ * layout it wrote (loom__layout). Drops the event (counting it) when the
+ * buffer is full or out of memory. */
 void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t t0, int64_t t1, int ndim,
-                      const int64_t *shape, int threads);
+                      const int64_t *shape, int threads, int layout);
 
 /* Records a scheduling event of the pool (thread-safe): kind 1 a parked
  * (idle) interval of `worker`, kind 2 a steal by `worker` from `other`

@@ -3,9 +3,10 @@
  * (backends/kernel.h, graph/eval.c).
  *
  * The portable conversions against the layouts' index formulas; then, with
- * oneDNN, small networks run three ways - "auto" (conv, pooling, batch norm
- * and elementwise nodes pass nChw8c/16c tensors to each other), "auto" with
- * LOOM_KEEP_BLOCKED=0 (every node reads and writes plain) and "ref" - must
+ * oneDNN, small networks run several ways - "auto" (conv, pooling, batch
+ * norm and elementwise nodes pass nChw8c/16c tensors to each other), "auto"
+ * with LOOM_KEEP_BLOCKED=0 (every node reads and writes plain), "ref", and
+ * for training also "onednn" (oneDNN's batch norm on blocked data) - must
  * agree, forward and backward, including the paths where a blocked tensor
  * meets a kernel or view that needs plain data: a slice, a flatten, a
  * broadcast add, an add of a blocked and a plain tensor, the user reading
@@ -17,8 +18,10 @@
 #include "config.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/check_suites.h"
 
@@ -71,11 +74,13 @@ END_TEST
 
 #ifdef LOOM_HAVE_ONEDNN
 
-/* A context for one of the three ways. */
+/* A context for one of the ways: 0 auto, 1 auto with plain layouts only,
+ * 2 ref, 3 onednn (oneDNN's batch norm and eltwise on blocked data too). */
 static loom_ctx *way_ctx(int way)
 {
+    static const char *const backends[] = {"auto", "auto", "ref", "onednn"};
     if (way == 1) setenv("LOOM_KEEP_BLOCKED", "0", 1);
-    loom_ctx *ctx = test_ctx(2, way == 2 ? "ref" : "auto");
+    loom_ctx *ctx = test_ctx(2, backends[way]);
     unsetenv("LOOM_KEEP_BLOCKED");
     return ctx;
 }
@@ -208,8 +213,8 @@ static int train_step(int way, float *out, int64_t *nout)
 START_TEST(test_train_step)
 {
     enum { MAXN = 1 + 16 * 27 + 16 * 16 * 9 + 256 + 16 * 36 * 5 + 32 };
-    static float keep[MAXN], again[MAXN], plain[MAXN], ref[MAXN];
-    int64_t nk, na, np, nr;
+    static float keep[MAXN], again[MAXN], plain[MAXN], ref[MAXN], dnn[MAXN];
+    int64_t nk, na, np, nr, nd;
     const int nb = train_step(0, keep, &nk);
     ck_assert_msg(nb >= 3, "only %d of 4 intermediates were left blocked", nb);
     train_step(0, again, &na);
@@ -217,9 +222,45 @@ START_TEST(test_train_step)
     ck_assert_msg(memcmp(keep, again, sizeof(float) * (size_t)nk) == 0, "two runs differ");
     train_step(1, plain, &np);
     train_step(2, ref, &nr);
+    ck_assert_msg(train_step(3, dnn, &nd) >= 3, "onednn: intermediates not blocked");
     ck_assert_int_eq(nk, nr);
+    ck_assert_int_eq(nd, nr);
     agree("blocked vs ref", keep, ref, nr, 5e-4);
     agree("plain vs ref", plain, ref, nr, 5e-4);
+    agree("onednn vs ref", dnn, ref, nr, 5e-4);
+}
+END_TEST
+
+/* The trace names the layout each node wrote. */
+static bool trace_has_blocked(int way)
+{
+    loom_ctx *ctx = way_ctx(way);
+    char path[] = "/tmp/loom-layout-trace-XXXXXX";
+    const int fd = mkstemp(path);
+    ck_assert(fd >= 0);
+    close(fd);
+    ck_assert(loom_trace_start(ctx) == LOOM_OK);
+    const int64_t xs[4] = {2, 8, 10, 10}, ws[4] = {16, 8, 3, 3};
+    loom_tensor *y = loom_relu(loom_conv2d(loom_rand(ctx, 4, xs), loom_rand(ctx, 4, ws), NULL,
+                                           &(loom_conv2d_opts){.padding = {1, 1}}));
+    ck_assert_msg(loom_tensor_eval(y) == LOOM_OK, "%s", loom_last_error());
+    ck_assert_msg(loom_trace_stop(ctx, path) == LOOM_OK, "%s", loom_last_error());
+    FILE *f = fopen(path, "r");
+    ck_assert(f);
+    static char buf[1 << 16];
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    unlink(path);
+    ck_assert_msg(strstr(buf, "\"layout\": \"plain\"") || strstr(buf, "\"layout\": \"nChw"), "%s", buf);
+    loom_ctx_free(ctx);
+    return strstr(buf, "\"layout\": \"nChw") != NULL;
+}
+
+START_TEST(test_trace_layout)
+{
+    ck_assert(trace_has_blocked(0));
+    ck_assert(!trace_has_blocked(1));
 }
 END_TEST
 
@@ -234,6 +275,7 @@ Suite *loom_suite_layout(void)
 #ifdef LOOM_HAVE_ONEDNN
     tcase_add_test(tc, test_forward_chain);
     tcase_add_test(tc, test_train_step);
+    tcase_add_test(tc, test_trace_layout);
 #endif
     suite_add_tcase(s, tc);
     return s;
