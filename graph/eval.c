@@ -78,6 +78,57 @@ static loom_status plain_inputs(loom_tensor *t, loom__tview *views, void **tmp, 
     return LOOM_OK;
 }
 
+/* Marks, in views, the plain inputs that could join the call's blocked
+ * ones: whole 4-D tensors with the same channels as the blocked inputs,
+ * all of which share one layout. If a kernel then takes the call, they
+ * are converted (blocked_inputs) and *k is it; else the marks are undone
+ * and graph/ falls back to plain copies. Kernels' supports() only check
+ * layouts and shapes, or scan values for NaN (a permutation does not change
+ * that), so asking before converting is safe. */
+static bool try_blocked(const loom_tensor *t, loom__kcall *call, const loom__kernel **k, const char **bname)
+{
+    const loom__node *n = &t->node;
+    loom__tview *views = (loom__tview *)call->in;
+    int layout = LOOM__LAYOUT_PLAIN;
+    int64_t channels = -1;
+    for (int i = 0; i < n->n_in; i++) {
+        const int l = views[i].layout;
+        if (l == LOOM__LAYOUT_PLAIN) continue;
+        if (l == LAYOUT_PARTIAL || (layout != LOOM__LAYOUT_PLAIN && l != layout)) return false;
+        layout = l;
+        channels = views[i].shape[1];
+    }
+    bool marked = false;
+    for (int i = 0; i < n->n_in; i++)
+        if (views[i].layout == LOOM__LAYOUT_PLAIN && whole_4d(n->in[i]) && n->in[i]->shape[1] == channels) {
+            views[i].layout = layout;
+            marked = true;
+        }
+    if (marked && (*k = loom__registry_find(t->ctx->backend, call, bname))) return true;
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i]->storage->layout == LOOM__LAYOUT_PLAIN) views[i].layout = LOOM__LAYOUT_PLAIN;
+    *k = NULL;
+    return false;
+}
+
+/* Converts the inputs try_blocked marked (plain storages with a blocked
+ * view layout) into blocked copies (tmp[i], freed by the caller). */
+static loom_status blocked_inputs(loom_tensor *t, loom__tview *views, void **tmp, int nthreads)
+{
+    const loom__node *n = &t->node;
+    for (int i = 0; i < n->n_in; i++) {
+        const loom_tensor *x = n->in[i];
+        if (views[i].layout == LOOM__LAYOUT_PLAIN || x->storage->layout != LOOM__LAYOUT_PLAIN) continue;
+        tmp[i] = loom__mem_alloc_data(x->storage->mem, x->storage->nbytes);
+        if (!tmp[i])
+            return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for a blocked copy of input %d",
+                                   loom__op_name(n->op), x->storage->nbytes, i);
+        loom__layout_from_plain(views[i].data, tmp[i], views[i].layout, x->shape, nthreads);
+        views[i].data = tmp[i];
+    }
+    return LOOM_OK;
+}
+
 static int64_t numel_t(const loom_tensor *t) { return loom__numel(t->ndim, t->shape); }
 
 /* A node's work in rough nanoseconds of one core: a multiply-add of a
@@ -204,6 +255,10 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
          * they are converted to plain (with the node's threads) and the
          * kernel picked again. */
         const loom__kernel *k = loom__registry_find(t->ctx->backend, &call, &bname);
+        /* Mixed layouts (relu_bwd of a blocked y and a plain dy, a max-pool
+         * backward whose dy came through a flatten): first try the plain
+         * activations blocked too, which keeps the chain blocked. */
+        const bool to_blocked = !k && loom__kcall_has_blocked(&call) && try_blocked(t, &call, &k, &bname);
         const bool convert = !k && loom__kcall_has_blocked(&call);
         if (!k && !convert) k = loom__registry_pick(t->ctx->backend, &call, &bname);
         loom_status st = LOOM_OK;
@@ -224,7 +279,9 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
         /* The kernel's time includes its inputs' conversions. */
         const bool prof = atomic_load_explicit(&t->ctx->profile, memory_order_relaxed);
         const int64_t a = prof || t->ctx->trace ? loom__trace_now() : 0;
-        if (convert) {
+        if (to_blocked) {
+            st = blocked_inputs(t, views, tmp, call.nthreads);
+        } else if (convert) {
             st = plain_inputs(t, views, tmp, call.nthreads);
             if (st == LOOM_OK) {
                 k = loom__registry_pick(t->ctx->backend, &call, &bname);
