@@ -168,9 +168,9 @@ START_TEST(test_forward_chain)
 }
 END_TEST
 
-/* A training step through conv, batch norm, relu, a residual add, max
- * pooling, a linear layer and cross-entropy; returns the loss and every
- * gradient. */
+/* A training step through conv, batch norm, relu, a residual add, 2x2 max
+ * pooling (ref's blocked kernel), a linear layer and cross-entropy; returns
+ * the loss and every gradient. */
 static int train_step(int way, float *out, int64_t *nout)
 {
     loom_ctx *ctx = way_ctx(way);
@@ -184,13 +184,14 @@ static int train_step(int way, float *out, int64_t *nout)
     loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, xv, 4, xs);
     loom_tensor *w1 = leaf(ctx, w1v, 4, w1s), *w2 = leaf(ctx, w2v, 4, w2s), *w3 = leaf(ctx, w3v, 4, ws3);
     loom_tensor *fc = leaf(ctx, fv, 2, fs), *g = leaf(ctx, gv, 1, gs), *be = leaf(ctx, bev, 1, gs);
+    loom_tensor *b2 = leaf(ctx, bev, 1, gs);
     const int64_t labels_v[4] = {0, 3, 1, 4}, ls[1] = {4};
     loom_tensor *labels = loom_tensor_from_array(ctx, LOOM_INT64, labels_v, 1, ls);
 
     loom_conv2d_opts pad1 = {.padding = {1, 1}}, one = {0};
     loom_tensor *a = loom_conv2d(x, w1, NULL, &pad1);
     loom_tensor *h = loom_relu(loom_batch_norm(a, NULL, NULL, g, be, true, 0.1, 1e-5));
-    loom_tensor *c = loom_conv2d(h, w2, NULL, &pad1);
+    loom_tensor *c = loom_conv2d(h, w2, b2, &pad1); /* its bias gradient: a sum of blocked dy */
     loom_tensor *r = loom_relu(loom_add(loom_conv2d(c, w3, NULL, &one), h));
     loom_pool2d_opts mp = {.kernel = {2, 2}};
     loom_tensor *p = loom_max_pool2d(r, &mp);
@@ -204,6 +205,7 @@ static int train_step(int way, float *out, int64_t *nout)
     int64_t k = 0;
     for (int i = 0; i < 6; i++) take(parts[i], out, &k);
     take(loom_tensor_grad(be), out, &k);
+    take(loom_tensor_grad(b2), out, &k);
     *nout = k;
     free(xv), free(w1v), free(w2v), free(w3v), free(fv), free(gv), free(bev);
     loom_ctx_free(ctx);
@@ -212,7 +214,7 @@ static int train_step(int way, float *out, int64_t *nout)
 
 START_TEST(test_train_step)
 {
-    enum { MAXN = 1 + 16 * 27 + 16 * 16 * 9 + 256 + 16 * 36 * 5 + 32 };
+    enum { MAXN = 1 + 16 * 27 + 16 * 16 * 9 + 256 + 16 * 36 * 5 + 48 };
     static float keep[MAXN], again[MAXN], plain[MAXN], ref[MAXN], dnn[MAXN];
     int64_t nk, na, np, nr, nd;
     const int nb = train_step(0, keep, &nk);

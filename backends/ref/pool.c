@@ -33,6 +33,7 @@
 
 typedef struct pool_geom {
     int64_t planes, H, W, OH, OW;
+    int64_t B; /* channel block of a blocked layout (max 2x2 only), else 1: a plane is then H*W*B values */
     int64_t kh, kw, sh, sw, ph, pw;
     bool adaptive, include_pad;
 } pool_geom;
@@ -92,7 +93,8 @@ static loom_status make_geom(const loom__kcall *call, int n_in, const loom__tvie
     }
     bool ok = x->ndim == 4 && y->ndim == 4 && x->shape[0] == y->shape[0] && x->shape[1] == y->shape[1];
     if (ok) {
-        g->planes = x->shape[0] * x->shape[1];
+        g->B = loom__layout_block(call->in[0].layout);
+        g->planes = x->shape[0] * x->shape[1] / g->B;
         g->H = x->shape[2], g->W = x->shape[3], g->OH = y->shape[2], g->OW = y->shape[3];
         ok = g->adaptive ? g->OH > 0 && g->OW > 0
                          : g->kh > 0 && g->kw > 0 && g->sh > 0 && g->sw > 0 && g->ph >= 0 && g->pw >= 0 &&
@@ -174,6 +176,77 @@ static bool is_2x2(const pool_geom *g)
         (m) = take_ ? (v) : (m);                                                                                     \
         (i) = take_ ? (k) : (i);                                                                                     \
     } while (0)
+
+/* The same on a blocked layout: a plane is one channel block, [H][W][B],
+ * and the B channels of a pixel sit together, so the loop over them is the
+ * vector one. */
+static void max2x2_fwd_blocked(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    const int64_t W = g->W, OW = g->OW, B = g->B;
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            const float *restrict r0 = x + (p * g->H + 2 * oh) * W * B, *restrict r1 = r0 + W * B;
+            float *restrict yr = y + (p * g->OH + oh) * OW * B;
+            for (int64_t ow = 0; ow < OW; ow++)
+                for (int64_t j = 0; j < B; j++) {
+                    float m = r0[2 * ow * B + j];
+                    int i = 0;
+                    MAX_STEP(m, i, r0[(2 * ow + 1) * B + j], 1);
+                    MAX_STEP(m, i, r1[2 * ow * B + j], 2);
+                    MAX_STEP(m, i, r1[(2 * ow + 1) * B + j], 3);
+                    (void)i;
+                    yr[ow * B + j] = m;
+                }
+        }
+}
+
+/* Its backward: dy at the window's first maximum (MAX_STEP's order, NaN
+ * included), 0 elsewhere and in the rows and columns no window covers. */
+static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0,
+                               int64_t p1)
+{
+    const int64_t H = g->H, W = g->W, OW = g->OW, B = g->B;
+    for (int64_t p = p0; p < p1; p++) {
+        float *dxp = dx + p * H * W * B;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            const float *restrict r0 = x + (p * H + 2 * oh) * W * B, *restrict r1 = r0 + W * B;
+            float *restrict d0 = dxp + 2 * oh * W * B, *restrict d1 = d0 + W * B;
+            const float *restrict dyr = dy + (p * g->OH + oh) * OW * B;
+            for (int64_t ow = 0; ow < OW; ow++)
+                for (int64_t j = 0; j < B; j++) {
+                    const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
+                    float m = r0[a0];
+                    int i = 0;
+                    MAX_STEP(m, i, r0[a1], 1);
+                    MAX_STEP(m, i, r1[a0], 2);
+                    MAX_STEP(m, i, r1[a1], 3);
+                    const float gv = dyr[ow * B + j];
+                    d0[a0] = i == 0 ? gv : 0.0f;
+                    d0[a1] = i == 1 ? gv : 0.0f;
+                    d1[a0] = i == 2 ? gv : 0.0f;
+                    d1[a1] = i == 3 ? gv : 0.0f;
+                }
+            for (int64_t k = 2 * OW * B; k < W * B; k++) d0[k] = d1[k] = 0.0f;
+        }
+        for (int64_t k = 2 * g->OH * W * B; k < H * W * B; k++) dxp[k] = 0.0f;
+    }
+}
+
+bool loom__ref_pool_blocked_ok(const loom__kcall *call)
+{
+    const loom__attrs *a = call->attrs;
+    const bool fwd = call->op == LOOM_OP_MAX_POOL2D;
+    if (!a || (!fwd && call->op != LOOM_OP_MAX_POOL2D_BWD) || call->n_in != (fwd ? 1 : 2) || !call->out_layout)
+        return false;
+    const loom__tview *x = &call->in[fwd ? 0 : 1], *y = fwd ? &call->out : &call->in[0];
+    const int l = call->in[0].layout;
+    if ((l != LOOM__LAYOUT_NCHW8C && l != LOOM__LAYOUT_NCHW16C) || call->in[call->n_in - 1].layout != l)
+        return false;
+    if (x->ndim != 4 || y->ndim != 4 || x->dtype != LOOM_FLOAT32 || x->shape[1] % loom__layout_block(l)) return false;
+    return !a->pool.adaptive && a->pool.kernel[0] == 2 && a->pool.kernel[1] == 2 && a->pool.stride[0] == 2 &&
+           a->pool.stride[1] == 2 && a->pool.pad[0] == 0 && a->pool.pad[1] == 0 && 2 * y->shape[2] <= x->shape[2] &&
+           2 * y->shape[3] <= x->shape[3];
+}
 
 static void max2x2_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
 {
@@ -269,6 +342,10 @@ static loom_status run_planes(const loom__kcall *call, const pool_geom *g, plane
 static void max_fwd_planes(const pool_geom *g, const float *x, const float *unused, float *y, int64_t p0, int64_t p1)
 {
     (void)unused;
+    if (g->B > 1) {
+        max2x2_fwd_blocked(g, x, y, p0, p1);
+        return;
+    }
     if (is_2x2(g)) {
         max2x2_fwd_planes(g, x, y, p0, p1);
         return;
@@ -310,6 +387,10 @@ static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x,
 
 static void max_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
+    if (g->B > 1) {
+        max2x2_bwd_blocked(g, dy, x, dx, p0, p1);
+        return;
+    }
     if (is_2x2(g)) {
         max2x2_bwd_planes(g, dy, x, dx, p0, p1);
         return;

@@ -525,3 +525,45 @@ loom_status loom__ref_reduce(const loom__kcall *call)
         drive_rows(&pl, row_fns[kind][d], in, out, call->nthreads);
     return LOOM_OK;
 }
+
+/* ---- the bias gradient on blocked data --------------------------------- */
+
+bool loom__ref_sum_blocked_ok(const loom__kcall *call)
+{
+    const loom__tview *x = &call->in[0];
+    const int l = x->layout;
+    return call->op == LOOM_OP_SUM && call->n_in == 1 && (l == LOOM__LAYOUT_NCHW8C || l == LOOM__LAYOUT_NCHW16C) &&
+           x->ndim == 4 && x->dtype == LOOM_FLOAT32 && call->out.dtype == LOOM_FLOAT32 &&
+           x->shape[1] % loom__layout_block(l) == 0 && call->attrs && call->attrs->reduce.mask == (1u | 4u | 8u) &&
+           call->out.ndim == 4;
+}
+
+/* SUM of a blocked [N,C,H,W] over N, H, W (a convolution's bias
+ * gradient): per channel, in double, n then pixel in order, so the result
+ * does not depend on the thread count (threads split the channel blocks). */
+loom_status loom__ref_sum_blocked(const loom__kcall *call)
+{
+    const loom__tview *x = &call->in[0];
+    const int64_t B = loom__layout_block(x->layout), N = x->shape[0], CB = x->shape[1] / B,
+                  S = x->shape[2] * x->shape[3];
+    const float *in = x->data;
+    float *out = call->out.data;
+    const int64_t ostride = call->out.strides[1];
+    const int nt = loom__ref_team(call->nthreads, N * CB * S * B, 1 << 16);
+    LOOM__OMP_PARALLEL(nt)
+    {
+        int64_t b, e;
+        loom__nditer_part(CB, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        for (int64_t cb = b; cb < e; cb++) {
+            double acc[16] = {0};
+            for (int64_t n = 0; n < N; n++) {
+                const float *p = in + (n * CB + cb) * S * B;
+                for (int64_t s = 0; s < S; s++)
+                    for (int64_t j = 0; j < B; j++) acc[j] += p[s * B + j];
+            }
+            for (int64_t j = 0; j < B; j++) out[(cb * B + j) * ostride] = (float)acc[j];
+        }
+    }
+    return LOOM_OK;
+}
+

@@ -26,6 +26,14 @@ loom_status loom__ref_scatter_add(const loom__kcall *call); /* index.c */
 loom_status loom__ref_conv2d(const loom__kcall *call);            /* conv.c: im2col + packed SGEMM */
 loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call);   /* conv.c */
 loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call); /* conv.c */
+/* SUM of a blocked 4-D tensor over N, H and W (a convolution's bias
+ * gradient; backends/ref/reduce.c). */
+bool loom__ref_sum_blocked_ok(const loom__kcall *call);
+loom_status loom__ref_sum_blocked(const loom__kcall *call);
+
+/* Max pooling 2x2 / stride 2 / no padding on blocked x and dy (the only
+ * pooling ref runs blocked; backends/ref/pool.c). */
+bool loom__ref_pool_blocked_ok(const loom__kcall *call);
 loom_status loom__ref_max_pool2d(const loom__kcall *call);        /* pool.c */
 loom_status loom__ref_max_pool2d_bwd(const loom__kcall *call);    /* pool.c */
 loom_status loom__ref_avg_pool2d(const loom__kcall *call);        /* pool.c */

@@ -60,6 +60,27 @@ static bool bn_layout(const loom__kcall *call)
 static loom_status bn_fwd_l(const loom__kcall *call) { return keep_layout(call, loom__ref_bn_fwd(call)); }
 static loom_status bn_bwd_data_l(const loom__kcall *call) { return keep_layout(call, loom__ref_bn_bwd_data(call)); }
 
+static bool pool_layout(const loom__kcall *call)
+{
+    return !loom__kcall_has_blocked(call) || loom__ref_pool_blocked_ok(call);
+}
+
+static loom_status max_pool_l(const loom__kcall *call) { return keep_layout(call, loom__ref_max_pool2d(call)); }
+static loom_status max_pool_bwd_l(const loom__kcall *call)
+{
+    return keep_layout(call, loom__ref_max_pool2d_bwd(call));
+}
+
+static bool sum_layout(const loom__kcall *call)
+{
+    return !loom__kcall_has_blocked(call) || loom__ref_sum_blocked_ok(call);
+}
+
+static loom_status sum_l(const loom__kcall *call)
+{
+    return loom__kcall_has_blocked(call) ? loom__ref_sum_blocked(call) : loom__ref_reduce(call);
+}
+
 static const loom__kernel ref_kernels[] = {
     [LOOM_OP_COPY] = {NULL, loom__ref_copy},
     [LOOM_OP_CAST] = {NULL, loom__ref_copy},
@@ -93,7 +114,7 @@ static const loom__kernel ref_kernels[] = {
 
     [LOOM_OP_MATMUL] = {NULL, loom__ref_matmul},
 
-    [LOOM_OP_SUM] = {NULL, loom__ref_reduce},
+    [LOOM_OP_SUM] = {sum_layout, sum_l, false, true},
     [LOOM_OP_MEAN] = {NULL, loom__ref_reduce},
     [LOOM_OP_MAX] = {NULL, loom__ref_reduce},
     [LOOM_OP_MIN] = {NULL, loom__ref_reduce},
@@ -110,8 +131,8 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_CONV2D] = {NULL, loom__ref_conv2d},
     [LOOM_OP_CONV2D_BWD_DATA] = {NULL, loom__ref_conv2d_bwd_data},
     [LOOM_OP_CONV2D_BWD_WEIGHT] = {NULL, loom__ref_conv2d_bwd_weight},
-    [LOOM_OP_MAX_POOL2D] = {NULL, loom__ref_max_pool2d},
-    [LOOM_OP_MAX_POOL2D_BWD] = {NULL, loom__ref_max_pool2d_bwd},
+    [LOOM_OP_MAX_POOL2D] = {pool_layout, max_pool_l, false, true},
+    [LOOM_OP_MAX_POOL2D_BWD] = {pool_layout, max_pool_bwd_l, false, true},
     [LOOM_OP_AVG_POOL2D] = {NULL, loom__ref_avg_pool2d},
     [LOOM_OP_AVG_POOL2D_BWD] = {NULL, loom__ref_avg_pool2d_bwd},
     [LOOM_OP_BN_STATS] = {bn_layout, loom__ref_bn_stats, false, true},
