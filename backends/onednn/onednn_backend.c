@@ -39,8 +39,7 @@
  *   tanh                                     3-4: ref
  * The slow ones are oneDNN's non-JIT implementations for plain layouts. On
  * inputs that arrive blocked (kept between nodes, backends/kernel.h) "auto"
- * also takes pooling (JIT there) and dense backward-weight (no reorders
- * then; ref would need plain copies); see fast(). LOOM_ONEDNN_OPS=all makes
+ * also takes pooling (JIT there) except 2x2 max pooling; see fast(). LOOM_ONEDNN_OPS=all makes
  * "auto" take the full exact set.
  */
 #include "config.h"
@@ -132,11 +131,11 @@ static bool fast(const loom__kcall *call)
     /* Dense backward-weight: ref's per-thread partial sums beat oneDNN's
      * reduction here (SimpleCNN conv2 [64,32,26,26] -> 64: 11.8 ms vs 20 ms,
      * conv1 1 -> 32: 0.95 vs 2.8 ms, 2 threads, examples/LOOM_PROFILE);
-     * grouped and depthwise stay on oneDNN (3-20x faster than ref). */
-    /* On blocked inputs oneDNN needs no reorder, where ref would need plain
-     * copies of x and dy: 3.4 s against 3.8 s for ResNet-18's in a training
-     * profile (batch 16, 2 threads). */
-    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1 || loom__kcall_has_blocked(call);
+     * grouped and depthwise stay on oneDNN (3-20x faster than ref).
+     * Also on blocked inputs, which ref gets as plain copies: ref with the
+     * copies still beat oneDNN's blocked kernel, 4.6 ms a call against 5.7
+     * (SimpleCNN training, 2 threads), and tied on ResNet-18 training. */
+    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1;
     case LOOM_OP_SOFTMAX: return innermost_axis(call);
     /* On blocked inputs oneDNN's pooling is JIT code (and ref would need
      * them converted first). Its JIT batch norm is not taken: ref's, which

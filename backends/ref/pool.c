@@ -177,6 +177,8 @@ static bool is_2x2(const pool_geom *g)
         (i) = take_ ? (k) : (i);                                                                                     \
     } while (0)
 
+static bool has_nan(const float *restrict v, int64_t n);
+
 /* The same on a blocked layout: a plane is one channel block, [H][W][B],
  * and the B channels of a pixel sit together, so the loop over them is the
  * vector one. */
@@ -208,24 +210,42 @@ static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float 
     const int64_t H = g->H, W = g->W, OW = g->OW, B = g->B;
     for (int64_t p = p0; p < p1; p++) {
         float *dxp = dx + p * H * W * B;
+        const bool nan = has_nan(x + p * H * W * B, H * W * B);
         for (int64_t oh = 0; oh < g->OH; oh++) {
             const float *restrict r0 = x + (p * H + 2 * oh) * W * B, *restrict r1 = r0 + W * B;
             float *restrict d0 = dxp + 2 * oh * W * B, *restrict d1 = d0 + W * B;
             const float *restrict dyr = dy + (p * g->OH + oh) * OW * B;
-            for (int64_t ow = 0; ow < OW; ow++)
-                for (int64_t j = 0; j < B; j++) {
-                    const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
-                    float m = r0[a0];
-                    int i = 0;
-                    MAX_STEP(m, i, r0[a1], 1);
-                    MAX_STEP(m, i, r1[a0], 2);
-                    MAX_STEP(m, i, r1[a1], 3);
-                    const float gv = dyr[ow * B + j];
-                    d0[a0] = i == 0 ? gv : 0.0f;
-                    d0[a1] = i == 1 ? gv : 0.0f;
-                    d1[a0] = i == 2 ? gv : 0.0f;
-                    d1[a1] = i == 3 ? gv : 0.0f;
-                }
+            if (nan)
+                for (int64_t ow = 0; ow < OW; ow++)
+                    for (int64_t j = 0; j < B; j++) {
+                        const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
+                        float m = r0[a0];
+                        int i = 0;
+                        MAX_STEP(m, i, r0[a1], 1);
+                        MAX_STEP(m, i, r1[a0], 2);
+                        MAX_STEP(m, i, r1[a1], 3);
+                        const float gv = dyr[ow * B + j];
+                        d0[a0] = i == 0 ? gv : 0.0f;
+                        d0[a1] = i == 1 ? gv : 0.0f;
+                        d1[a0] = i == 2 ? gv : 0.0f;
+                        d1[a1] = i == 3 ? gv : 0.0f;
+                    }
+            else /* strict comparisons, as max2x2_bwd_planes */
+                for (int64_t ow = 0; ow < OW; ow++)
+                    for (int64_t j = 0; j < B; j++) {
+                        const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
+                        const float a = r0[a0], b = r0[a1], c = r1[a0], d = r1[a1];
+                        const bool tb = b > a;
+                        const float mab = tb ? b : a;
+                        const bool tc = c > mab;
+                        const float mabc = tc ? c : mab;
+                        const bool td = d > mabc;
+                        const float gv = dyr[ow * B + j];
+                        d1[a1] = td ? gv : 0.0f;
+                        d1[a0] = !td && tc ? gv : 0.0f;
+                        d0[a1] = !td && !tc && tb ? gv : 0.0f;
+                        d0[a0] = !td && !tc && !tb ? gv : 0.0f;
+                    }
             for (int64_t k = 2 * OW * B; k < W * B; k++) d0[k] = d1[k] = 0.0f;
         }
         for (int64_t k = 2 * g->OH * W * B; k < H * W * B; k++) dxp[k] = 0.0f;
