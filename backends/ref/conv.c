@@ -72,6 +72,7 @@ typedef struct conv_geom {
     int64_t K, P;           /* Cg*KH*KW, OH*OW */
     int64_t rows;           /* output rows per column block */
     bool direct;            /* 1x1, stride 1, no padding: x is the column matrix */
+    int xl, dyl;            /* backward-weight: layouts of x and dy (loom__layout) */
 } conv_geom;
 
 static loom_status shape_error(const loom__kcall *call)
@@ -434,12 +435,11 @@ loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
 
 /* ---- backward weight ---------------------------------------------------- */
 
-/* dw (O x K) += (or =, when `first`) image n's contribution. */
-static loom_status bwd_weight_image(const conv_geom *g, const float *x, const float *dy, float *dw, int64_t n,
-                                    bool first, float *col, void *gws, size_t gws_size, int gemm_threads)
+/* dw (O x K) += (or =, when `first`) the contribution of one image: xn
+ * [C,H,W] and dyn [O,OH,OW], plain. */
+static loom_status bwd_weight_image(const conv_geom *g, const float *xn, const float *dyn, float *dw, bool first,
+                                    float *col, void *gws, size_t gws_size, int gemm_threads)
 {
-    const float *xn = x + n * g->C * g->H * g->W;
-    const float *dyn = dy + n * g->O * g->P;
     for (int64_t gi = 0; gi < g->g; gi++) {
         const float *xg = xn + gi * g->Cg * g->H * g->W;
         const float *dyg = dyn + gi * g->Og * g->P;
@@ -487,6 +487,54 @@ static loom_status bwd_weight_group(const conv_geom *g, const float *x, const fl
     return LOOM_OK;
 }
 
+/* Blocked x or dy (the layouts oneDNN's nodes leave): one image at a time
+ * is converted to plain into the thread's scratch, where it stays in cache
+ * for the GEMMs, instead of a separate pass over the whole tensors.
+ * bwd_weight_plain_into writes image n's plain x and dy to to[0], to[1]
+ * (copying a plain one); bwd_weight_plain_image points *xn / *dyn at
+ * plain copies in img when they are blocked. */
+static void bwd_weight_plain_into(const conv_geom *g, const float *xn, const float *dyn, float *const to[2])
+{
+    const int64_t xd[4] = {1, g->C, g->H, g->W}, yd[4] = {1, g->O, g->OH, g->OW};
+    if (g->xl)
+        loom__layout_to_plain(xn, to[0], g->xl, xd, 1);
+    else
+        memcpy(to[0], xn, sizeof(float) * (size_t)(g->C * g->H * g->W));
+    if (g->dyl)
+        loom__layout_to_plain(dyn, to[1], g->dyl, yd, 1);
+    else
+        memcpy(to[1], dyn, sizeof(float) * (size_t)(g->O * g->P));
+}
+
+static void bwd_weight_plain_image(const conv_geom *g, const float **xn, const float **dyn, float *img)
+{
+    if (!img) return;
+    const int64_t xd[4] = {1, g->C, g->H, g->W}, yd[4] = {1, g->O, g->OH, g->OW};
+    float *xs = img, *dys = img + g->C * g->H * g->W;
+    if (g->xl) {
+        loom__layout_to_plain(*xn, xs, g->xl, xd, 1);
+        *xn = xs;
+    }
+    if (g->dyl) {
+        loom__layout_to_plain(*dyn, dys, g->dyl, yd, 1);
+        *dyn = dys;
+    }
+}
+
+bool loom__ref_conv_bwd_weight_layouts_ok(const loom__kcall *call)
+{
+    if (call->op != LOOM_OP_CONV2D_BWD_WEIGHT || call->n_in != 2) return false;
+    for (int i = 0; i < 2; i++) {
+        const loom__tview *v = &call->in[i];
+        const int l = v->layout;
+        if (l == LOOM__LAYOUT_PLAIN) continue;
+        if ((l != LOOM__LAYOUT_NCHW8C && l != LOOM__LAYOUT_NCHW16C) || v->ndim != 4 ||
+            v->shape[1] % loom__layout_block(l))
+            return false;
+    }
+    return true;
+}
+
 /* Chunk c of `chunks` (images [c*N/chunks, (c+1)*N/chunks), in order) into
  * dw (c == 0) or its partial buffer, with thread t's workspace. */
 static loom_status bwd_weight_chunk(const conv_geom *g, const float *x, const float *dy, float *dw, float *part,
@@ -506,16 +554,41 @@ static loom_status bwd_weight_chunk(const conv_geom *g, const float *x, const fl
         const size_t gbytes = loom__sgemm_workspace_size(g->Og, g->K, most * g->P, gt);
         char *buf = loom__scratch(LOOM__SCRATCH_CONV_GROUP, fbytes + gbytes);
         if (!buf) return loom__set_error(LOOM_ERR_NOMEM, "conv2d_backward_weight: out of memory");
+        const int64_t xsz = g->C * g->H * g->W, dysz = g->O * g->P;
+        float *img = NULL;
+        if (g->xl || g->dyl) {
+            img = loom__scratch(LOOM__SCRATCH_CONV_IMAGE, sizeof(float) * (size_t)((xsz + dysz) * most));
+            if (!img) return loom__set_error(LOOM_ERR_NOMEM, "conv2d_backward_weight: out of memory");
+        }
         for (int64_t n0 = begin; n0 < end; n0 += per) {
             const int64_t n1 = n0 + per < end ? n0 + per : end;
-            loom_status s = bwd_weight_group(g, x, dy, mine, n0, n1, n0 == begin, (float *)buf,
-                                             gbytes ? buf + fbytes : NULL, gbytes, gt);
+            loom_status s;
+            if (img) { /* the group's images, plain, side by side */
+                float *xs = img, *dys = img + xsz * most;
+                for (int64_t n = n0; n < n1; n++) {
+                    float *const two[2] = {xs + (n - n0) * xsz, dys + (n - n0) * dysz};
+                    bwd_weight_plain_into(g, x + n * xsz, dy + n * dysz, two);
+                }
+                s = bwd_weight_group(g, xs, dys, mine, 0, n1 - n0, n0 == begin, (float *)buf,
+                                     gbytes ? buf + fbytes : NULL, gbytes, gt);
+            } else {
+                s = bwd_weight_group(g, x, dy, mine, n0, n1, n0 == begin, (float *)buf, gbytes ? buf + fbytes : NULL,
+                                     gbytes, gt);
+            }
             if (s != LOOM_OK) return s;
         }
         return LOOM_OK;
     }
+    const int64_t xsz = g->C * g->H * g->W, dysz = g->O * g->P;
+    float *img = NULL;
+    if (g->xl || g->dyl) {
+        img = loom__scratch(LOOM__SCRATCH_CONV_IMAGE, sizeof(float) * (size_t)(xsz + dysz));
+        if (!img) return loom__set_error(LOOM_ERR_NOMEM, "conv2d_backward_weight: out of memory");
+    }
     for (int64_t n = begin; n < end; n++) {
-        loom_status s = bwd_weight_image(g, x, dy, mine, n, n == begin, ws_col(ws, t), ws_gemm(ws, t), ws->gemm_bytes,
+        const float *xn = x + n * xsz, *dyn = dy + n * dysz;
+        bwd_weight_plain_image(g, &xn, &dyn, img);
+        loom_status s = bwd_weight_image(g, xn, dyn, mine, n == begin, ws_col(ws, t), ws_gemm(ws, t), ws->gemm_bytes,
                                          gt);
         if (s != LOOM_OK) return s;
     }
@@ -531,6 +604,8 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
     conv_geom g;
     loom_status st = make_geom(call, 2, 2, &call->in[0], &call->out, &call->in[1], &g);
     if (st != LOOM_OK) return st;
+    g.xl = call->in[0].layout;
+    g.dyl = call->in[1].layout;
     const float *x = call->in[0].data, *dy = call->in[1].data;
     float *dw = call->out.data;
     const int64_t dw_numel = g.O * g.K;

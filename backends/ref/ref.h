@@ -31,6 +31,10 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call); /* conv.c */
 bool loom__ref_sum_blocked_ok(const loom__kcall *call);
 loom_status loom__ref_sum_blocked(const loom__kcall *call);
 
+/* Backward-weight reads x and dy in any layout (blocked ones an image at a
+ * time; backends/ref/conv.c). */
+bool loom__ref_conv_bwd_weight_layouts_ok(const loom__kcall *call);
+
 /* Max pooling 2x2 / stride 2 / no padding on blocked x and dy (the only
  * pooling ref runs blocked; backends/ref/pool.c). */
 bool loom__ref_pool_blocked_ok(const loom__kcall *call);

@@ -130,7 +130,7 @@ static const loom__kernel ref_kernels[] = {
 
     [LOOM_OP_CONV2D] = {NULL, loom__ref_conv2d},
     [LOOM_OP_CONV2D_BWD_DATA] = {NULL, loom__ref_conv2d_bwd_data},
-    [LOOM_OP_CONV2D_BWD_WEIGHT] = {NULL, loom__ref_conv2d_bwd_weight},
+    [LOOM_OP_CONV2D_BWD_WEIGHT] = {loom__ref_conv_bwd_weight_layouts_ok, loom__ref_conv2d_bwd_weight, false, true},
     [LOOM_OP_MAX_POOL2D] = {pool_layout, max_pool_l, false, true},
     [LOOM_OP_MAX_POOL2D_BWD] = {pool_layout, max_pool_bwd_l, false, true},
     [LOOM_OP_AVG_POOL2D] = {NULL, loom__ref_avg_pool2d},
