@@ -18,10 +18,13 @@
  * blocked / plain / ref backend: forward 162 / 126 / 131, backward-data
  * 155 / 87 / 134, backward-weights 122 / 92 / 126 (jit:avx2 on nChw8c vs
  * gemm:jit). Weights-only `any` with plain data kept gemm:jit and gained
- * nothing. For 1x1 kernels plain won (a GEMM without im2col: 144 vs 106
- * forward), so "auto" (the default) is blocked except for 1x1 kernels. The
- * weights are reordered on every call (caching them for inference is a later
- * step). The bwd-weights op gives no diff_bias (the bias gradient is a
+ * nothing. For 1x1 kernels on plain data plain won (a GEMM without im2col:
+ * 144 vs 106 forward), so "auto" (the default) is blocked except for those,
+ * unless the data arrives blocked or the output may stay blocked (then no
+ * reorder is paid; see conv_params_of). Those figures include the reorders
+ * of plain inputs and outputs, which blocked layouts kept between nodes
+ * (backends/kernel.h) now skip. The weights are reordered on every call
+ * (caching them is a later step). The bwd-weights op gives no diff_bias (the bias gradient is a
  * separate sum in ops/).
  */
 #include "config.h"

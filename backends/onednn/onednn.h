@@ -230,9 +230,10 @@ void loom__onednn_cache_clear(void);
 /* ---- op families ----------------------------------------------------------- */
 
 /* Convolution layout policy (LOOM_ONEDNN_CONV_LAYOUT=auto|blocked|plain):
- * blocked lets oneDNN pick blocked layouts and reorders inside the program;
- * plain keeps NCHW / OIHW; auto (default) is blocked except for 1x1
- * kernels. Part of the cache key. */
+ * blocked lets oneDNN pick blocked layouts (binding blocked inputs as they
+ * are, reordering plain ones inside the program); plain keeps NCHW / OIHW;
+ * auto (default) is blocked except for 1x1 kernels whose data is plain and
+ * whose output may not stay blocked (conv.c). Part of the cache key. */
 enum { LOOM__ONEDNN_LAYOUT_AUTO = 0, LOOM__ONEDNN_LAYOUT_PLAIN = 1, LOOM__ONEDNN_LAYOUT_BLOCKED = 2 };
 void loom__onednn_set_conv_layout(int policy);
 int loom__onednn_conv_layout(void);
