@@ -160,7 +160,10 @@ typedef enum loom__op {
      * of one numel n (m and v are not read when attrs.adam.first: they
      * start at 0); out [3, n]: row 0 the new p, row 1 the new m, row 2 the
      * new v:  m' = m*b1 + g*(1-b1);  v' = v*b2 + (1-b2)*g*g;
-     *         p' = p + (-step_size) * (m' / (sqrt(v') / bc2_sqrt + eps)). */
+     *         p' = p + (-step_size) * (m' / (sqrt(v') / bc2_sqrt + eps)).
+     * An optional in[4], an int64 scalar t, gives step_size = lr / (1 -
+     * beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) at run time (a replayed
+     * graph advances t; loom/graph.h). */
     LOOM_OP_ADAM_STEP,
 
     /* Recurrent cells, fused (nn/rnn.c's steps; torch.nn's equations,
@@ -224,6 +227,9 @@ typedef struct loom__attrs {
         struct {
             double beta1, beta2, step_size, bc2_sqrt, eps;
             bool first; /* m and v are zero (not read) */
+            /* With a fifth input (int64 t, the step being taken): lr, and
+             * step_size and bc2_sqrt are computed from t in the kernel. */
+            double lr;
         } adam;
         struct {
             loom_status (*fn)(void *user, float *data, int64_t n);

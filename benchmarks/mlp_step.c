@@ -66,7 +66,7 @@ static loom_status train_step(loom_ctx *ctx, loom_module *model, loom_optimizer 
 
 int main(int argc, char **argv)
 {
-    int threads = 1, steps = 500, blocks = 7, warmup = 50;
+    int threads = 1, steps = 500, blocks = 7, warmup = 50, replay = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc;
@@ -74,8 +74,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--steps")) rc = parse_int(a, v, 1, 100000000, &steps);
         else if (!strcmp(a, "--blocks")) rc = parse_int(a, v, 1, 1000, &blocks);
         else if (!strcmp(a, "--warmup")) rc = parse_int(a, v, 0, 100000000, &warmup);
+        else if (!strcmp(a, "--replay")) rc = parse_int(a, v, 0, 1, &replay);
         else if (!strcmp(a, "--help")) {
-            printf("usage: mlp_step [--threads T] [--steps N] [--blocks K] [--warmup W]\n");
+            printf("usage: mlp_step [--threads T] [--steps N] [--blocks K] [--warmup W] [--replay 0|1]\n"
+                   "  --replay 1: capture one step after the warm-up and time replays of it (loom/graph.h)\n");
             return 0;
         } else {
             fprintf(stderr, "mlp_step: unknown option '%s' (try --help)\n", a);
@@ -102,6 +104,7 @@ int main(int argc, char **argv)
         adam = n == 4 ? loom_adam(ctx, n, params, NULL) : NULL;
     }
     int rc = 0;
+    loom_graph *graph = NULL;
     if (!adam) {
         fprintf(stderr, "mlp_step: setup failed: %s\n", loom_last_error());
         rc = 1;
@@ -114,6 +117,16 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (replay) {
+        loom_status st = loom_graph_capture_begin(ctx);
+        if (st == LOOM_OK) st = train_step(ctx, model, adam, x, y);
+        graph = loom_graph_capture_end(ctx);
+        if (st != LOOM_OK || !graph) {
+            fprintf(stderr, "mlp_step: capture failed: %s\n", loom_last_error());
+            rc = 1;
+            goto out;
+        }
+    }
     double *per_step = malloc(sizeof *per_step * (size_t)blocks);
     if (!per_step) {
         rc = 1;
@@ -122,7 +135,7 @@ int main(int argc, char **argv)
     for (int b = 0; b < blocks && rc == 0; b++) {
         double t0 = now_s();
         for (int i = 0; i < steps; i++) {
-            if (train_step(ctx, model, adam, x, y) != LOOM_OK) {
+            if ((graph ? loom_graph_replay(graph) : train_step(ctx, model, adam, x, y)) != LOOM_OK) {
                 fprintf(stderr, "mlp_step: %s\n", loom_last_error());
                 rc = 1;
                 break;
@@ -132,11 +145,12 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         qsort(per_step, (size_t)blocks, sizeof *per_step, cmp_double);
-        printf("{\"impl\":\"loom\",\"threads\":%d,\"us_per_step\":%.2f,\"best_us_per_step\":%.2f}\n", threads,
-               per_step[blocks / 2], per_step[0]);
+        printf("{\"impl\":\"loom\",\"replay\":%s,\"threads\":%d,\"us_per_step\":%.2f,\"best_us_per_step\":%.2f}\n",
+               graph ? "true" : "false", threads, per_step[blocks / 2], per_step[0]);
     }
     free(per_step);
 out:
+    loom_graph_free(graph);
     loom_optimizer_free(adam);
     loom_module_free(model);
     loom_ctx_free(ctx);

@@ -13,6 +13,7 @@
 
 #include "backends/registry.h"
 #include "graph/autograd_impl.h"
+#include "graph/capture.h"
 #include "graph/eval.h"
 #include "loom/autograd.h"
 #include "graph/tensor_impl.h"
@@ -353,7 +354,8 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
      * leaf's gradient must be its own dense tensor, safe to overwrite in
      * place (gradient clipping). */
     loom_tensor **todo = nleaves ? malloc(sizeof *todo * nleaves) : NULL;
-    if (nleaves && !todo && st == LOOM_OK) st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+    size_t *carry = nleaves ? malloc(sizeof *carry * nleaves) : NULL, ncarry = 0;
+    if (nleaves && (!todo || !carry) && st == LOOM_OK) st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
     for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) {
         loom_tensor *t = leaves[i].leaf, *g = leaves[i].g;
         loom_tensor *ng = t->grad ? loom_add(t->grad, g)
@@ -364,11 +366,17 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         }
         loom_scope_detach(ng);
         leaves[i].grad = todo[i] = ng;
+        /* Accumulating into an existing .grad replaces it: a replay must
+         * start from this step's sum (loom/graph.h). */
+        if (t->grad && t->ctx->capture) carry[ncarry++] = i;
     }
     /* One run computes every gradient: the scheduler sees the whole
      * backward DAG at once (independent weight gradients side by side, an
      * all-reduce beside the compute that does not need it). */
     if (st == LOOM_OK && nleaves) st = loom__eval_many(todo, nleaves);
+    for (size_t k = 0; k < ncarry && st == LOOM_OK; k++)
+        st = loom__capture_carry(leaves[carry[k]].leaf->ctx, leaves[carry[k]].leaf->grad, leaves[carry[k]].grad);
+    free(carry);
     free(todo);
     for (size_t i = 0; i < nleaves; i++) {
         if (!leaves[i].grad) continue; /* failed before its .grad was made */
@@ -479,6 +487,7 @@ loom_status loom_tensor_assign(loom_tensor *dst, loom_tensor *src)
             }
         }
         dst->storage->version++;
+        st = loom__capture_copy(ctx, c, dst);
     }
     loom_tensor_free(c);
     return st;

@@ -125,6 +125,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     const char *keep = getenv("LOOM_KEEP_BLOCKED");
     ctx->keep_blocked = !(keep && strcmp(keep, "0") == 0);
     atomic_init(&ctx->flops, 0);
+    atomic_init(&ctx->next_uid, 0);
     atomic_init(&ctx->sched_trace, NULL);
     atomic_init(&ctx->sched_observers, 0);
     const char *trace = getenv("LOOM_TRACE");

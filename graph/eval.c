@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "backends/registry.h"
+#include "graph/capture.h"
 #include "graph/eval.h"
 #include "graph/trace.h"
 #include "runtime/cores.h"
@@ -58,34 +59,55 @@ static void input_view(const loom_tensor *t, loom__tview *v)
     if (layout != LOOM__LAYOUT_PLAIN) v->layout = whole_4d(t) ? layout : LAYOUT_PARTIAL;
 }
 
-/* Gives every blocked input of the call a plain copy (tmp[i], freed by the
- * caller), for a kernel that reads plain data only. */
-static loom_status plain_inputs(loom_tensor *t, loom__tview *views, void **tmp, int nthreads)
+/* Gives the inputs that conv[] marks a converted copy (tmp[i], freed by
+ * loom__exec_run): a plain copy of a blocked storage for a kernel that
+ * reads plain data only, or a blocked copy of a plain tensor that joins
+ * blocked ones (try_blocked). */
+static loom_status convert_inputs(const loom__exec *x, loom__tview *views, void **tmp, int nthreads)
 {
-    const loom__node *n = &t->node;
-    for (int i = 0; i < n->n_in; i++) {
-        if (views[i].layout == LOOM__LAYOUT_PLAIN) continue;
-        const loom_tensor *x = n->in[i];
-        const loom__storage *s = x->storage;
-        tmp[i] = loom__mem_alloc_data(s->mem, s->nbytes);
+    for (int i = 0; i < x->call.n_in; i++) {
+        const loom__conv *c = &x->conv[i];
+        if (c->kind == LOOM__CONV_NONE) continue;
+        tmp[i] = loom__mem_alloc_data(x->mem, c->nbytes);
         if (!tmp[i])
-            return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for a plain copy of input %d",
-                                   loom__op_name(n->op), s->nbytes, i);
-        loom__layout_to_plain(s->data, tmp[i], s->layout, s->dims, nthreads);
-        views[i].data = (char *)tmp[i] + x->offset * loom_dtype_size(x->dtype);
-        views[i].layout = LOOM__LAYOUT_PLAIN;
+            return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for a %s copy of input %d",
+                                   loom__op_name(x->call.op), c->nbytes,
+                                   c->kind == LOOM__CONV_TO_PLAIN ? "plain" : "blocked", i);
+        if (c->kind == LOOM__CONV_TO_PLAIN) {
+            loom__layout_to_plain(c->base, tmp[i], c->layout, c->dims, nthreads);
+            views[i].data = (char *)tmp[i] + c->byte_off;
+            views[i].layout = LOOM__LAYOUT_PLAIN;
+        } else {
+            loom__layout_from_plain(views[i].data, tmp[i], c->layout, views[i].shape, nthreads);
+            views[i].data = tmp[i];
+            views[i].layout = c->layout;
+        }
     }
     return LOOM_OK;
 }
 
+/* conv[i] for an input whose view is blocked (or part of a blocked
+ * storage) and must reach the kernel plain. */
+static void conv_to_plain(const loom_tensor *x, loom__conv *c)
+{
+    const loom__storage *s = x->storage;
+    c->kind = LOOM__CONV_TO_PLAIN;
+    c->layout = s->layout;
+    memcpy(c->dims, s->dims, sizeof c->dims);
+    c->nbytes = s->nbytes;
+    c->base = s->data;
+    c->byte_off = x->offset * loom_dtype_size(x->dtype);
+}
+
 /* Marks, in views, the plain inputs that could join the call's blocked
  * ones: whole 4-D tensors with the same channels as the blocked inputs,
- * all of which share one layout. If a kernel then takes the call, they
- * are converted (blocked_inputs) and *k is it; else the marks are undone
- * and graph/ falls back to plain copies. Kernels' supports() only check
- * layouts and shapes, or scan values for NaN (a permutation does not change
- * that), so asking before converting is safe. */
-static bool try_blocked(const loom_tensor *t, loom__kcall *call, const loom__kernel **k, const char **bname)
+ * all of which share one layout. If a kernel then takes the call, conv[]
+ * says to convert them and *k is it; else the marks are undone and graph/
+ * falls back to plain copies. Kernels' supports() only check layouts and
+ * shapes, or scan values for NaN (a permutation does not change that), so
+ * asking before converting is safe. */
+static bool try_blocked(const loom_tensor *t, loom__kcall *call, loom__conv *conv, const loom__kernel **k,
+                        const char **bname)
 {
     const loom__node *n = &t->node;
     loom__tview *views = (loom__tview *)call->in;
@@ -104,29 +126,21 @@ static bool try_blocked(const loom_tensor *t, loom__kcall *call, const loom__ker
             views[i].layout = layout;
             marked = true;
         }
-    if (marked && (*k = loom__registry_find(t->ctx->backend, call, bname))) return true;
+    if (marked && (*k = loom__registry_find(t->ctx->backend, call, bname))) {
+        for (int i = 0; i < n->n_in; i++)
+            if (views[i].layout != LOOM__LAYOUT_PLAIN && n->in[i]->storage->layout == LOOM__LAYOUT_PLAIN) {
+                /* Converted in loom__exec_run, which sets the layout
+                 * again once the data is blocked. */
+                conv[i] = (loom__conv){.kind = LOOM__CONV_TO_BLOCKED, .layout = layout,
+                                       .nbytes = n->in[i]->storage->nbytes};
+                views[i].layout = LOOM__LAYOUT_PLAIN;
+            }
+        return true;
+    }
     for (int i = 0; i < n->n_in; i++)
         if (n->in[i]->storage->layout == LOOM__LAYOUT_PLAIN) views[i].layout = LOOM__LAYOUT_PLAIN;
     *k = NULL;
     return false;
-}
-
-/* Converts the inputs try_blocked marked (plain storages with a blocked
- * view layout) into blocked copies (tmp[i], freed by the caller). */
-static loom_status blocked_inputs(loom_tensor *t, loom__tview *views, void **tmp, int nthreads)
-{
-    const loom__node *n = &t->node;
-    for (int i = 0; i < n->n_in; i++) {
-        const loom_tensor *x = n->in[i];
-        if (views[i].layout == LOOM__LAYOUT_PLAIN || x->storage->layout != LOOM__LAYOUT_PLAIN) continue;
-        tmp[i] = loom__mem_alloc_data(x->storage->mem, x->storage->nbytes);
-        if (!tmp[i])
-            return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for a blocked copy of input %d",
-                                   loom__op_name(n->op), x->storage->nbytes, i);
-        loom__layout_from_plain(views[i].data, tmp[i], views[i].layout, x->shape, nthreads);
-        views[i].data = tmp[i];
-    }
-    return LOOM_OK;
 }
 
 static int64_t numel_t(const loom_tensor *t) { return loom__numel(t->ndim, t->shape); }
@@ -204,6 +218,62 @@ static loom_status fail(loom_tensor *t, loom_status st)
     return st;
 }
 
+loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void **tmp)
+{
+    loom__kcall *call = &x->call;
+    loom__tview *views = (loom__tview *)call->in;
+    loom_status st = LOOM_OK;
+    int held = 0; /* core-budget tokens held (scheduler only) */
+    call->nthreads = ctx->kernel_threads;
+    if (w) {
+        /* The scheduler: the node runs with the cores it gets from the
+         * budget (runtime/cores.h): exactly its planned width when the
+         * kernel's results depend on the thread count (assumed while the
+         * kernel is not known yet), else up to it. */
+        const int total = loom__worker_cores_total(w);
+        const int want = loom__cores_width(x->want < total ? x->want : total, total);
+        held = loom__worker_cores_take(w, want, x->k ? x->k->exact_width : true);
+        call->nthreads = loom__cores_width(held, total);
+        loom__worker_cores_give(w, held - call->nthreads);
+        held = call->nthreads;
+        count_running(ctx, held);
+    }
+    /* The kernel's time includes its inputs' conversions. */
+    const bool prof = atomic_load_explicit(&ctx->profile, memory_order_relaxed);
+    const int64_t a = prof || ctx->trace ? loom__trace_now() : 0;
+    if (x->conv) st = convert_inputs(x, views, tmp, call->nthreads);
+    if (st == LOOM_OK && !x->k) {
+        x->k = loom__registry_pick(ctx->backend, call, &x->bname);
+        if (!x->k) st = LOOM_ERR_BACKEND;
+    }
+    if (st == LOOM_OK) {
+        st = x->k->run(call);
+        const int64_t flops = loom__kcall_flops(call);
+        if (flops) atomic_fetch_add_explicit(&ctx->flops, flops, memory_order_relaxed);
+        if (prof || ctx->trace) {
+            const int64_t b = loom__trace_now();
+            if (prof) {
+                atomic_fetch_add_explicit(&ctx->prof_ns[call->op], b - a, memory_order_relaxed);
+                atomic_fetch_add_explicit(&ctx->prof_calls[call->op], 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&ctx->prof_flops[call->op], flops, memory_order_relaxed);
+            }
+            if (ctx->trace)
+                loom__trace_node(ctx->trace, call->op, x->bname, a, b, call->out.ndim, call->out.shape,
+                                 call->nthreads, call->out_layout ? *call->out_layout : LOOM__LAYOUT_PLAIN);
+        }
+    }
+    if (held) {
+        count_running(ctx, -held);
+        loom__worker_cores_give(w, held);
+    }
+    for (int i = 0; i < call->n_in; i++)
+        if (tmp[i]) {
+            loom__mem_free_data(x->mem, tmp[i]);
+            tmp[i] = NULL;
+        }
+    return st;
+}
+
 loom_status loom__run_node(loom_tensor *t, loom__worker *w)
 {
     loom__node *n = &t->node;
@@ -215,6 +285,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
             return fail(t, LOOM_ERR_STATE);
         }
     }
+    loom__capture *cap = t->ctx->capture;
     if (!is_view_op(n->op) && loom__numel(t->ndim, t->shape) > 0) {
         loom__storage *s = t->storage;
         if (!s->data) {
@@ -227,101 +298,75 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
                 return fail(t, LOOM_ERR_NOMEM);
             }
         }
-        /* Per input: its view and, when it must be converted from a
-         * blocked layout, the plain copy (freed after the kernel). */
+        /* Per input: its view, how it is converted when the kernel cannot
+         * read it as stored, and the converted copy (freed after the
+         * kernel). */
         loom__tview inline_views[LOOM__INLINE_INPUTS];
+        loom__conv inline_conv[LOOM__INLINE_INPUTS];
         void *inline_tmp[LOOM__INLINE_INPUTS] = {0};
         loom__tview *views = inline_views;
+        loom__conv *conv = inline_conv;
         void **tmp = inline_tmp;
         if (n->n_in > LOOM__INLINE_INPUTS) {
             views = malloc(sizeof *views * (size_t)n->n_in);
+            conv = malloc(sizeof *conv * (size_t)n->n_in);
             tmp = calloc((size_t)n->n_in, sizeof *tmp);
-            if (!views || !tmp) {
+            if (!views || !conv || !tmp) {
                 free(views);
+                free(conv);
                 free(tmp);
                 loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(n->op));
                 return fail(t, LOOM_ERR_NOMEM);
             }
         }
-        for (int i = 0; i < n->n_in; i++) input_view(n->in[i], &views[i]);
+        for (int i = 0; i < n->n_in; i++) {
+            input_view(n->in[i], &views[i]);
+            conv[i].kind = LOOM__CONV_NONE;
+        }
         int out_layout = LOOM__LAYOUT_PLAIN;
-        loom__kcall call = {
-            .op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .nthreads = t->ctx->kernel_threads,
-            .out_layout = t->ctx->keep_blocked && whole_4d(t) ? &out_layout : NULL,
+        loom__exec x = {
+            .call = {.op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views,
+                     .out_layout = t->ctx->keep_blocked && whole_4d(t) ? &out_layout : NULL},
+            .mem = s->mem,
+            .want = w ? loom__node_want(t, loom__worker_cores_total(w)) : 1,
         };
-        view_of(t, &call.out);
-        const char *bname = NULL;
+        view_of(t, &x.call.out);
         /* Blocked inputs go to a kernel that takes them as they are, else
          * they are converted to plain (with the node's threads) and the
          * kernel picked again. */
-        const loom__kernel *k = loom__registry_find(t->ctx->backend, &call, &bname);
+        x.k = loom__registry_find(t->ctx->backend, &x.call, &x.bname);
         /* Mixed layouts (relu_bwd of a blocked y and a plain dy, a max-pool
          * backward whose dy came through a flatten): first try the plain
          * activations blocked too, which keeps the chain blocked. */
-        const bool to_blocked = !k && loom__kcall_has_blocked(&call) && try_blocked(t, &call, &k, &bname);
-        const bool convert = !k && loom__kcall_has_blocked(&call);
-        if (!k && !convert) k = loom__registry_pick(t->ctx->backend, &call, &bname);
+        bool convert = false;
+        if (!x.k && loom__kcall_has_blocked(&x.call)) {
+            convert = true;
+            if (!try_blocked(t, &x.call, conv, &x.k, &x.bname))
+                for (int i = 0; i < n->n_in; i++)
+                    if (views[i].layout != LOOM__LAYOUT_PLAIN) conv_to_plain(n->in[i], &conv[i]);
+        }
+        if (convert) x.conv = conv;
         loom_status st = LOOM_OK;
-        int held = 0; /* core-budget tokens held (scheduler only) */
-        if ((k || convert) && w) {
-            /* The scheduler: the node runs with the cores it gets from the
-             * budget (runtime/cores.h): exactly its planned width when the
-             * kernel's results depend on the thread count (assumed while
-             * the kernel is not known yet), else up to it. */
-            const int total = loom__worker_cores_total(w);
-            const int want = loom__cores_width(loom__node_want(t, total), total);
-            held = loom__worker_cores_take(w, want, k ? k->exact_width : true);
-            call.nthreads = loom__cores_width(held, total);
-            loom__worker_cores_give(w, held - call.nthreads);
-            held = call.nthreads;
-            count_running(t->ctx, held);
+        if (!x.k && !convert) {
+            x.k = loom__registry_pick(t->ctx->backend, &x.call, &x.bname);
+            if (!x.k) st = LOOM_ERR_BACKEND;
         }
-        /* The kernel's time includes its inputs' conversions. */
-        const bool prof = atomic_load_explicit(&t->ctx->profile, memory_order_relaxed);
-        const int64_t a = prof || t->ctx->trace ? loom__trace_now() : 0;
-        if (to_blocked) {
-            st = blocked_inputs(t, views, tmp, call.nthreads);
-        } else if (convert) {
-            st = plain_inputs(t, views, tmp, call.nthreads);
-            if (st == LOOM_OK) {
-                k = loom__registry_pick(t->ctx->backend, &call, &bname);
-                if (!k) st = LOOM_ERR_BACKEND;
-            }
-        } else if (!k) {
-            st = LOOM_ERR_BACKEND;
+        if (st == LOOM_OK) st = loom__exec_run(t->ctx, w, &x, tmp);
+        if (st == LOOM_OK && out_layout != LOOM__LAYOUT_PLAIN) {
+            /* The consumers (running after this node's release store) and
+             * the user's eval see it. */
+            t->storage->layout = out_layout;
+            memcpy(t->storage->dims, t->shape, sizeof t->storage->dims);
         }
-        if (st == LOOM_OK) {
-            st = k->run(&call);
-            if (st == LOOM_OK && out_layout != LOOM__LAYOUT_PLAIN) {
-                /* The consumers (running after this node's release
-                 * store) and the user's eval see it. */
-                t->storage->layout = out_layout;
-                memcpy(t->storage->dims, t->shape, sizeof t->storage->dims);
-            }
-            const int64_t flops = loom__kcall_flops(&call);
-            if (flops) atomic_fetch_add_explicit(&t->ctx->flops, flops, memory_order_relaxed);
-            if (prof || t->ctx->trace) {
-                const int64_t b = loom__trace_now();
-                if (prof) {
-                    atomic_fetch_add_explicit(&t->ctx->prof_ns[n->op], b - a, memory_order_relaxed);
-                    atomic_fetch_add_explicit(&t->ctx->prof_calls[n->op], 1, memory_order_relaxed);
-                    atomic_fetch_add_explicit(&t->ctx->prof_flops[n->op], flops, memory_order_relaxed);
-                }
-                if (t->ctx->trace)
-                    loom__trace_node(t->ctx->trace, n->op, bname, a, b, t->ndim, t->shape, call.nthreads,
-                                     out_layout);
-            }
-        }
-        if (held) {
-            count_running(t->ctx, -held);
-            loom__worker_cores_give(w, held);
-        }
-        for (int i = 0; i < n->n_in; i++)
-            if (tmp[i]) loom__mem_free_data(n->in[i]->storage->mem, tmp[i]);
+        if (st == LOOM_OK && cap) st = loom__capture_node(cap, t, &x, out_layout);
         if (views != inline_views) {
             free(views);
+            free(conv);
             free(tmp);
         }
+        if (st != LOOM_OK) return fail(t, st);
+    } else if (cap) {
+        loom_status st = loom__capture_node(cap, t, NULL, LOOM__LAYOUT_PLAIN);
         if (st != LOOM_OK) return fail(t, st);
     }
     if (!t->grad_fn) loom__node_release_inputs(t); /* else backward needs them */
@@ -475,6 +520,20 @@ static bool follow_pending(loom_tensor *from, loom_tensor *in, loom_status *st)
     return state == LOOM__PENDING;
 }
 
+/* Runs a walk's nodes (the epoch the walk just used): on the scheduler, or
+ * one after another on this thread; a capture in progress records them. */
+static loom_status run_order(loom_ctx *ctx, loom_tensor **order, size_t n)
+{
+    loom_status s = LOOM_OK;
+    if (ctx->capture) s = loom__capture_segment(ctx->capture, order, n, ctx->epoch);
+    if (s != LOOM_OK) return s;
+    if (ctx->num_workers > 1 && n > 1) s = loom__run_parallel(ctx, order, n);
+    else
+        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i], NULL);
+    if (s != LOOM_OK && ctx->capture) loom__capture_failed(ctx->capture);
+    return s;
+}
+
 loom_status loom__eval_many(loom_tensor *const *ts, size_t k)
 {
     /* The pending ones, and the first failure among them. */
@@ -492,10 +551,7 @@ loom_status loom__eval_many(loom_tensor *const *ts, size_t k)
     if (s == LOOM_OK && m) s = loom__dag_order_many(roots, m, follow_pending, &order, &n);
     free(roots);
     if (s != LOOM_OK || !m) return s;
-    loom_ctx *ctx = order[0]->ctx;
-    if (ctx->num_workers > 1 && n > 1) s = loom__run_parallel(ctx, order, n);
-    else
-        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i], NULL);
+    s = run_order(order[0]->ctx, order, n);
     free(order);
     return s;
 }
@@ -509,9 +565,7 @@ loom_status loom__eval(loom_tensor *t)
     size_t n = 0;
     loom_status s = loom__dag_order(t, follow_pending, &order, &n);
     if (s != LOOM_OK) return s;
-    if (t->ctx->num_workers > 1 && n > 1) s = loom__run_parallel(t->ctx, order, n);
-    else
-        for (size_t i = 0; i < n && s == LOOM_OK; i++) s = loom__run_node(order[i], NULL);
+    s = run_order(t->ctx, order, n);
     free(order);
     return s;
 }

@@ -13,6 +13,52 @@
 loom_status loom__eval(loom_tensor *t);
 
 struct loom__worker;
+struct loom__pool;
+typedef struct loom__capture loom__capture;
+
+/* How an input reaches a kernel that cannot read it as it is stored. */
+typedef enum loom__conv_kind {
+    LOOM__CONV_NONE = 0,
+    LOOM__CONV_TO_PLAIN,   /* a plain copy of a blocked storage */
+    LOOM__CONV_TO_BLOCKED, /* a blocked copy of a plain whole 4-D tensor */
+} loom__conv_kind;
+
+typedef struct loom__conv {
+    int kind;         /* loom__conv_kind */
+    int layout;       /* the blocked layout converted from (TO_PLAIN) or to */
+    int64_t dims[4];  /* TO_PLAIN: the storage's [N,C,H,W] */
+    size_t nbytes;    /* bytes of the copy (the whole storage) */
+    const void *base; /* TO_PLAIN: the storage's data */
+    int64_t byte_off; /* TO_PLAIN: the view's offset in the storage */
+} loom__conv;
+
+/* One node's kernel call, resolved: what loom__run_node decides from the
+ * tensors, and what a replayed graph (graph/capture.c) keeps of it. */
+typedef struct loom__exec {
+    loom__kcall call;      /* views and output set; nthreads is set by loom__exec_run */
+    const loom__kernel *k; /* NULL: picked once the inputs are converted */
+    const char *bname;     /* the kernel's backend (traces) */
+    loom__conv *conv;      /* call.n_in entries, or NULL: no input is converted */
+    int want;              /* the planned width (loom__node_want) */
+    loom__mem *mem;        /* for the converted copies */
+} loom__exec;
+
+/* Runs x: takes the node's cores from the budget (w != NULL) or uses
+ * ctx->kernel_threads, converts the inputs x->conv marks into tmp[i]
+ * (n_in entries, NULL on entry; freed again before it returns), runs the
+ * kernel, and counts it in the profile and trace. */
+loom_status loom__exec_run(loom_ctx *ctx, struct loom__worker *w, loom__exec *x, void **tmp);
+
+/* The context's work-stealing pool, created on first use (NULL with the
+ * error set when that fails). */
+struct loom__pool *loom__ctx_pool(loom_ctx *ctx);
+
+/* The edges among order[0..n) (a walk of epoch `epoch`): sets each
+ * tensor's exec_idx to its position, indeg[i] to the inputs of order[i]
+ * that are pending in the walk, and the consumers of order[i] to
+ * (*succ)[off[i] .. off[i+1]) (off has n + 1 entries; *succ is malloc'd). */
+loom_status loom__order_edges(loom_tensor **order, size_t n, uint64_t epoch, int *indeg, int64_t *off, int64_t **succ);
+
 
 /* Runs one node whose inputs are all READY (the unit of work a scheduler
  * hands to a worker). Thread-safe for distinct nodes. w NULL: on the

@@ -89,7 +89,7 @@ static void observe(void *user, loom__pool_event ev, int worker, int other, int6
     atomic_fetch_sub_explicit(&ctx->sched_observers, 1, memory_order_release);
 }
 
-loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
+loom__pool *loom__ctx_pool(loom_ctx *ctx)
 {
     if (!ctx->pool) {
         loom__pool_options o = {.num_workers = ctx->num_workers,
@@ -98,19 +98,17 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
                                 .observer = observe,
                                 .observer_user = ctx};
         ctx->pool = loom__pool_create(NULL, &o);
-        if (!ctx->pool) return loom_last_status();
     }
-    uint64_t epoch = ctx->epoch; /* the walk that produced `order` */
-    exec e;
-    e.nodes = malloc(sizeof *e.nodes * n);
-    int64_t *count = calloc(n + 1, sizeof *count);
-    void **roots = malloc(sizeof *roots * n);
-    e.succ = NULL;
-    loom_status st = LOOM_OK;
-    if (!e.nodes || !count || !roots) goto nomem;
+    return ctx->pool;
+}
+
+loom_status loom__order_edges(loom_tensor **order, size_t n, uint64_t epoch, int *indeg, int64_t *off, int64_t **succ)
+{
+    *succ = NULL;
     for (size_t i = 0; i < n; i++) order[i]->exec_idx = (int64_t)i;
     /* Edges from inputs that are part of this evaluation (marked by the
      * walk and still pending); computed inputs impose no wait. */
+    for (size_t i = 0; i <= n; i++) off[i] = 0;
     int64_t nedges = 0;
     for (size_t i = 0; i < n; i++) {
         loom_tensor *t = order[i];
@@ -119,40 +117,64 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
             loom_tensor *in = t->node.in[k];
             if (in->mark == epoch && atomic_load_explicit(&in->state, memory_order_relaxed) == LOOM__PENDING) {
                 pend++;
-                count[in->exec_idx + 1]++;
+                off[in->exec_idx + 1]++;
                 nedges++;
             }
         }
-        e.nodes[i].t = t;
-        e.nodes[i].wide = loom__node_want(t, ctx->num_threads) > 1;
-        atomic_init(&e.nodes[i].pending, pend);
+        indeg[i] = pend;
     }
-    for (size_t i = 0; i < n; i++) count[i + 1] += count[i]; /* prefix sums: CSR offsets */
-    e.succ = malloc(sizeof *e.succ * (size_t)(nedges ? nedges : 1));
-    if (!e.succ) goto nomem;
-    for (size_t i = 0; i < n; i++) {
-        e.nodes[i].succ_begin = count[i];
-        e.nodes[i].succ_end = count[i];
+    for (size_t i = 0; i < n; i++) off[i + 1] += off[i]; /* prefix sums: CSR offsets */
+    int64_t *s = malloc(sizeof *s * (size_t)(nedges ? nedges : 1));
+    int64_t *fill = malloc(sizeof *fill * (n ? n : 1));
+    if (!s || !fill) {
+        free(s);
+        free(fill);
+        return loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
     }
+    for (size_t i = 0; i < n; i++) fill[i] = off[i];
     for (size_t i = 0; i < n; i++) {
         loom_tensor *t = order[i];
         for (int k = 0; k < t->node.n_in; k++) {
             loom_tensor *in = t->node.in[k];
             if (in->mark == epoch && atomic_load_explicit(&in->state, memory_order_relaxed) == LOOM__PENDING)
-                e.succ[e.nodes[in->exec_idx].succ_end++] = (int64_t)i;
+                s[fill[in->exec_idx]++] = (int64_t)i;
         }
     }
+    free(fill);
+    *succ = s;
+    return LOOM_OK;
+}
+
+loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
+{
+    if (!loom__ctx_pool(ctx)) return loom_last_status();
+    exec e;
+    e.nodes = malloc(sizeof *e.nodes * n);
+    int64_t *off = malloc(sizeof *off * (n + 1));
+    int *indeg = malloc(sizeof *indeg * n);
+    void **roots = malloc(sizeof *roots * n);
+    e.succ = NULL;
+    loom_status st = LOOM_OK;
+    if (!e.nodes || !off || !indeg || !roots) {
+        st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
+        goto out;
+    }
+    if ((st = loom__order_edges(order, n, ctx->epoch, indeg, off, &e.succ)) != LOOM_OK) goto out;
     int64_t nroots = 0;
-    for (size_t i = 0; i < n; i++)
-        if (atomic_load_explicit(&e.nodes[i].pending, memory_order_relaxed) == 0) roots[nroots++] = &e.nodes[i];
+    for (size_t i = 0; i < n; i++) {
+        e.nodes[i].t = order[i];
+        e.nodes[i].wide = loom__node_want(order[i], ctx->num_threads) > 1;
+        e.nodes[i].succ_begin = off[i];
+        e.nodes[i].succ_end = off[i + 1];
+        atomic_init(&e.nodes[i].pending, indeg[i]);
+        if (indeg[i] == 0) roots[nroots++] = &e.nodes[i];
+    }
     st = loom__pool_run(ctx->pool, roots, nroots, run_task, &e);
-    goto out;
-nomem:
-    st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
 out:
     free(e.nodes);
     free(e.succ);
-    free(count);
+    free(off);
+    free(indeg);
     free(roots);
     return st;
 }

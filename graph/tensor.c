@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/capture.h"
 #include "graph/eval.h"
 #include "graph/print.h"
 #include "graph/tensor_impl.h"
@@ -82,6 +83,7 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
     if (!s) return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating a storage");
     atomic_init(&s->refs, 1);
     s->version = 0;
+    s->uid = atomic_fetch_add_explicit(&t->ctx->next_uid, 1, memory_order_relaxed) + 1;
     s->mem = mem;
     s->nbytes = (size_t)loom__numel(t->ndim, t->shape) * (size_t)loom_dtype_size(t->dtype);
     s->data = NULL;
@@ -107,7 +109,7 @@ void loom__tensor_share_storage(loom_tensor *t, loom__storage *s)
     t->storage = s;
 }
 
-static void storage_decref(loom__storage *s)
+void loom__storage_decref(loom__storage *s)
 {
     if (!s) return;
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
@@ -159,7 +161,7 @@ static void tensor_destroy(loom_tensor *t, worklist *w)
     push(w, t->gacc);
     for (int i = 0; i < t->n_gpieces; i++) push(w, t->gpieces[i].src);
     free(t->gpieces);
-    storage_decref(t->storage);
+    loom__storage_decref(t->storage);
     free(t->errmsg);
     atomic_fetch_sub_explicit(&t->ctx->live_tensors, 1, memory_order_relaxed);
     loom__mem_free(mem, t);
@@ -265,6 +267,7 @@ loom_status loom_tensor_eval(loom_tensor *t)
     loom_status st = loom__eval(t);
     /* The user reads plain row-major data: a storage that a oneDNN node
      * left blocked is converted in place (no node runs meanwhile). */
+    if (st == LOOM_OK && t->storage) st = loom__capture_make_plain(t->ctx, t->storage);
     if (st == LOOM_OK && t->storage) st = loom__storage_make_plain(t->storage, t->ctx->num_threads);
     return st;
 }

@@ -27,6 +27,7 @@
 typedef struct loom__storage {
     atomic_int refs;
     uint32_t version; /* bumped by loom_tensor_assign (user thread only) */
+    uint64_t uid;     /* unique in its context, from 1 (graph/capture.c tells storages apart by it) */
     void *data;    /* 64-byte aligned; NULL until the producing node runs */
     size_t nbytes; /* bytes to allocate */
     loom__mem *mem;
@@ -139,6 +140,11 @@ struct loom_ctx {
     /* Layout-aware kernels may leave 4-D outputs blocked for the next
      * node (LOOM_KEEP_BLOCKED=0 turns it off; graph/context.c). */
     bool keep_blocked;
+    /* The capture in progress (loom_graph_capture_begin .. end), or NULL;
+     * storages get uids from next_uid (atomic: nodes make none, but
+     * kernels' helpers may record on workers one day). */
+    struct loom__capture *capture;
+    _Atomic uint64_t next_uid;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     /* Cores of the budget kept for host calls (communication) while a
      * hooked backward runs; other nodes plan at most total - this wide
@@ -172,6 +178,9 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate);
 /* Converts a storage a node left in a blocked layout to plain in place
  * (user thread, no run in progress). LOOM_OK when already plain. */
 loom_status loom__storage_make_plain(loom__storage *s, int nthreads);
+
+/* Drops a reference on a storage; frees it (and its data) with the last. */
+void loom__storage_decref(loom__storage *s);
 
 /* Makes t view `s` (taking a reference on it). */
 void loom__tensor_share_storage(loom_tensor *t, loom__storage *s);

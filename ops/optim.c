@@ -12,8 +12,11 @@
 #include "loom/optim.h"
 #include "ops/cnn_common.h"
 
-loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
-                                  double beta2, double step_size, double bias_correction2, double eps)
+/* The fused step with t as a tensor (loom_adam_step_fused_t) or as the
+ * host's step_size and bias_correction2 (step NULL). */
+static loom_tensor *adam_step(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, loom_tensor *step,
+                              double beta1, double beta2, double step_size, double bias_correction2, double lr,
+                              double eps)
 {
     const char *op = "adam_step";
     bool first = !m && !v;
@@ -30,6 +33,13 @@ loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m
             return NULL;
         }
     }
+    if (step) {
+        if (!loom__check_inputs(op, 1, &step)) return NULL;
+        if (step->dtype != LOOM_INT64 || loom__numel(step->ndim, step->shape) != 1) {
+            loom__set_error(LOOM_ERR_INVALID_ARG, "adam_step: step must be an int64 tensor of one element");
+            return NULL;
+        }
+    }
     if (!(bias_correction2 > 0.0) || !(eps >= 0.0)) {
         loom__set_error(LOOM_ERR_INVALID_ARG, "adam_step: bias_correction2 must be > 0 and eps >= 0, got %g and %g",
                         bias_correction2, eps);
@@ -43,6 +53,24 @@ loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m
     a.adam.bc2_sqrt = sqrt(bias_correction2);
     a.adam.eps = eps;
     a.adam.first = first;
+    a.adam.lr = lr;
     int64_t shape[2] = {3, n};
-    return loom__record_contig(LOOM_OP_ADAM_STEP, &a, 4, in, 2, shape);
+    loom_tensor *in5[5] = {in[0], in[1], in[2], in[3], step};
+    return loom__record_contig(LOOM_OP_ADAM_STEP, &a, step ? 5 : 4, in5, 2, shape);
+}
+
+loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
+                                  double beta2, double step_size, double bias_correction2, double eps)
+{
+    return adam_step(p, g, m, v, NULL, beta1, beta2, step_size, bias_correction2, 0.0, eps);
+}
+
+loom_tensor *loom_adam_step_fused_t(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, loom_tensor *step,
+                                    double beta1, double beta2, double lr, double eps)
+{
+    if (!step) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "adam_step: step is NULL");
+        return NULL;
+    }
+    return adam_step(p, g, m, v, step, beta1, beta2, lr, 1.0, lr, eps);
 }

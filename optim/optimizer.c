@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "loom/autograd.h"
+#include "loom/graph.h"
 #include "loom/ops.h"
 #include "loom/optim.h"
 #include "runtime/error.h"
@@ -40,7 +41,12 @@ enum { BUF = 0, M = 0, V = 1, VMAX = 2, NSTATE = 3 };
 typedef struct param_state {
     loom_tensor *p;               /* borrowed: the module owns it */
     loom_tensor *state[NSTATE];   /* owned, detached from every scope */
-    int64_t steps;                /* updates applied so far (Adam's t) */
+    int64_t steps;                /* updates applied so far (Adam's t) by eager steps */
+    /* The same count as an int64 scalar (owned), computed by a node each
+     * step, so that a replayed graph advances it too (loom/graph.h); Adam's
+     * fused node reads it for its bias corrections. NULL until the first
+     * step, or after a load. The count to trust. */
+    loom_tensor *step_t;
 } param_state;
 
 typedef struct group {
@@ -299,7 +305,7 @@ static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_
  * exactly x, so the zeros are never materialised. Without amsgrad the
  * whole update is one fused node (loom_adam_step_fused). */
 static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, param_state *s, loom_tensor *p,
-                      loom_tensor *g, loom_tensor **p_new, loom_tensor **st_new)
+                      loom_tensor *g, loom_tensor *step_new, loom_tensor **p_new, loom_tensor **st_new)
 {
     double b1 = o->beta1, b2 = o->beta2, t = (double)(s->steps + 1);
     if (o->weight_decay != 0) {
@@ -308,14 +314,11 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
         else
             g = loom_add(g, loom_mul_scalar(p, o->weight_decay));
     }
-    double bias_correction1 = 1.0 - pow(b1, t);
-    double bias_correction2 = 1.0 - pow(b2, t);
-    double step_size = lr / bias_correction1;
     if (!o->amsgrad) {
         /* One fused pass (ops/optim.c); its [3, n] result is viewed as the
-         * new p, m and v. */
-        loom_tensor *f = loom_adam_step_fused(p, g, s->state[M], s->state[V], b1, b2, step_size, bias_correction2,
-                                              o->eps);
+         * new p, m and v. It computes the bias corrections from t, which
+         * it reads from step_new. */
+        loom_tensor *f = loom_adam_step_fused_t(p, g, s->state[M], s->state[V], step_new, b1, b2, lr, o->eps);
         int64_t shape[LOOM_MAX_DIMS];
         loom_tensor_shape(p, shape);
         int nd = loom_tensor_ndim(p);
@@ -324,6 +327,9 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
         st_new[V] = loom_reshape(loom_select(f, 0, 2), nd, shape);
         return;
     }
+    double bias_correction1 = 1.0 - pow(b1, t);
+    double bias_correction2 = 1.0 - pow(b2, t);
+    double step_size = lr / bias_correction1;
     loom_tensor *m = loom_mul_scalar(g, 1.0 - b1);
     loom_tensor *v = loom_mul(loom_mul_scalar(g, 1.0 - b2), g);
     if (s->state[M]) {
@@ -346,11 +352,26 @@ static loom_status update_one(loom_optimizer *opt, double lr, param_state *s)
     loom_tensor *p = s->p;
     loom_tensor *g = loom_tensor_grad(p);
     if (!g) return loom_last_status();
-    loom_tensor *p_new = NULL, *st_new[NSTATE] = {NULL, NULL, NULL};
+    loom_tensor *p_new = NULL, *st_new[NSTATE] = {NULL, NULL, NULL}, *step_new = NULL;
+    if (loom_graph_capturing(opt->ctx)) {
+        /* A replay repeats the captured step's arithmetic: the first step's
+         * (which starts the state from zeros) would be repeated forever. */
+        const bool first = opt->kind == OPT_SGD ? opt->sgd.momentum != 0 && !s->state[BUF] : !s->state[M];
+        if (first)
+            return loom__set_error(LOOM_ERR_STATE, "optimizer_step: a parameter takes its first step inside a graph "
+                                                   "capture; run one eager step before capturing");
+        if (opt->kind != OPT_SGD && opt->adam.amsgrad)
+            return loom__set_error(LOOM_ERR_STATE, "optimizer_step: AMSGrad cannot be captured (its bias "
+                                                         "corrections are host scalars)");
+    }
+    /* The step count after this step, as a tensor (param_state.step_t). */
+    step_new = s->step_t ? loom_add_scalar(s->step_t, 1.0)
+                         : loom_tensor_from_array(opt->ctx, LOOM_INT64, &(int64_t){s->steps + 1}, 0, NULL);
+    if (!step_new) return loom_last_status();
     if (opt->kind == OPT_SGD)
         sgd_rule(&opt->sgd, lr, s, p, g, &p_new, st_new);
     else
-        adam_rule(&opt->adam, opt->kind == OPT_ADAMW, lr, s, p, g, &p_new, st_new);
+        adam_rule(&opt->adam, opt->kind == OPT_ADAMW, lr, s, p, g, step_new, &p_new, st_new);
     if (!p_new) return loom_last_status();
     /* Evaluates p_new (and with it the new state, which it depends on)
      * before p's storage is overwritten. */
@@ -359,12 +380,22 @@ static loom_status update_one(loom_optimizer *opt, double lr, param_state *s)
     for (int k = 0; k < NSTATE; k++) {
         if (!st_new[k]) continue;
         st = loom_tensor_eval(st_new[k]); /* computed already; keeps no pending graph */
+        if (st == LOOM_OK && s->state[k]) st = loom_graph_carry(s->state[k], st_new[k]);
+        if (st != LOOM_OK) return st;
+    }
+    {
+        st = loom_tensor_eval(step_new);
+        if (st == LOOM_OK && s->step_t) st = loom_graph_carry(s->step_t, step_new);
         if (st != LOOM_OK) return st;
     }
     for (int k = 0; k < NSTATE; k++) {
         if (!st_new[k]) continue;
         loom_tensor_free(s->state[k]);
         s->state[k] = loom_scope_detach(st_new[k]);
+    }
+    {
+        loom_tensor_free(s->step_t);
+        s->step_t = loom_scope_detach(step_new);
     }
     s->steps++;
     return LOOM_OK;
@@ -401,8 +432,10 @@ void loom_optimizer_free(loom_optimizer *opt)
 {
     if (!opt) return;
     for (int gi = 0; gi < opt->ngroups; gi++) {
-        for (int i = 0; i < opt->groups[gi].n; i++)
+        for (int i = 0; i < opt->groups[gi].n; i++) {
             for (int k = 0; k < NSTATE; k++) loom_tensor_free(opt->groups[gi].ps[i].state[k]);
+            loom_tensor_free(opt->groups[gi].ps[i].step_t);
+        }
         free(opt->groups[gi].ps);
     }
     free(opt->groups);
@@ -478,7 +511,11 @@ loom_status loom_optimizer_state(loom_optimizer *opt, int *n_out, loom_tensor **
                  "initial_lr_bits");
         for (int i = 0; ok && i < g->n; i++, idx++) {
             const param_state *ps = &g->ps[i];
-            ok = put(&b, loom_tensor_from_array(ctx, LOOM_INT64, &ps->steps, 0, NULL), "state.%d.%s", idx, "step");
+            /* A replayed graph advanced step_t, not steps. */
+            int64_t steps = ps->steps;
+            if (ps->step_t && loom_tensor_copy_to(ps->step_t, &steps, sizeof steps) != LOOM_OK) ok = false;
+            if (ok)
+                ok = put(&b, loom_tensor_from_array(ctx, LOOM_INT64, &steps, 0, NULL), "state.%d.%s", idx, "step");
             for (int k = 0; ok && k < NSTATE; k++) {
                 if (!ps->state[k] || !slot_name(opt->kind, k)) continue;
                 ok = put(&b, loom_contiguous(ps->state[k]), "state.%d.%s", idx, slot_name(opt->kind, k));
@@ -575,6 +612,8 @@ loom_status loom_optimizer_load_state(loom_optimizer *opt, int n, loom_tensor *c
         for (int i = 0; i < g->n; i++, idx++) {
             param_state *ps = &g->ps[i];
             scalar_i64(find_named(n, ts, names, "state.%d.%s", idx, "step"), &ps->steps);
+            loom_tensor_free(ps->step_t); /* made again from steps */
+            ps->step_t = NULL;
             for (int k = 0; k < NSTATE; k++) {
                 const char *sn = slot_name(opt->kind, k);
                 loom_tensor *t = sn ? find_named(n, ts, names, "state.%d.%s", idx, sn) : NULL;

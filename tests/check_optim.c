@@ -277,7 +277,7 @@ START_TEST(test_skips_params_without_grad)
     set_grad(p, GRADS[0]);
     int64_t before = live(ctx);
     ck_assert_int_eq(loom_optimizer_step(opt), LOOM_OK);
-    ck_assert_int_eq(live(ctx), before + 2); /* p's m and v, nothing for q */
+    ck_assert_int_eq(live(ctx), before + 3); /* p's m, v and step count, nothing for q */
     assert_values_f32(p, ((const float[]){0.9900000002f, -1.99f, 2.99f}), 3, 1e-6);
     assert_values_f32(q, P0, 3, 0);
     assert_values_f32(frozen, P0, 3, 0);
@@ -330,11 +330,11 @@ START_TEST(test_state_ownership_no_leaks)
         ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
         ck_assert_msg(loom_optimizer_step(opt) == LOOM_OK, "%s", loom_last_error());
         ck_assert_int_eq(loom_scope_end(ctx), LOOM_OK);
-        /* 6 state tensors and the 2 gradients. */
-        ck_assert_int_eq(live(ctx), base + 8);
+        /* 6 state tensors, 2 step counts and the 2 gradients. */
+        ck_assert_int_eq(live(ctx), base + 10);
     }
     loom_optimizer_zero_grad(opt);
-    ck_assert_int_eq(live(ctx), base + 6);
+    ck_assert_int_eq(live(ctx), base + 8);
     loom_optimizer_free(opt);
     ck_assert_int_eq(live(ctx), base);
     ck_assert_int_eq(loom_scope_depth(ctx), 0);

@@ -30,6 +30,7 @@ Suite *loom_suite_cnn_kernels(void);
 Suite *loom_suite_data(void);
 Suite *loom_suite_onednn(void);
 Suite *loom_suite_layout(void);
+Suite *loom_suite_graph(void);
 Suite *loom_suite_cnn(void);
 Suite *loom_suite_rnn(void);
 Suite *loom_suite_io(void);

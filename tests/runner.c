@@ -268,6 +268,7 @@ int main(void)
     srunner_add_suite(sr, loom_suite_data());
     srunner_add_suite(sr, loom_suite_onednn());
     srunner_add_suite(sr, loom_suite_layout());
+    srunner_add_suite(sr, loom_suite_graph());
     srunner_add_suite(sr, loom_suite_cnn());
     srunner_add_suite(sr, loom_suite_rnn());
     srunner_add_suite(sr, loom_suite_io());

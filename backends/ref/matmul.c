@@ -25,6 +25,7 @@
 #include "backends/ref/ref.h"
 #include "backends/ref/sgemm.h"
 #include "runtime/error.h"
+#include "runtime/scratch.h"
 
 #define SMALL_MNK (128 * 128 * 128) /* below: batch-parallel when the batch allows */
 #define TINY_FLOPS (32 * 32 * 32)   /* total M*N*K*batch below: one thread */
@@ -158,11 +159,13 @@ loom_status loom__ref_matmul(const loom__kcall *call)
     const int nt = batch_par ? nthreads : 1;            /* OpenMP team over the batch */
     const int gemm_threads = batch_par ? 1 : nthreads;  /* threads inside each SGEMM */
 
-    /* One workspace per team thread, each 64-byte aligned. A zero size still
-     * gets a small block so that SGEMM never allocates on its own. */
+    /* One workspace per team thread, each 64-byte aligned, in the calling
+     * thread's scratch (no allocation at steady state: replayed graphs
+     * allocate nothing). A zero size still gets a small block so that SGEMM
+     * never allocates on its own. */
     const size_t per = round64(loom__sgemm_workspace_size(p.m, p.n, p.k, gemm_threads));
     const size_t total = per * (size_t)nt > 0 ? per * (size_t)nt : 64;
-    char *ws = aligned_alloc(64, total);
+    char *ws = loom__scratch(LOOM__SCRATCH_MATMUL, total);
     if (!ws)
         return loom__set_error(LOOM_ERR_NOMEM, "matmul: cannot allocate %zu bytes of SGEMM workspace",
                                total);
@@ -175,7 +178,6 @@ loom_status loom__ref_matmul(const loom__kcall *call)
             fail = loom__sgemm(p.m, p.n, p.k, 1.0f, a + oa, p.rsa, p.csa, b + ob, p.rsb,
                                p.csb, 0.0f, c + oc, p.rsc, gemm_threads, ws, per > 0 ? per : 64);
         }
-        free(ws);
         return fail;
     }
     LOOM__OMP_PARALLEL(nt)
@@ -197,7 +199,6 @@ loom_status loom__ref_matmul(const loom__kcall *call)
             }
         }
     }
-    free(ws);
     if (fail != LOOM_OK && nt > 1) /* the message was set in a team thread's TLS */
         return loom__set_error(fail, "matmul: SGEMM failed in a worker thread (%s)",
                                loom_status_str(fail));

@@ -39,25 +39,34 @@ static void adam_range(const loom__attrs *a, const float *restrict p, const floa
 
 loom_status loom__ref_adam_step(const loom__kcall *call)
 {
-    const int64_t n = call->n_in == 4 ? loom__tview_numel(&call->in[0]) : -1;
+    const int64_t n = call->n_in == 4 || call->n_in == 5 ? loom__tview_numel(&call->in[0]) : -1;
     bool ok = n >= 0 && loom__tview_numel(&call->out) == 3 * n;
     for (int i = 0; ok && i < 4; i++)
         ok = call->in[i].dtype == LOOM_FLOAT32 && loom__tview_numel(&call->in[i]) == n;
+    if (ok && call->n_in == 5) ok = call->in[4].dtype == LOOM_INT64 && loom__tview_numel(&call->in[4]) == 1;
     if (!ok || call->out.dtype != LOOM_FLOAT32)
-        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: expects four float32 inputs of one size and a [3, n] output",
+        return loom__set_error(LOOM_ERR_INVALID_ARG,
+                               "%s: expects four float32 inputs of one size (and an int64 step), and a [3, n] output",
                                loom__op_name(call->op));
     const float *p = call->in[0].data, *g = call->in[1].data, *m = call->in[2].data, *v = call->in[3].data;
     float *out = call->out.data;
+    loom__attrs a = *call->attrs;
+    if (call->n_in == 5) {
+        /* The optimizer's host arithmetic (optim/optimizer.c), from t. */
+        const double t = (double)*(const int64_t *)call->in[4].data;
+        a.adam.step_size = a.adam.lr / (1.0 - pow(a.adam.beta1, t));
+        a.adam.bc2_sqrt = sqrt(1.0 - pow(a.adam.beta2, t));
+    }
     const int nt = loom__ref_team(call->nthreads, n, ADAM_GRAIN);
     if (nt <= 1) {
-        adam_range(call->attrs, p, g, m, v, out, n, 0, n);
+        adam_range(&a, p, g, m, v, out, n, 0, n);
         return LOOM_OK;
     }
     LOOM__OMP_PARALLEL(nt)
     {
         int64_t i0, i1;
         loom__nditer_part(n, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
-        adam_range(call->attrs, p, g, m, v, out, n, i0, i1);
+        adam_range(&a, p, g, m, v, out, n, i0, i1);
     }
     return LOOM_OK;
 }

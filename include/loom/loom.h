@@ -26,6 +26,7 @@
 #include "loom/nn.h"
 #include "loom/optim.h"
 #include "loom/data.h"
+#include "loom/graph.h"
 #include "loom/io.h"
 #include "loom/models.h"
 #include "loom/dist.h"

@@ -84,6 +84,12 @@ loom_status loom_optimizer_step(loom_optimizer *opt);
  * NULL mean zeros (the first step). g, m, v need p's numel. */
 loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, double beta1,
                                   double beta2, double step_size, double bias_correction2, double eps);
+/* The same with the step number t (>= 1) in an int64 tensor of one
+ * element: step_size = lr / (1 - beta1^t) and bias_correction2 = 1 -
+ * beta2^t are computed when the node runs, so that a replayed graph
+ * (loom/graph.h) takes each step with its own t. */
+loom_tensor *loom_adam_step_fused_t(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, loom_tensor *step,
+                                    double beta1, double beta2, double lr, double eps);
 /* The optimizer's state, for checkpoints, as named tensors (PyTorch's
  * state_dict keys where it has them): "kind" (int64: 0 SGD, 1 Adam,
  * 2 AdamW), per group g "param_groups.<g>.lr_bits" and

@@ -1,0 +1,40 @@
+/*
+ * graph/capture.h - what the rest of Loom tells a capture in progress
+ * (graph/capture.c; the public side is loom/graph.h).
+ *
+ * While ctx->capture is set, every evaluation, node run and host-side write
+ * of the step is recorded, so that loom_graph_replay can run the step again
+ * on the same buffers without recording it. Each hook below is a no-op
+ * cost (one pointer test) when no capture is in progress.
+ */
+#ifndef LOOM_GRAPH_CAPTURE_H
+#define LOOM_GRAPH_CAPTURE_H
+
+#include "graph/eval.h"
+
+/* An evaluation is about to run order[0..n), a walk of epoch `epoch`
+ * (loom__eval, loom__eval_many): it becomes a segment of the replay, with
+ * the walk's edges. Sets each tensor's exec_idx. User thread. */
+loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_t n, uint64_t epoch);
+
+/* The current segment failed (its error is loom_last_error()): the capture
+ * cannot give a graph. */
+void loom__capture_failed(loom__capture *cap);
+
+/* Node t of the current segment ran as x describes (NULL: a view or an
+ * empty tensor, nothing to run); out_layout is the layout its kernel
+ * wrote. Thread-safe (workers call it). An error fails the node: an op the
+ * replay cannot repeat (a host call). */
+loom_status loom__capture_node(loom__capture *cap, loom_tensor *t, const loom__exec *x, int out_layout);
+
+/* loom_tensor_assign copied src (contiguous, of dst's dtype) into dst. */
+loom_status loom__capture_copy(loom_ctx *ctx, const loom_tensor *src, const loom_tensor *dst);
+
+/* A user read is about to convert storage s from its blocked layout to
+ * plain in place. */
+loom_status loom__capture_make_plain(loom_ctx *ctx, loom__storage *s);
+
+/* loom_graph_carry's record (both tensors computed). */
+loom_status loom__capture_carry(loom_ctx *ctx, const loom_tensor *old, const loom_tensor *now);
+
+#endif /* LOOM_GRAPH_CAPTURE_H */
