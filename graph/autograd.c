@@ -471,21 +471,8 @@ loom_status loom_tensor_assign(loom_tensor *dst, loom_tensor *src)
     if (!c) return loom_last_status();
     st = loom_tensor_eval(c);
     if (st == LOOM_OK) {
-        int es = loom_dtype_size(dst->dtype);
-        const char *from = loom__tensor_ptr(c);
-        char *to = loom__tensor_ptr(dst);
-        if (loom__is_contiguous(dst->ndim, dst->shape, dst->strides)) {
-            memcpy(to, from, (size_t)loom__numel(dst->ndim, dst->shape) * (size_t)es);
-        } else {
-            /* Scatter row-major values through dst's strides. */
-            int64_t idx[LOOM_MAX_DIMS] = {0}, n = loom__numel(dst->ndim, dst->shape);
-            for (int64_t i = 0; i < n; i++) {
-                int64_t off = 0;
-                for (int d = 0; d < dst->ndim; d++) off += idx[d] * dst->strides[d];
-                memcpy(to + off * es, from + i * es, (size_t)es);
-                for (int d = dst->ndim - 1; d >= 0 && ++idx[d] == dst->shape[d]; d--) idx[d] = 0;
-            }
-        }
+        loom__scatter(loom__tensor_ptr(dst), dst->strides, loom__tensor_ptr(c), dst->ndim, dst->shape,
+                      loom_dtype_size(dst->dtype));
         dst->storage->version++;
         st = loom__capture_copy(ctx, c, dst);
     }

@@ -75,9 +75,9 @@ typedef struct cin {
 } cin;
 
 typedef struct cnode {
+    loom__dag_node d; /* first: the pool's tasks point here */
     bool recorded;
     bool run; /* has a kernel call */
-    bool wide;
     bool may_block; /* the kernel may write its output blocked */
     bool has_conv;
     loom__attrs attrs;
@@ -90,9 +90,7 @@ typedef struct cnode {
     int32_t out_buf;
     int64_t out_off;
     loom__tview out;
-    int64_t succ_begin, succ_end;
     int indeg;
-    atomic_int pending;
     /* Replay scratch: one node runs once per replay, so these are its own. */
     loom__tview *views;
     loom__conv *convs;
@@ -119,7 +117,6 @@ typedef struct cact {
     loom_dtype dtype;
     int ndim;
     int64_t shape[LOOM_MAX_DIMS], strides[LOOM_MAX_DIMS]; /* the destination's */
-    bool contiguous;
     int layout; /* ACT_PLAIN: the layout converted from */
     int64_t dims[4];
 } cact;
@@ -259,11 +256,11 @@ loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_
     }
     for (size_t i = 0; i < n; i++) {
         cnode *c = &sg->nodes[i];
-        c->succ_begin = off[i];
-        c->succ_end = off[i + 1];
+        c->d.succ_begin = off[i];
+        c->d.succ_end = off[i + 1];
         c->indeg = indeg[i];
-        c->wide = loom__node_want(order[i], cap->ctx->num_threads) > 1;
         c->want = loom__node_want(order[i], cap->ctx->num_threads);
+        c->d.wide = c->want > 1;
         c->out_buf = -1;
     }
     free(off);
@@ -289,9 +286,8 @@ void loom__capture_failed(loom__capture *cap)
     set_failed(cap, loom_last_status() != LOOM_OK ? loom_last_status() : LOOM_ERR_STATE, msg);
 }
 
-loom_status loom__capture_node(loom__capture *cap, loom_tensor *t, const loom__exec *x, int out_layout)
+loom_status loom__capture_node(loom__capture *cap, loom_tensor *t, const loom__exec *x)
 {
-    (void)out_layout;
     cseg *sg = &cap->segs[cap->nsegs - 1];
     const int64_t idx = t->exec_idx;
     if (idx < 0 || idx >= sg->n) return loom__set_error(LOOM_ERR_STATE, "capture: a node ran outside its evaluation");
@@ -366,7 +362,6 @@ loom_status loom__capture_copy(loom_ctx *ctx, const loom_tensor *src, const loom
     a->ndim = dst->ndim;
     memcpy(a->shape, dst->shape, sizeof a->shape);
     memcpy(a->strides, dst->strides, sizeof a->strides);
-    a->contiguous = loom__is_contiguous(dst->ndim, dst->shape, dst->strides);
     return LOOM_OK;
 }
 
@@ -481,7 +476,7 @@ static void build_ancestors(cseg *sg)
     /* Consumers come after their inputs in the walk's order. */
     for (int64_t i = 0; i < sg->n; i++) {
         const uint64_t *ai = &sg->anc[i * sg->words];
-        for (int64_t k = sg->nodes[i].succ_begin; k < sg->nodes[i].succ_end; k++) {
+        for (int64_t k = sg->nodes[i].d.succ_begin; k < sg->nodes[i].d.succ_end; k++) {
             uint64_t *as = &sg->anc[sg->succ[k] * sg->words];
             for (int64_t w = 0; w < sg->words; w++) as[w] |= ai[w];
             as[i / 64] |= (uint64_t)1 << (i % 64);
@@ -767,32 +762,9 @@ static loom_status replay_node(const loom_graph *g, cnode *c, loom__worker *w)
     return st;
 }
 
-typedef struct replay_seg {
-    const loom_graph *g;
-    cseg *sg;
-} replay_seg;
-
-/* The pool's task: as graph/exec.c's run_task, on recorded nodes. */
-static loom_status replay_task(loom__worker *w, void *task, void *user)
+static loom_status replay_task(void *node, loom__worker *w, void *user)
 {
-    const replay_seg *rs = user;
-    cnode *c = task;
-    while (c) {
-        if (c->wide && loom__worker_index(w) != 0) return loom__pool_spawn_pinned(w, c);
-        loom_status st = replay_node(rs->g, c, w);
-        if (st != LOOM_OK) return st;
-        cnode *next = NULL;
-        for (int64_t k = c->succ_begin; k < c->succ_end; k++) {
-            cnode *s = &rs->sg->nodes[rs->sg->succ[k]];
-            if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
-                if (!next) next = s;
-                else if ((st = loom__pool_spawn(w, s)) != LOOM_OK) return st;
-            }
-        }
-        c = next;
-        if (c && loom__worker_stopping(w)) return LOOM_OK;
-    }
-    return LOOM_OK;
+    return replay_node(user, node, w);
 }
 
 static loom_status replay_segment(const loom_graph *g, cseg *sg)
@@ -801,9 +773,13 @@ static loom_status replay_segment(const loom_graph *g, cseg *sg)
     if (ctx->num_workers > 1 && sg->n > 1) {
         if (!loom__ctx_pool(ctx)) return loom_last_status();
         for (int64_t i = 0; i < sg->n; i++)
-            atomic_store_explicit(&sg->nodes[i].pending, sg->nodes[i].indeg, memory_order_relaxed);
-        replay_seg rs = {g, sg};
-        return loom__pool_run(ctx->pool, sg->roots, sg->nroots, replay_task, &rs);
+            atomic_store_explicit(&sg->nodes[i].d.pending, sg->nodes[i].indeg, memory_order_relaxed);
+        const loom__dag dag = {.nodes = (char *)sg->nodes,
+                               .stride = sizeof *sg->nodes,
+                               .succ = sg->succ,
+                               .run = replay_task,
+                               .user = (void *)g};
+        return loom__dag_run(ctx->pool, &dag, sg->roots, sg->nroots);
     }
     for (int64_t i = 0; i < sg->n; i++) {
         loom_status st = replay_node(g, &sg->nodes[i], NULL);
@@ -817,19 +793,7 @@ static void replay_copy(const loom_graph *g, const cact *a)
 {
     const char *from = base_of(g, a->src) + a->src_off;
     char *to = base_of(g, a->dst) + a->dst_off;
-    const int es = loom_dtype_size(a->dtype);
-    const int64_t n = loom__numel(a->ndim, a->shape);
-    if (a->contiguous) {
-        memcpy(to, from, (size_t)n * (size_t)es);
-        return;
-    }
-    int64_t idx[LOOM_MAX_DIMS] = {0};
-    for (int64_t i = 0; i < n; i++) {
-        int64_t off = 0;
-        for (int d = 0; d < a->ndim; d++) off += idx[d] * a->strides[d];
-        memcpy(to + off * es, from + i * es, (size_t)es);
-        for (int d = a->ndim - 1; d >= 0 && ++idx[d] == a->shape[d]; d--) idx[d] = 0;
-    }
+    loom__scatter(to, a->strides, from, a->ndim, a->shape, loom_dtype_size(a->dtype));
 }
 
 static loom_status replay_plain(const loom_graph *g, const cact *a)

@@ -22,10 +22,9 @@ loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_
 void loom__capture_failed(loom__capture *cap);
 
 /* Node t of the current segment ran as x describes (NULL: a view or an
- * empty tensor, nothing to run); out_layout is the layout its kernel
- * wrote. Thread-safe (workers call it). An error fails the node: an op the
- * replay cannot repeat (a host call). */
-loom_status loom__capture_node(loom__capture *cap, loom_tensor *t, const loom__exec *x, int out_layout);
+ * empty tensor, nothing to run). Thread-safe (workers call it). An error
+ * fails the node: an op the replay cannot repeat (a host call). */
+loom_status loom__capture_node(loom__capture *cap, loom_tensor *t, const loom__exec *x);
 
 /* loom_tensor_assign copied src (contiguous, of dst's dtype) into dst. */
 loom_status loom__capture_copy(loom_ctx *ctx, const loom_tensor *src, const loom_tensor *dst);

@@ -358,7 +358,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
             t->storage->layout = out_layout;
             memcpy(t->storage->dims, t->shape, sizeof t->storage->dims);
         }
-        if (st == LOOM_OK && cap) st = loom__capture_node(cap, t, &x, out_layout);
+        if (st == LOOM_OK && cap) st = loom__capture_node(cap, t, &x);
         if (views != inline_views) {
             free(views);
             free(conv);
@@ -366,7 +366,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
         }
         if (st != LOOM_OK) return fail(t, st);
     } else if (cap) {
-        loom_status st = loom__capture_node(cap, t, NULL, LOOM__LAYOUT_PLAIN);
+        loom_status st = loom__capture_node(cap, t, NULL);
         if (st != LOOM_OK) return fail(t, st);
     }
     if (!t->grad_fn) loom__node_release_inputs(t); /* else backward needs them */

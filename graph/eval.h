@@ -60,6 +60,29 @@ struct loom__pool *loom__ctx_pool(loom_ctx *ctx);
 loom_status loom__order_edges(loom_tensor **order, size_t n, uint64_t epoch, int *indeg, int64_t *off, int64_t **succ);
 
 
+/* A DAG run on the pool by dependency counting (graph/exec.c): every node
+ * type embeds a loom__dag_node as its first member, and the pool's tasks
+ * are pointers to it. The last input to finish makes a node ready; wide
+ * nodes run on worker 0, host calls off it. */
+typedef struct loom__dag_node {
+    atomic_int pending;           /* input edges from nodes not yet run */
+    bool wide;                    /* wants more than one thread: worker 0 */
+    bool host;                    /* a host call: not on worker 0 */
+    int64_t succ_begin, succ_end; /* consumers: succ[succ_begin .. succ_end) */
+} loom__dag_node;
+
+typedef struct loom__dag {
+    char *nodes;         /* node i at nodes + i * stride */
+    size_t stride;
+    const int64_t *succ; /* consumers, one entry per input edge */
+    loom_status (*run)(void *node, struct loom__worker *w, void *user);
+    void *user;
+} loom__dag;
+
+/* Runs the DAG from its roots (the nodes with pending == 0) until every
+ * node ran or one failed. */
+loom_status loom__dag_run(struct loom__pool *pool, const loom__dag *dag, void *const *roots, int64_t nroots);
+
 /* Runs one node whose inputs are all READY (the unit of work a scheduler
  * hands to a worker). Thread-safe for distinct nodes. w NULL: on the
  * calling thread, the kernel with ctx->kernel_threads threads; else on

@@ -26,21 +26,20 @@
 #include "runtime/pool.h"
 
 typedef struct exec_node {
+    loom__dag_node d; /* first: the pool's tasks point here */
     loom_tensor *t;
-    atomic_int pending; /* input edges from nodes not yet run */
-    bool wide;          /* wants more than one thread: runs on worker 0 */
-    int64_t succ_begin, succ_end; /* into exec.succ */
 } exec_node;
 
-typedef struct exec {
-    exec_node *nodes;
-    int64_t *succ; /* consumers, one entry per input edge */
-} exec;
-
-static loom_status run_task(loom__worker *w, void *task, void *user)
+static loom_status run_tensor(void *node, loom__worker *w, void *user)
 {
-    exec *e = user;
-    exec_node *x = task;
+    (void)user;
+    return loom__run_node(((exec_node *)node)->t, w);
+}
+
+static loom_status dag_task(loom__worker *w, void *task, void *user)
+{
+    const loom__dag *g = user;
+    loom__dag_node *x = task;
     /* A chain runs in this loop: the worker keeps one consumer it made ready
      * and runs it next itself, and spawns only the others. A spawn wakes a
      * sleeping worker, which on a chain would only find nothing to do, spin
@@ -52,14 +51,13 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
         if (x->wide && loom__worker_index(w) != 0) return loom__pool_spawn_pinned(w, x);
         /* A host call (dist/'s reduction) waits on other processes: not on
          * worker 0, whose pinned wide nodes would wait behind it. */
-        if (x->t->node.op == LOOM_OP_HOST_CALL && loom__worker_index(w) == 0 &&
-            loom__pool_size(loom__worker_pool(w)) > 1)
+        if (x->host && loom__worker_index(w) == 0 && loom__pool_size(loom__worker_pool(w)) > 1)
             return loom__pool_spawn_to(w, 1, x);
-        loom_status st = loom__run_node(x->t, w);
+        loom_status st = g->run(x, w, g->user);
         if (st != LOOM_OK) return st;
-        exec_node *next = NULL;
+        loom__dag_node *next = NULL;
         for (int64_t k = x->succ_begin; k < x->succ_end; k++) {
-            exec_node *s = &e->nodes[e->succ[k]];
+            loom__dag_node *s = (loom__dag_node *)(g->nodes + (size_t)g->succ[k] * g->stride);
             /* acq_rel: the consumer's worker must see this node's output. */
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
                 if (!next) {
@@ -73,6 +71,11 @@ static loom_status run_task(loom__worker *w, void *task, void *user)
         if (x && loom__worker_stopping(w)) return LOOM_OK; /* the batch failed: skip the rest */
     }
     return LOOM_OK;
+}
+
+loom_status loom__dag_run(loom__pool *pool, const loom__dag *dag, void *const *roots, int64_t nroots)
+{
+    return loom__pool_run(pool, roots, nroots, dag_task, (void *)dag);
 }
 
 /* The pool's scheduling events go to the context's trace while one is on.
@@ -148,31 +151,33 @@ loom_status loom__order_edges(loom_tensor **order, size_t n, uint64_t epoch, int
 loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
 {
     if (!loom__ctx_pool(ctx)) return loom_last_status();
-    exec e;
-    e.nodes = malloc(sizeof *e.nodes * n);
+    exec_node *nodes = malloc(sizeof *nodes * n);
+    int64_t *succ = NULL;
     int64_t *off = malloc(sizeof *off * (n + 1));
     int *indeg = malloc(sizeof *indeg * n);
     void **roots = malloc(sizeof *roots * n);
-    e.succ = NULL;
     loom_status st = LOOM_OK;
-    if (!e.nodes || !off || !indeg || !roots) {
+    if (!nodes || !off || !indeg || !roots) {
         st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
         goto out;
     }
-    if ((st = loom__order_edges(order, n, ctx->epoch, indeg, off, &e.succ)) != LOOM_OK) goto out;
+    if ((st = loom__order_edges(order, n, ctx->epoch, indeg, off, &succ)) != LOOM_OK) goto out;
     int64_t nroots = 0;
     for (size_t i = 0; i < n; i++) {
-        e.nodes[i].t = order[i];
-        e.nodes[i].wide = loom__node_want(order[i], ctx->num_threads) > 1;
-        e.nodes[i].succ_begin = off[i];
-        e.nodes[i].succ_end = off[i + 1];
-        atomic_init(&e.nodes[i].pending, indeg[i]);
-        if (indeg[i] == 0) roots[nroots++] = &e.nodes[i];
+        exec_node *x = &nodes[i];
+        x->t = order[i];
+        x->d.wide = loom__node_want(order[i], ctx->num_threads) > 1;
+        x->d.host = order[i]->node.op == LOOM_OP_HOST_CALL;
+        x->d.succ_begin = off[i];
+        x->d.succ_end = off[i + 1];
+        atomic_init(&x->d.pending, indeg[i]);
+        if (indeg[i] == 0) roots[nroots++] = x;
     }
-    st = loom__pool_run(ctx->pool, roots, nroots, run_task, &e);
+    const loom__dag dag = {.nodes = (char *)nodes, .stride = sizeof *nodes, .succ = succ, .run = run_tensor};
+    st = loom__dag_run(ctx->pool, &dag, roots, nroots);
 out:
-    free(e.nodes);
-    free(e.succ);
+    free(nodes);
+    free(succ);
     free(off);
     free(indeg);
     free(roots);

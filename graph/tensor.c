@@ -54,6 +54,22 @@ bool loom__is_contiguous(int ndim, const int64_t *shape, const int64_t *strides)
     return true;
 }
 
+void loom__scatter(char *to, const int64_t *strides, const char *from, int ndim, const int64_t *shape, int es)
+{
+    const int64_t n = loom__numel(ndim, shape);
+    if (loom__is_contiguous(ndim, shape, strides)) {
+        memcpy(to, from, (size_t)n * (size_t)es);
+        return;
+    }
+    int64_t idx[LOOM_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        int64_t off = 0;
+        for (int d = 0; d < ndim; d++) off += idx[d] * strides[d];
+        memcpy(to + off * es, from + i * es, (size_t)es);
+        for (int d = ndim - 1; d >= 0 && ++idx[d] == shape[d]; d--) idx[d] = 0;
+    }
+}
+
 loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const int64_t *shape)
 {
     loom_tensor *t = loom__mem_alloc(&ctx->mem, sizeof *t);

@@ -210,6 +210,11 @@ static inline int64_t loom__numel(int ndim, const int64_t *shape)
 void loom__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 bool loom__is_contiguous(int ndim, const int64_t *shape, const int64_t *strides);
 
+/* Copies the row-major elements at `from` (es bytes each) into the view at
+ * `to` with the given shape and strides (in elements): one memcpy when the
+ * view is contiguous (loom_tensor_assign and its replay). */
+void loom__scatter(char *to, const int64_t *strides, const char *from, int ndim, const int64_t *shape, int es);
+
 /* Scope bookkeeping (graph/scope.c). */
 void loom__scope_add(loom__scope *s, loom_tensor *t);
 void loom__scope_remove(loom_tensor *t);

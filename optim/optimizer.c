@@ -307,7 +307,7 @@ static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_
 static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, param_state *s, loom_tensor *p,
                       loom_tensor *g, loom_tensor *step_new, loom_tensor **p_new, loom_tensor **st_new)
 {
-    double b1 = o->beta1, b2 = o->beta2, t = (double)(s->steps + 1);
+    double b1 = o->beta1, b2 = o->beta2;
     if (o->weight_decay != 0) {
         if (decoupled)
             p = loom_mul_scalar(p, 1.0 - lr * o->weight_decay);
@@ -327,6 +327,9 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
         st_new[V] = loom_reshape(loom_select(f, 0, 2), nd, shape);
         return;
     }
+    /* AMSGrad is refused inside a capture, so the host's count is the
+     * step's. */
+    double t = (double)(s->steps + 1);
     double bias_correction1 = 1.0 - pow(b1, t);
     double bias_correction2 = 1.0 - pow(b2, t);
     double step_size = lr / bias_correction1;
