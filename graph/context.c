@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backends/registry.h"
+#include "graph/eval.h"
 #include "graph/tensor_impl.h"
 #include "graph/trace.h"
 #include "loom/loom.h"
@@ -124,6 +125,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     atomic_init(&ctx->profile, ctx->profile_env);
     const char *keep = getenv("LOOM_KEEP_BLOCKED");
     ctx->keep_blocked = !(keep && strcmp(keep, "0") == 0);
+    ctx->wide_width = loom__wide_width_policy(getenv("LOOM_WIDE_WIDTH"));
     atomic_init(&ctx->flops, 0);
     atomic_init(&ctx->next_uid, 0);
     atomic_init(&ctx->sched_trace, NULL);

@@ -218,6 +218,29 @@ static loom_status fail(loom_tensor *t, loom_status st)
     return st;
 }
 
+int loom__wide_width_policy(const char *name)
+{
+    if (name && !strcmp(name, "up")) return LOOM__WIDE_UP;
+    if (name && !strcmp(name, "full")) return LOOM__WIDE_FULL;
+    return LOOM__WIDE_PLANNED;
+}
+
+/* The width a node planned at `want` threads runs at on a budget of
+ * `total` (one of loom__cores_width's widths, so that oneDNN's cache keeps
+ * few primitives). Narrow nodes stay at 1. */
+static int wide_width(int policy, int want, int total)
+{
+    if (want > total) want = total;
+    if (want <= 1) return 1;
+    if (policy == LOOM__WIDE_FULL) return total;
+    if (policy == LOOM__WIDE_UP) {
+        int up = 1;
+        while (up < want) up *= 2;
+        return up < total ? up : total;
+    }
+    return loom__cores_width(want, total);
+}
+
 loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void **tmp)
 {
     loom__kcall *call = &x->call;
@@ -231,8 +254,13 @@ loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void *
          * kernel's results depend on the thread count (assumed while the
          * kernel is not known yet), else up to it. */
         const int total = loom__worker_cores_total(w);
-        const int want = loom__cores_width(x->want < total ? x->want : total, total);
+        const int want = wide_width(ctx->wide_width, x->want, total);
+        const int64_t w0 = ctx->trace ? loom__trace_now() : 0;
         held = loom__worker_cores_take(w, want, x->k ? x->k->exact_width : true);
+        if (ctx->trace) { /* a wait for cores longer than 2 us: a slice of its own */
+            const int64_t w1 = loom__trace_now();
+            if (w1 - w0 > 2000) loom__trace_sched(ctx->trace, 3, loom__worker_index(w), want, w0, w1);
+        }
         call->nthreads = loom__cores_width(held, total);
         loom__worker_cores_give(w, held - call->nthreads);
         held = call->nthreads;

@@ -49,6 +49,12 @@ typedef struct loom__exec {
  * kernel, and counts it in the profile and trace. */
 loom_status loom__exec_run(loom_ctx *ctx, struct loom__worker *w, loom__exec *x, void **tmp);
 
+/* Wide-width policies (LOOM_WIDE_WIDTH): a wide node runs at its planned
+ * width rounded down to a power of two ("planned", the default), rounded
+ * up ("up"), or at every core of its domain ("full"). */
+enum { LOOM__WIDE_PLANNED, LOOM__WIDE_UP, LOOM__WIDE_FULL };
+int loom__wide_width_policy(const char *name);
+
 /* The context's work-stealing pool, created on first use (NULL with the
  * error set when that fails). */
 struct loom__pool *loom__ctx_pool(loom_ctx *ctx);

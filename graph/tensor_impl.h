@@ -140,6 +140,9 @@ struct loom_ctx {
     /* Layout-aware kernels may leave 4-D outputs blocked for the next
      * node (LOOM_KEEP_BLOCKED=0 turns it off; graph/context.c). */
     bool keep_blocked;
+    /* How a wide node's planned width becomes the width it runs at on the
+     * scheduler (LOOM_WIDE_WIDTH; graph/eval.c, wide_width). */
+    int wide_width;
     /* The capture in progress (loom_graph_capture_begin .. end), or NULL;
      * storages get uids from next_uid (atomic: nodes make none, but
      * kernels' helpers may record on workers one day). */

@@ -40,7 +40,7 @@ typedef struct event {
     int8_t ndim;
     int8_t tid;
     int16_t threads; /* the kernel's width; for a steal, the victim worker */
-    int8_t kind;     /* 0 a node, 1 idle (parked), 2 a steal */
+    int8_t kind;     /* 0 a node, 1 idle (parked), 2 a steal, 3 a wait for cores */
     int16_t worker;  /* the pool's worker index (idle, steal), or -1 */
     int8_t layout;   /* the output's loom__layout */
 } event;
@@ -149,6 +149,13 @@ static void write_events(FILE *f, const loom__trace *tr)
                     ",\n{\"name\": \"idle\", \"cat\": \"scheduler\", \"ph\": \"X\", \"pid\": 1, \"tid\": %d, "
                     "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"worker\": %d, \"state\": \"parked\"}}",
                     e->tid, ts, (double)(e->t1 - e->t0) * 1e-3, e->worker);
+            continue;
+        }
+        if (e->kind == 3) { /* a wait for core tokens */
+            fprintf(f,
+                    ",\n{\"name\": \"wait for cores\", \"cat\": \"scheduler\", \"ph\": \"X\", \"pid\": 1, "
+                    "\"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, \"args\": {\"worker\": %d, \"width\": %d}}",
+                    e->tid, ts, (double)(e->t1 - e->t0) * 1e-3, e->worker, e->threads);
             continue;
         }
         if (e->kind == 2) { /* a steal: an instant on the thief's track */

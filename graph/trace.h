@@ -24,7 +24,7 @@ void loom__trace_node(loom__trace *tr, loom__op op, const char *backend, int64_t
 
 /* Records a scheduling event of the pool (thread-safe): kind 1 a parked
  * (idle) interval of `worker`, kind 2 a steal by `worker` from `other`
- * (an instant at t0). */
+ * (an instant at t0), kind 3 `worker` waiting for `other` core tokens. */
 void loom__trace_sched(loom__trace *tr, int kind, int worker, int other, int64_t t0, int64_t t1);
 
 /* Frees a tracer (events not written are lost). NULL is a no-op. */
