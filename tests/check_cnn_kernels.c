@@ -487,6 +487,48 @@ START_TEST(test_max_pool_ties_nan)
     for (int i = 0; i < 16; i++) CHECK(dx[i] == want[i], "dx[%d] = %g, expected %g", i, dx[i], want[i]);
     free(y), free(dx);
 
+    /* The blocked kernel (nChw8c, 8 channels, each a shuffle of the
+     * pattern above, some without NaN) gives the plain kernel's bits. */
+    {
+        enum { C8 = 8, HW = 16 };
+        float xp[C8 * HW], dyp[C8 * 4], xb[C8 * HW], dyb[C8 * 4];
+        for (int ch = 0; ch < C8; ch++) {
+            for (int i = 0; i < HW; i++) xp[ch * HW + i] = x[(i * (2 * ch + 1) + ch) % HW];
+            if (ch % 3 == 2)
+                for (int i = 0; i < HW; i++) xp[ch * HW + i] = isnan(xp[ch * HW + i]) ? 2.0f : xp[ch * HW + i];
+            for (int i = 0; i < 4; i++) dyp[ch * 4 + i] = dy[i] + (float)ch;
+        }
+        const int64_t dx_dims[4] = {1, C8, 4, 4}, dy_dims[4] = {1, C8, 2, 2};
+        loom__layout_from_plain(xp, xb, LOOM__LAYOUT_NCHW8C, dx_dims, 1);
+        loom__layout_from_plain(dyp, dyb, LOOM__LAYOUT_NCHW8C, dy_dims, 1);
+        loom__tview pxv = TV(xp, 1, C8, 4, 4), pdyv = TV(dyp, 1, C8, 2, 2);
+        loom__tview bxv = pxv, bdyv = pdyv;
+        bxv.data = xb, bdyv.data = dyb;
+        bxv.layout = bdyv.layout = LOOM__LAYOUT_NCHW8C;
+        int lay = LOOM__LAYOUT_NCHW8C;
+        for (int bwd = 0; bwd < 2; bwd++) {
+            loom__tview pin[2] = {pdyv, pxv}, bin[2] = {bdyv, bxv};
+            loom__tview pout = bwd ? pxv : pdyv, bout = bwd ? bxv : bdyv;
+            const int64_t n = bwd ? C8 * HW : C8 * 4;
+            float *pr = nan_buf(n), *br = nan_buf(n), *bp = nan_buf(n);
+            pout.data = pr, bout.data = br;
+            const loom__op op = bwd ? LOOM_OP_MAX_POOL2D_BWD : LOOM_OP_MAX_POOL2D;
+            loom__kcall pc = {.op = op, .attrs = &at, .n_in = bwd ? 2 : 1, .in = bwd ? pin : &pin[1], .out = pout,
+                              .nthreads = 1};
+            loom__kcall bc = pc;
+            bc.in = bwd ? bin : &bin[1];
+            bc.out = bout;
+            bc.out_layout = &lay;
+            ck_assert_int_eq(bwd ? loom__ref_max_pool2d_bwd(&pc) : loom__ref_max_pool2d(&pc), LOOM_OK);
+            ck_assert(loom__ref_pool_blocked_ok(&bc));
+            ck_assert_int_eq(bwd ? loom__ref_max_pool2d_bwd(&bc) : loom__ref_max_pool2d(&bc), LOOM_OK);
+            loom__layout_to_plain(br, bp, LOOM__LAYOUT_NCHW8C, bwd ? dx_dims : dy_dims, 1);
+            CHECK(memcmp(pr, bp, sizeof(float) * (size_t)n) == 0, "%s: blocked and plain 2x2 kernels differ",
+                  bwd ? "max_pool_bwd" : "max_pool");
+            free(pr), free(br), free(bp);
+        }
+    }
+
     /* Padding counts as -inf: an all-negative input keeps its values. */
     float xn[9] = {-5, -4, -3, -2, -1, -6, -7, -8, -9};
     pool_cfg cp = {1, 1, 3, 3, 3, 3, 2, 2, 1, 1, false, true, false, 0, 0};

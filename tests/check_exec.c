@@ -273,6 +273,10 @@ START_TEST(test_trace_file)
                 ck_assert_str_eq(ph->str, "X");
                 ck_assert_ptr_nonnull(member(e, "dur"));
                 idle++;
+            } else if (!strcmp(name->str, "wait for cores")) {
+                ck_assert_str_eq(ph->str, "X");
+                const loom__json *width = member(args, "width");
+                ck_assert(member(e, "dur") && width && width->is_uint && width->uint >= 1 && width->uint <= 2);
             } else {
                 ck_assert_str_eq(name->str, "steal");
                 ck_assert_str_eq(ph->str, "i");

@@ -161,49 +161,166 @@ static inline float window_max(const pool_geom *g, const float *x, const pool_wi
 /* ---- max --------------------------------------------------------------- */
 
 /* The 2x2, stride-2, unpadded case (every CNN's "max_pool2d(x, 2)") with
- * all windows inside the input: straight-line code over a row pair, which
- * gcc vectorises, instead of the generic window walk (4x faster). */
+ * all windows inside the input: branch-free code over a row pair that gcc
+ * vectorises, instead of the generic window walk.
+ *
+ * The cores below see the four values of each window through four arrays
+ * a, b (top row) and c, d (bottom row); window (o, j) is at o * step + j,
+ * its output at o * n + j. On a blocked layout a row of a plane is
+ * [W][B], so o is the output column, j the channel in the block, and
+ * b = a + B; on a plain one the row pair is first split into even and odd
+ * columns (o = 0, j the output column). Masks are ints and the inner loop
+ * has restrict arguments: with bools, or restrict pointers declared inside
+ * the loops, gcc 12 does not vectorise them. */
 static bool is_2x2(const pool_geom *g)
 {
     return !g->adaptive && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
            2 * g->OH <= g->H && 2 * g->OW <= g->W;
 }
 
-/* max of a, b in argmax's order: b wins if greater, or NaN over a number. */
-#define MAX_STEP(m, i, v, k)                                                                                        \
-    do {                                                                                                             \
-        const bool take_ = (v) > (m) || ((v) != (v) && (m) == (m));                                                  \
-        (m) = take_ ? (v) : (m);                                                                                     \
-        (i) = take_ ? (k) : (i);                                                                                     \
-    } while (0)
-
-static bool has_nan(const float *restrict v, int64_t n);
-
-/* The same on a blocked layout: a plane is one channel block, [H][W][B],
- * and the B channels of a pixel sit together, so the loop over them is the
- * vector one. */
-static void max2x2_fwd_blocked(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+static inline uint32_t float_bits(float f)
 {
-    const int64_t W = g->W, OW = g->OW, B = g->B;
-    for (int64_t p = p0; p < p1; p++)
-        for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *restrict r0 = x + (p * g->H + 2 * oh) * W * B, *restrict r1 = r0 + W * B;
-            float *restrict yr = y + (p * g->OH + oh) * OW * B;
-            for (int64_t ow = 0; ow < OW; ow++)
-                for (int64_t j = 0; j < B; j++) {
-                    float m = r0[2 * ow * B + j];
-                    int i = 0;
-                    MAX_STEP(m, i, r0[(2 * ow + 1) * B + j], 1);
-                    MAX_STEP(m, i, r1[2 * ow * B + j], 2);
-                    MAX_STEP(m, i, r1[(2 * ow + 1) * B + j], 3);
-                    (void)i;
-                    yr[ow * B + j] = m;
-                }
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Whether v replaces the running maximum m: greater, or (when the data
+ * may hold NaN) a NaN over a number. gcc vectorises the loops below only
+ * without the NaN terms, so callers pass nan = 0 for data checked free of
+ * NaN (has_nan) and get a second, scalar copy of the loop otherwise. */
+#define TAKES(v, m, nan) (((v) > (m)) | ((nan) & ((v) != (v)) & ((m) == (m))))
+
+/* y = the max of each window: the first maximum in a, b, c, d order (with
+ * nan, the first NaN). */
+static inline __attribute__((always_inline)) void max4_fwd(int64_t no, int64_t n, int64_t step,
+                                                           const float *restrict a, const float *restrict b,
+                                                           const float *restrict c, const float *restrict d,
+                                                           float *restrict y, const int nan)
+{
+    for (int64_t o = 0; o < no; o++)
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t k = o * step + j;
+            const float va = a[k], vb = b[k], vc = c[k], vd = d[k];
+            float m = va;
+            m = TAKES(vb, m, nan) ? vb : m;
+            m = TAKES(vc, m, nan) ? vc : m;
+            y[o * n + j] = TAKES(vd, m, nan) ? vd : m;
         }
 }
 
-/* Its backward: dy at the window's first maximum (MAX_STEP's order, NaN
- * included), 0 elsewhere and in the rows and columns no window covers. */
+/* The backward: each window's dy goes to that first maximum, 0 to the
+ * other three. da..dd are laid out as a..d. */
+static inline __attribute__((always_inline)) void max4_bwd(int64_t no, int64_t n, int64_t step,
+                                                           const float *restrict a, const float *restrict b,
+                                                           const float *restrict c, const float *restrict d,
+                                                           const float *restrict dy, float *restrict da,
+                                                           float *restrict db, float *restrict dc,
+                                                           float *restrict dd, const int nan)
+{
+    for (int64_t o = 0; o < no; o++)
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t k = o * step + j;
+            const float va = a[k], vb = b[k], vc = c[k], vd = d[k];
+            const int tb = TAKES(vb, va, nan);
+            const float mab = tb ? vb : va;
+            const int tc = TAKES(vc, mab, nan);
+            const float mabc = tc ? vc : mab;
+            const int td = TAKES(vd, mabc, nan);
+            /* dy's bits under a mask: selects here become masked stores. */
+            const uint32_t md = -(uint32_t)td, mc = -(uint32_t)(tc & !td), mb = -(uint32_t)(tb & !tc & !td);
+            const uint32_t ma = ~(md | mc | mb), gv = float_bits(dy[o * n + j]);
+            da[k] = bits_float(gv & ma);
+            db[k] = bits_float(gv & mb);
+            dc[k] = bits_float(gv & mc);
+            dd[k] = bits_float(gv & md);
+        }
+}
+
+/* The two copies, each a function of its own: restrict only holds for
+ * the arguments of a function that is not inlined, and without it gcc
+ * guards the vector loop with an overlap test that these arrays fail. */
+static __attribute__((noinline)) void max4_fwd_num(int64_t no, int64_t n, int64_t step, const float *restrict a,
+                                                   const float *restrict b, const float *restrict c,
+                                                   const float *restrict d, float *restrict y)
+{
+    max4_fwd(no, n, step, a, b, c, d, y, 0);
+}
+
+static __attribute__((noinline)) void max4_fwd_nan(int64_t no, int64_t n, int64_t step, const float *restrict a,
+                                                   const float *restrict b, const float *restrict c,
+                                                   const float *restrict d, float *restrict y)
+{
+    max4_fwd(no, n, step, a, b, c, d, y, 1);
+}
+
+static __attribute__((noinline)) void max4_bwd_num(int64_t no, int64_t n, int64_t step, const float *restrict a,
+                                                   const float *restrict b, const float *restrict c,
+                                                   const float *restrict d, const float *restrict dy,
+                                                   float *restrict da, float *restrict db, float *restrict dc,
+                                                   float *restrict dd)
+{
+    max4_bwd(no, n, step, a, b, c, d, dy, da, db, dc, dd, 0);
+}
+
+static __attribute__((noinline)) void max4_bwd_nan(int64_t no, int64_t n, int64_t step, const float *restrict a,
+                                                   const float *restrict b, const float *restrict c,
+                                                   const float *restrict d, const float *restrict dy,
+                                                   float *restrict da, float *restrict db, float *restrict dc,
+                                                   float *restrict dd)
+{
+    max4_bwd(no, n, step, a, b, c, d, dy, da, db, dc, dd, 1);
+}
+
+/* True if the n floats hold a NaN (vectorised; no early exit). */
+static bool has_nan(const float *restrict v, int64_t n)
+{
+    int any = 0;
+    for (int64_t i = 0; i < n; i++) any |= v[i] != v[i];
+    return any != 0;
+}
+
+/* Plain rows are split into even and odd columns TILE outputs at a time. */
+#define TILE 256
+
+static void deinterleave(int64_t n, const float *restrict r, float *restrict e, float *restrict o)
+{
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = r[2 * i];
+        o[i] = r[2 * i + 1];
+    }
+}
+
+static void interleave(int64_t n, const float *restrict e, const float *restrict o, float *restrict r)
+{
+    for (int64_t i = 0; i < n; i++) {
+        r[2 * i] = e[i];
+        r[2 * i + 1] = o[i];
+    }
+}
+
+static void max2x2_fwd_blocked(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    const int64_t W = g->W, OW = g->OW, B = g->B;
+    for (int64_t p = p0; p < p1; p++) {
+        const bool nan = has_nan(x + p * g->H * W * B, g->H * W * B);
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            const float *r0 = x + (p * g->H + 2 * oh) * W * B, *r1 = r0 + W * B;
+            float *yr = y + (p * g->OH + oh) * OW * B;
+            (nan ? max4_fwd_nan : max4_fwd_num)(OW, B, 2 * B, r0, r0 + B, r1, r1 + B, yr);
+        }
+    }
+}
+
+/* dx of the windows; the rows and columns no window covers (odd H or W)
+ * get 0. */
 static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0,
                                int64_t p1)
 {
@@ -212,40 +329,10 @@ static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float 
         float *dxp = dx + p * H * W * B;
         const bool nan = has_nan(x + p * H * W * B, H * W * B);
         for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *restrict r0 = x + (p * H + 2 * oh) * W * B, *restrict r1 = r0 + W * B;
-            float *restrict d0 = dxp + 2 * oh * W * B, *restrict d1 = d0 + W * B;
-            const float *restrict dyr = dy + (p * g->OH + oh) * OW * B;
-            if (nan)
-                for (int64_t ow = 0; ow < OW; ow++)
-                    for (int64_t j = 0; j < B; j++) {
-                        const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
-                        float m = r0[a0];
-                        int i = 0;
-                        MAX_STEP(m, i, r0[a1], 1);
-                        MAX_STEP(m, i, r1[a0], 2);
-                        MAX_STEP(m, i, r1[a1], 3);
-                        const float gv = dyr[ow * B + j];
-                        d0[a0] = i == 0 ? gv : 0.0f;
-                        d0[a1] = i == 1 ? gv : 0.0f;
-                        d1[a0] = i == 2 ? gv : 0.0f;
-                        d1[a1] = i == 3 ? gv : 0.0f;
-                    }
-            else /* strict comparisons, as max2x2_bwd_planes */
-                for (int64_t ow = 0; ow < OW; ow++)
-                    for (int64_t j = 0; j < B; j++) {
-                        const int64_t a0 = 2 * ow * B + j, a1 = a0 + B;
-                        const float a = r0[a0], b = r0[a1], c = r1[a0], d = r1[a1];
-                        const bool tb = b > a;
-                        const float mab = tb ? b : a;
-                        const bool tc = c > mab;
-                        const float mabc = tc ? c : mab;
-                        const bool td = d > mabc;
-                        const float gv = dyr[ow * B + j];
-                        d1[a1] = td ? gv : 0.0f;
-                        d1[a0] = !td && tc ? gv : 0.0f;
-                        d0[a1] = !td && !tc && tb ? gv : 0.0f;
-                        d0[a0] = !td && !tc && !tb ? gv : 0.0f;
-                    }
+            const float *r0 = x + (p * H + 2 * oh) * W * B, *r1 = r0 + W * B;
+            float *d0 = dxp + 2 * oh * W * B, *d1 = d0 + W * B;
+            const float *dyr = dy + (p * g->OH + oh) * OW * B;
+            (nan ? max4_bwd_nan : max4_bwd_num)(OW, B, 2 * B, r0, r0 + B, r1, r1 + B, dyr, d0, d0 + B, d1, d1 + B);
             for (int64_t k = 2 * OW * B; k < W * B; k++) d0[k] = d1[k] = 0.0f;
         }
         for (int64_t k = 2 * g->OH * W * B; k < H * W * B; k++) dxp[k] = 0.0f;
@@ -268,66 +355,52 @@ bool loom__ref_pool_blocked_ok(const loom__kcall *call)
            2 * y->shape[3] <= x->shape[3];
 }
 
+/* m = max(m, v), a NaN winning: as the old index-tracking form, which gcc
+ * compiles to selects (with TAKES it branches, and ReLU's tied zeros
+ * mispredict). */
+#define MAX_STEP(m, v)                                                                                              \
+    do {                                                                                                             \
+        const float v_ = (v);                                                                                        \
+        const bool take_ = v_ > (m) || (v_ != v_ && (m) == (m));                                                     \
+        (m) = take_ ? v_ : (m);                                                                                      \
+    } while (0)
+
+/* Plain rows: scalar, which measured faster than splitting short rows
+ * into even and odd columns (SimpleCNN's 24-wide rows: 0.7 vs 2 ms). */
 static void max2x2_fwd_planes(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
 {
     const int64_t W = g->W, OW = g->OW;
     for (int64_t p = p0; p < p1; p++)
         for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *restrict r0 = x + (p * g->H + 2 * oh) * W, *restrict r1 = r0 + W;
-            float *restrict yr = y + (p * g->OH + oh) * OW;
+            const float *r0 = x + (p * g->H + 2 * oh) * W, *r1 = r0 + W;
+            float *yr = y + (p * g->OH + oh) * OW;
             for (int64_t ow = 0; ow < OW; ow++) {
                 float m = r0[2 * ow];
-                int i = 0;
-                MAX_STEP(m, i, r0[2 * ow + 1], 1);
-                MAX_STEP(m, i, r1[2 * ow], 2);
-                MAX_STEP(m, i, r1[2 * ow + 1], 3);
-                (void)i;
+                MAX_STEP(m, r0[2 * ow + 1]);
+                MAX_STEP(m, r1[2 * ow]);
+                MAX_STEP(m, r1[2 * ow + 1]);
                 yr[ow] = m;
             }
         }
 }
 
-/* dx of a 2x2 window: dy at the first maximum, 0 elsewhere; rows and
- * columns the windows do not cover (odd H or W) are zeroed. */
-/* True if the n floats hold a NaN (vectorised; no early exit). */
-static bool has_nan(const float *restrict v, int64_t n)
-{
-    int any = 0;
-    for (int64_t i = 0; i < n; i++) any |= v[i] != v[i];
-    return any != 0;
-}
-
-static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p);
-
-/* A plane without NaN (checked first; such planes take the generic path):
- * "first maximum in row-major order" is then plain strict comparisons in
- * that order, which compile to selects rather than branches that ReLU's
- * many tied zeros would mispredict. */
 static void max2x2_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
     const int64_t H = g->H, W = g->W, OW = g->OW;
+    float a[TILE], b[TILE], c[TILE], d[TILE], da[TILE], db[TILE], dc[TILE], dd[TILE];
     for (int64_t p = p0; p < p1; p++) {
-        if (has_nan(x + p * H * W, H * W)) {
-            max_bwd_generic(g, dy, x, dx, p);
-            continue;
-        }
+        const bool nan = has_nan(x + p * H * W, H * W);
         for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *restrict r0 = x + (p * H + 2 * oh) * W, *restrict r1 = r0 + W;
-            float *restrict d0 = dx + (p * H + 2 * oh) * W, *restrict d1 = d0 + W;
-            const float *restrict dyr = dy + (p * g->OH + oh) * OW;
-            for (int64_t ow = 0; ow < OW; ow++) {
-                const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-                const bool tb = b > a;
-                const float mab = tb ? b : a;
-                const bool tc = c > mab;
-                const float mabc = tc ? c : mab;
-                const bool td = d > mabc;
-                const float gv = dyr[ow];
-                /* winner: d if td, else c if tc, else b if tb, else a */
-                d1[2 * ow + 1] = td ? gv : 0.0f;
-                d1[2 * ow] = !td && tc ? gv : 0.0f;
-                d0[2 * ow + 1] = !td && !tc && tb ? gv : 0.0f;
-                d0[2 * ow] = !td && !tc && !tb ? gv : 0.0f;
+            const float *r0 = x + (p * H + 2 * oh) * W, *r1 = r0 + W;
+            float *d0 = dx + (p * H + 2 * oh) * W, *d1 = d0 + W;
+            const float *dyr = dy + (p * g->OH + oh) * OW;
+            for (int64_t o0 = 0; o0 < OW; o0 += TILE) {
+                const int64_t n = OW - o0 < TILE ? OW - o0 : TILE;
+                deinterleave(n, r0 + 2 * o0, a, b);
+                deinterleave(n, r1 + 2 * o0, c, d);
+                (nan ? max4_bwd_nan : max4_bwd_num)(1, n, 0, a, b, c, d, dyr + o0, da, db, dc, dd);
+                interleave(n, da, db, d0 + 2 * o0);
+                interleave(n, dc, dd, d1 + 2 * o0);
             }
             for (int64_t w = 2 * OW; w < W; w++) d0[w] = d1[w] = 0.0f;
         }
