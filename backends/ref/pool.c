@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backends/ref/fastmath.h"
 #include "backends/ref/nditer.h"
 #include "backends/ref/ref.h"
 #include "backends/registry.h"
@@ -178,20 +179,6 @@ static bool is_2x2(const pool_geom *g)
            2 * g->OH <= g->H && 2 * g->OW <= g->W;
 }
 
-static inline uint32_t float_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static inline float bits_float(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* Whether v replaces the running maximum m: greater, or (when the data
  * may hold NaN) a NaN over a number. gcc vectorises the loops below only
  * without the NaN terms, so callers pass nan = 0 for data checked free of
@@ -236,11 +223,11 @@ static inline __attribute__((always_inline)) void max4_bwd(int64_t no, int64_t n
             const int td = TAKES(vd, mabc, nan);
             /* dy's bits under a mask: selects here become masked stores. */
             const uint32_t md = -(uint32_t)td, mc = -(uint32_t)(tc & !td), mb = -(uint32_t)(tb & !tc & !td);
-            const uint32_t ma = ~(md | mc | mb), gv = float_bits(dy[o * n + j]);
-            da[k] = bits_float(gv & ma);
-            db[k] = bits_float(gv & mb);
-            dc[k] = bits_float(gv & mc);
-            dd[k] = bits_float(gv & md);
+            const uint32_t ma = ~(md | mc | mb), gv = f32_bits(dy[o * n + j]);
+            da[k] = bits_f32(gv & ma);
+            db[k] = bits_f32(gv & mb);
+            dc[k] = bits_f32(gv & mc);
+            dd[k] = bits_f32(gv & md);
         }
 }
 
