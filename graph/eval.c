@@ -222,18 +222,22 @@ int loom__wide_width_policy(const char *name)
 {
     if (name && !strcmp(name, "up")) return LOOM__WIDE_UP;
     if (name && !strcmp(name, "full")) return LOOM__WIDE_FULL;
+    if (name && !strcmp(name, "mixed")) return LOOM__WIDE_MIXED;
+    if (name && !strcmp(name, "mixed-free")) return LOOM__WIDE_MIXED_FREE;
     return LOOM__WIDE_PLANNED;
 }
 
 /* The width a node planned at `want` threads runs at on a budget of
  * `total` (one of loom__cores_width's widths, so that oneDNN's cache keeps
  * few primitives). Narrow nodes stay at 1. */
-static int wide_width(int policy, int want, int total)
+static int wide_width(int policy, int want, int total, bool exact)
 {
     if (want > total) want = total;
     if (want <= 1) return 1;
-    if (policy == LOOM__WIDE_FULL) return total;
-    if (policy == LOOM__WIDE_UP) {
+    if (policy == LOOM__WIDE_FULL || (exact && (policy == LOOM__WIDE_MIXED || policy == LOOM__WIDE_MIXED_FREE)))
+        return total;
+    if (policy == LOOM__WIDE_MIXED_FREE) return total;
+    if (policy == LOOM__WIDE_UP || policy == LOOM__WIDE_MIXED) {
         int up = 1;
         while (up < want) up *= 2;
         return up < total ? up : total;
@@ -254,9 +258,10 @@ loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void *
          * kernel's results depend on the thread count (assumed while the
          * kernel is not known yet), else up to it. */
         const int total = loom__worker_cores_total(w);
-        const int want = wide_width(ctx->wide_width, x->want, total);
+        const bool exact = x->k ? x->k->exact_width : true;
+        const int want = wide_width(ctx->wide_width, x->want, total, exact);
         const int64_t w0 = ctx->trace ? loom__trace_now() : 0;
-        held = loom__worker_cores_take(w, want, x->k ? x->k->exact_width : true);
+        held = loom__worker_cores_take(w, want, exact);
         if (ctx->trace) { /* a wait for cores longer than 2 us: a slice of its own */
             const int64_t w1 = loom__trace_now();
             if (w1 - w0 > 2000) loom__trace_sched(ctx->trace, 3, loom__worker_index(w), want, w0, w1);

@@ -540,6 +540,41 @@ START_TEST(test_max_pool_ties_nan)
 }
 END_TEST
 
+/* The bias gradient on blocked data (sum over N, H, W of nChw8c/16c)
+ * matches the plain reduction, and is bitwise the same at any width. */
+START_TEST(test_sum_blocked)
+{
+    const int64_t shapes[][4] = {{5, 32, 3, 4}, {64, 16, 6, 6}, {2, 64, 1, 3}, {3, 1024, 2, 2}};
+    const int layouts[] = {LOOM__LAYOUT_NCHW8C, LOOM__LAYOUT_NCHW16C};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int li = 0; li < 2; li++) {
+            const int64_t *d = shapes[k], n = d[0] * d[1] * d[2] * d[3];
+            float *x = rand_buf(n, 1, 0.25), *xb = nan_buf(n);
+            loom__layout_from_plain(x, xb, layouts[li], d, 1);
+            loom__attrs at;
+            memset(&at, 0, sizeof at);
+            at.reduce.mask = 1u | 4u | 8u;
+            loom__tview out = TV(NULL, 1, d[1], 1, 1);
+            out.strides[0] = out.strides[2] = out.strides[3] = 0;
+            loom__tview in = TV(x, d[0], d[1], d[2], d[3]);
+            float *want = run_kernel(loom__ref_reduce, LOOM_OP_SUM, &at, 1, &in, out, 1);
+            in.data = xb;
+            in.layout = layouts[li];
+            float *got[3];
+            for (int t = 0; t < 3; t++) {
+                got[t] = run_kernel(loom__ref_sum_blocked, LOOM_OP_SUM, &at, 1, &in, out, t + 1);
+                for (int64_t c = 0; c < d[1]; c++)
+                    CHECK(fabsf(got[t][c] - want[c]) <= 1e-6f * (fabsf(want[c]) + (float)(n / d[1])),
+                          "shape %lld: channel %lld sums to %.9g, plain %.9g", (long long)k, (long long)c,
+                          (double)got[t][c], (double)want[c]);
+                CHECK(memcmp(got[t], got[0], sizeof(float) * (size_t)d[1]) == 0,
+                      "shape %lld: %d threads change the bits", (long long)k, t + 1);
+            }
+            free(x), free(xb), free(want), free(got[0]), free(got[1]), free(got[2]);
+        }
+}
+END_TEST
+
 /* Finite differences of max_pool2d along a random direction (values on a
  * grid spaced well above the step, so no argmax flips). */
 START_TEST(test_max_pool_fd)
@@ -899,6 +934,7 @@ Suite *loom_suite_cnn_kernels(void)
     tc = test_tcase(s, "pool", 30);
     tcase_add_loop_test(tc, test_pool, 0, NPOOL);
     tcase_add_test(tc, test_max_pool_ties_nan);
+    tcase_add_test(tc, test_sum_blocked);
     tcase_add_test(tc, test_max_pool_fd);
     tc = test_tcase(s, "batch_norm", 30);
     tcase_add_loop_test(tc, test_bn, 0, NBN);

@@ -539,8 +539,13 @@ bool loom__ref_sum_blocked_ok(const loom__kcall *call)
 }
 
 /* SUM of a blocked [N,C,H,W] over N, H, W (a convolution's bias
- * gradient): per channel, in double, n then pixel in order, so the result
- * does not depend on the thread count (threads split the channel blocks). */
+ * gradient): per channel, in double. A layer has few channel blocks (4 for
+ * 64 channels in nChw16c), so the images are cut too, into at most
+ * BIAS_CHUNKS fixed chunks chosen from the shapes alone: each task sums
+ * (block, chunk) in order, n then pixel, and the chunks' sums are added in
+ * chunk order, so the result does not depend on the thread count. */
+#define BIAS_TASKS 64
+#define BIAS_CHUNKS 16
 loom_status loom__ref_sum_blocked(const loom__kcall *call)
 {
     const loom__tview *x = &call->in[0];
@@ -549,21 +554,39 @@ loom_status loom__ref_sum_blocked(const loom__kcall *call)
     const float *in = x->data;
     float *out = call->out.data;
     const int64_t ostride = call->out.strides[1];
-    const int nt = loom__ref_team(call->nthreads, N * CB * S * B, 1 << 16);
+    int64_t nch = CB >= BIAS_TASKS ? 1 : BIAS_TASKS / CB;
+    if (nch > BIAS_CHUNKS) nch = BIAS_CHUNKS;
+    if (nch > N) nch = N;
+    if (nch < 1) nch = 1;
+    double part[BIAS_TASKS][16]; /* used when nch > 1: CB * nch <= BIAS_TASKS */
+    const int64_t ntasks = CB * nch;
+    int nt = loom__ref_team(call->nthreads, N * CB * S * B, 1 << 16);
+    if (nt > ntasks) nt = (int)ntasks;
     LOOM__OMP_PARALLEL(nt)
     {
         int64_t b, e;
-        loom__nditer_part(CB, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
-        for (int64_t cb = b; cb < e; cb++) {
+        loom__nditer_part(ntasks, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
+        for (int64_t t = b; t < e; t++) {
+            const int64_t cb = t / nch, ch = t % nch;
             double acc[16] = {0};
-            for (int64_t n = 0; n < N; n++) {
+            for (int64_t n = ch * N / nch; n < (ch + 1) * N / nch; n++) {
                 const float *p = in + (n * CB + cb) * S * B;
                 for (int64_t s = 0; s < S; s++)
                     for (int64_t j = 0; j < B; j++) acc[j] += p[s * B + j];
             }
-            for (int64_t j = 0; j < B; j++) out[(cb * B + j) * ostride] = (float)acc[j];
+            if (nch == 1)
+                for (int64_t j = 0; j < B; j++) out[(cb * B + j) * ostride] = (float)acc[j];
+            else
+                memcpy(part[t], acc, sizeof acc);
         }
     }
+    if (nch > 1)
+        for (int64_t cb = 0; cb < CB; cb++)
+            for (int64_t j = 0; j < B; j++) {
+                double acc = 0;
+                for (int64_t ch = 0; ch < nch; ch++) acc += part[cb * nch + ch][j];
+                out[(cb * B + j) * ostride] = (float)acc;
+            }
     return LOOM_OK;
 }
 
