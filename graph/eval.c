@@ -224,6 +224,8 @@ int loom__wide_width_policy(const char *name)
     if (name && !strcmp(name, "full")) return LOOM__WIDE_FULL;
     if (name && !strcmp(name, "mixed")) return LOOM__WIDE_MIXED;
     if (name && !strcmp(name, "mixed-free")) return LOOM__WIDE_MIXED_FREE;
+    if (name && !strcmp(name, "big4")) return LOOM__WIDE_BIG4;
+    if (name && !strcmp(name, "big2")) return LOOM__WIDE_BIG2;
     return LOOM__WIDE_PLANNED;
 }
 
@@ -237,6 +239,8 @@ static int wide_width(int policy, int want, int total, bool exact)
     if (policy == LOOM__WIDE_FULL || (exact && (policy == LOOM__WIDE_MIXED || policy == LOOM__WIDE_MIXED_FREE)))
         return total;
     if (policy == LOOM__WIDE_MIXED_FREE) return total;
+    if (policy == LOOM__WIDE_BIG4 && 4 * want >= total) return total;
+    if (policy == LOOM__WIDE_BIG2 && 2 * want >= total) return total;
     if (policy == LOOM__WIDE_UP || policy == LOOM__WIDE_MIXED) {
         int up = 1;
         while (up < want) up *= 2;

@@ -52,7 +52,7 @@ loom_status loom__exec_run(loom_ctx *ctx, struct loom__worker *w, loom__exec *x,
 /* Wide-width policies (LOOM_WIDE_WIDTH): a wide node runs at its planned
  * width rounded down to a power of two ("planned", the default), rounded
  * up ("up"), or at every core of its domain ("full"). */
-enum { LOOM__WIDE_PLANNED, LOOM__WIDE_UP, LOOM__WIDE_FULL, LOOM__WIDE_MIXED, LOOM__WIDE_MIXED_FREE };
+enum { LOOM__WIDE_PLANNED, LOOM__WIDE_UP, LOOM__WIDE_FULL, LOOM__WIDE_MIXED, LOOM__WIDE_MIXED_FREE, LOOM__WIDE_BIG4, LOOM__WIDE_BIG2 };
 int loom__wide_width_policy(const char *name);
 
 /* The context's work-stealing pool, created on first use (NULL with the
