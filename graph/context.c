@@ -125,7 +125,10 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     atomic_init(&ctx->profile, ctx->profile_env);
     const char *keep = getenv("LOOM_KEEP_BLOCKED");
     ctx->keep_blocked = !(keep && strcmp(keep, "0") == 0);
-    ctx->wide_width = loom__wide_width_policy(getenv("LOOM_WIDE_WIDTH"));
+    const char *ww = getenv("LOOM_WIDE_WIDTH");
+    ctx->wide_width = loom__wide_width_policy(ww);
+    if (ww && *ww && strcmp(ww, "big") && strcmp(ww, "planned") && strcmp(ww, "full"))
+        fprintf(stderr, "loom: LOOM_WIDE_WIDTH=%s is not big, planned or full; using big\n", ww);
     atomic_init(&ctx->flops, 0);
     atomic_init(&ctx->next_uid, 0);
     atomic_init(&ctx->sched_trace, NULL);

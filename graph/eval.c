@@ -220,32 +220,20 @@ static loom_status fail(loom_tensor *t, loom_status st)
 
 int loom__wide_width_policy(const char *name)
 {
-    if (name && !strcmp(name, "up")) return LOOM__WIDE_UP;
+    if (name && !strcmp(name, "planned")) return LOOM__WIDE_PLANNED;
     if (name && !strcmp(name, "full")) return LOOM__WIDE_FULL;
-    if (name && !strcmp(name, "mixed")) return LOOM__WIDE_MIXED;
-    if (name && !strcmp(name, "mixed-free")) return LOOM__WIDE_MIXED_FREE;
-    if (name && !strcmp(name, "big4")) return LOOM__WIDE_BIG4;
-    if (name && !strcmp(name, "big2")) return LOOM__WIDE_BIG2;
-    return LOOM__WIDE_PLANNED;
+    return LOOM__WIDE_BIG;
 }
 
-/* The width a node planned at `want` threads runs at on a budget of
- * `total` (one of loom__cores_width's widths, so that oneDNN's cache keeps
- * few primitives). Narrow nodes stay at 1. */
-static int wide_width(int policy, int want, int total, bool exact)
+/* A node that wants this many threads or more is big (about 1 ms of one
+ * core's work, NODE_GRAIN each): see LOOM__WIDE_BIG. */
+#define BIG_WANT 4
+
+int loom__wide_width(int policy, int want, int total)
 {
     if (want > total) want = total;
     if (want <= 1) return 1;
-    if (policy == LOOM__WIDE_FULL || (exact && (policy == LOOM__WIDE_MIXED || policy == LOOM__WIDE_MIXED_FREE)))
-        return total;
-    if (policy == LOOM__WIDE_MIXED_FREE) return total;
-    if (policy == LOOM__WIDE_BIG4 && 4 * want >= total) return total;
-    if (policy == LOOM__WIDE_BIG2 && 2 * want >= total) return total;
-    if (policy == LOOM__WIDE_UP || policy == LOOM__WIDE_MIXED) {
-        int up = 1;
-        while (up < want) up *= 2;
-        return up < total ? up : total;
-    }
+    if (policy == LOOM__WIDE_FULL || (policy == LOOM__WIDE_BIG && want >= BIG_WANT)) return total;
     return loom__cores_width(want, total);
 }
 
@@ -262,10 +250,9 @@ loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void *
          * kernel's results depend on the thread count (assumed while the
          * kernel is not known yet), else up to it. */
         const int total = loom__worker_cores_total(w);
-        const bool exact = x->k ? x->k->exact_width : true;
-        const int want = wide_width(ctx->wide_width, x->want, total, exact);
+        const int want = loom__wide_width(ctx->wide_width, x->want, total);
         const int64_t w0 = ctx->trace ? loom__trace_now() : 0;
-        held = loom__worker_cores_take(w, want, exact);
+        held = loom__worker_cores_take(w, want, x->k ? x->k->exact_width : true);
         if (ctx->trace) { /* a wait for cores longer than 2 us: a slice of its own */
             const int64_t w1 = loom__trace_now();
             if (w1 - w0 > 2000) loom__trace_sched(ctx->trace, 3, loom__worker_index(w), want, w0, w1);

@@ -49,11 +49,21 @@ typedef struct loom__exec {
  * kernel, and counts it in the profile and trace. */
 loom_status loom__exec_run(loom_ctx *ctx, struct loom__worker *w, loom__exec *x, void **tmp);
 
-/* Wide-width policies (LOOM_WIDE_WIDTH): a wide node runs at its planned
- * width rounded down to a power of two ("planned", the default), rounded
- * up ("up"), or at every core of its domain ("full"). */
-enum { LOOM__WIDE_PLANNED, LOOM__WIDE_UP, LOOM__WIDE_FULL, LOOM__WIDE_MIXED, LOOM__WIDE_MIXED_FREE, LOOM__WIDE_BIG4, LOOM__WIDE_BIG2 };
+/* How a wide node's planned width (loom__node_want) becomes the width it
+ * runs at on the scheduler, LOOM_WIDE_WIDTH (docs/runtime.md section 5):
+ *   big      (default) nodes that want 4 threads or more take every core
+ *            of the domain, smaller ones their planned width rounded down
+ *            to a power of two;
+ *   planned  every wide node its rounded planned width;
+ *   full     every wide node every core.
+ * Wide nodes run one at a time on worker 0, so a big node loses nothing
+ * by taking all cores, and worker 0's OpenMP team (and oneDNN's
+ * primitives) keep one size; small ones leave the cores to the narrow
+ * nodes beside them. */
+enum { LOOM__WIDE_BIG, LOOM__WIDE_PLANNED, LOOM__WIDE_FULL };
 int loom__wide_width_policy(const char *name);
+/* The width a node that wants `want` threads runs at on `total` cores. */
+int loom__wide_width(int policy, int want, int total);
 
 /* The context's work-stealing pool, created on first use (NULL with the
  * error set when that fails). */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "graph/autograd_impl.h"
+#include "graph/eval.h"
 #include "graph/tensor_impl.h"
 #include "ops/ops_internal.h"
 #include "io/io_impl.h"
@@ -472,6 +473,16 @@ START_TEST(test_cores_basics)
     const int want[][3] = {{1, 16, 1}, {3, 16, 2}, {7, 16, 4}, {15, 16, 8}, {16, 16, 16}, {5, 6, 4}, {6, 6, 6}, {2, 3, 2}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         ck_assert_int_eq(loom__cores_width(want[i][0], want[i][1]), want[i][2]);
+    /* Wide-width policies: want, total, then big / planned / full. */
+    const int pol[][5] = {{1, 16, 1, 1, 1},   {2, 16, 2, 2, 16}, {3, 16, 2, 2, 16}, {4, 16, 16, 4, 16},
+                          {7, 16, 16, 4, 16}, {40, 16, 16, 16, 16}, {3, 2, 2, 2, 2}, {5, 6, 6, 4, 6}};
+    const char *names[] = {"big", "planned", "full"};
+    ck_assert_int_eq(loom__wide_width_policy(NULL), LOOM__WIDE_BIG);
+    ck_assert_int_eq(loom__wide_width_policy("bogus"), LOOM__WIDE_BIG);
+    for (size_t i = 0; i < sizeof pol / sizeof pol[0]; i++)
+        for (int p = 0; p < 3; p++)
+            ck_assert_msg(loom__wide_width(loom__wide_width_policy(names[p]), pol[i][0], pol[i][1]) == pol[i][2 + p],
+                          "%s: want %d of %d", names[p], pol[i][0], pol[i][1]);
 }
 END_TEST
 
