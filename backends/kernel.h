@@ -275,6 +275,10 @@ typedef struct loom__kcall {
     const loom__tview *in; /* n_in views */
     loom__tview out;
     int nthreads; /* threads the kernel may use (its OpenMP team size) */
+    /* The threads Loom was given (the context's num_threads; 0: unknown).
+     * A backend may choose among its kernels by it, never by nthreads,
+     * which the scheduler varies from node to node. */
+    int budget;
     /* Non-NULL: a layout-aware kernel may write out in a blocked layout and
      * stores which here (see the top of this file); NULL: plain only. */
     int *out_layout;

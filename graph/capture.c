@@ -742,7 +742,7 @@ static loom_status replay_node(const loom_graph *g, cnode *c, loom__worker *w)
     }
     int out_layout = LOOM__LAYOUT_PLAIN;
     loom__exec x = {
-        .call = {.op = c->op, .attrs = &c->attrs, .n_in = c->n_in, .in = c->views,
+        .call = {.op = c->op, .attrs = &c->attrs, .n_in = c->n_in, .in = c->views, .budget = g->c.ctx->num_threads,
                  .out_layout = c->may_block ? &out_layout : NULL},
         .k = c->k,
         .bname = c->bname,

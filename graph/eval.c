@@ -349,7 +349,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
         }
         int out_layout = LOOM__LAYOUT_PLAIN;
         loom__exec x = {
-            .call = {.op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views,
+            .call = {.op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .budget = t->ctx->num_threads,
                      .out_layout = t->ctx->keep_blocked && whole_4d(t) ? &out_layout : NULL},
             .mem = s->mem,
             .want = w ? loom__node_want(t, loom__worker_cores_total(w)) : 1,

@@ -122,6 +122,11 @@ static bool innermost_axis(const loom__kcall *call)
     return true;
 }
 
+/* From this many threads (the context's, kcall.budget) on, oneDNN's
+ * backward-weight convolution and 2x2 pooling beat ref's: measured at 8
+ * and 16 threads, SimpleCNN training 10-15% faster; ref's at 2. */
+#define MANY_CORES 8
+
 static bool fast(const loom__kcall *call)
 {
     switch (call->op) {
@@ -134,8 +139,10 @@ static bool fast(const loom__kcall *call)
      * grouped and depthwise stay on oneDNN (3-20x faster than ref).
      * Also on blocked inputs, which ref gets as plain copies: ref with the
      * copies still beat oneDNN's blocked kernel, 4.6 ms a call against 5.7
-     * (SimpleCNN training, 2 threads), and tied on ResNet-18 training. */
-    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1;
+     * (SimpleCNN training, 2 threads), and tied on ResNet-18 training.
+     * On many cores oneDNN's wins: 1.40 ms against 3.02 (conv2) and 0.08
+     * against 0.29 (conv1), 16 threads (docs/runtime.md section 9). */
+    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1 || call->budget >= MANY_CORES;
     case LOOM_OP_SOFTMAX: return innermost_axis(call);
     /* On blocked inputs oneDNN's pooling is JIT code (and ref would need
      * them converted first). Its JIT batch norm is not taken: ref's, which
@@ -144,10 +151,12 @@ static bool fast(const loom__kcall *call)
      * ref's 12.7 + 4.1 for both halves, forward 4.8 against 3.4). */
     case LOOM_OP_MAX_POOL2D:
     case LOOM_OP_MAX_POOL2D_BWD:
-        /* ...except 2x2 stride 2, where ref's blocked kernel is faster
-         * (SimpleCNN training, 2 threads: forward 0.25 ms against oneDNN's
-         * 0.77, backward 2.0 against 3.4, which recomputes the forward). */
-        return loom__kcall_has_blocked(call) && !loom__ref_pool_blocked_ok(call);
+        /* ...except 2x2 stride 2 on few cores, where ref's blocked kernel
+         * is faster (SimpleCNN training, 2 threads: forward 0.25 ms against
+         * oneDNN's 0.77, backward 2.0 against 3.4, which recomputes the
+         * forward). With 16 threads oneDNN's is: forward 0.10 against
+         * 0.32, backward 0.62 against 0.87. */
+        return loom__kcall_has_blocked(call) && (!loom__ref_pool_blocked_ok(call) || call->budget >= MANY_CORES);
     case LOOM_OP_AVG_POOL2D:
     case LOOM_OP_AVG_POOL2D_BWD: return loom__kcall_has_blocked(call);
     default: return false;
