@@ -130,6 +130,8 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     if (ww && *ww && strcmp(ww, "big") && strcmp(ww, "planned") && strcmp(ww, "full"))
         fprintf(stderr, "loom: LOOM_WIDE_WIDTH=%s is not big, planned or full; using big\n", ww);
     atomic_init(&ctx->flops, 0);
+    atomic_init(&ctx->nodes_sent_home, 0);
+    atomic_init(&ctx->nodes_away, 0);
     atomic_init(&ctx->next_uid, 0);
     atomic_init(&ctx->sched_trace, NULL);
     atomic_init(&ctx->sched_observers, 0);
@@ -197,6 +199,9 @@ void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
     out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
     out->nodes_run = atomic_load_explicit(&ctx->nodes_run, memory_order_relaxed);
     out->flops = atomic_load_explicit(&ctx->flops, memory_order_relaxed);
+    out->nodes_sent_home = atomic_load_explicit(&ctx->nodes_sent_home, memory_order_relaxed);
+    out->nodes_run_away = atomic_load_explicit(&ctx->nodes_away, memory_order_relaxed);
+    out->bound_blocks = atomic_load_explicit(&ctx->mem.bound_blocks, memory_order_relaxed);
 }
 
 void loom_manual_seed(loom_ctx *ctx, uint64_t seed)

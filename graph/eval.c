@@ -313,7 +313,8 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
     if (!is_view_op(n->op) && loom__numel(t->ndim, t->shape) > 0) {
         loom__storage *s = t->storage;
         if (!s->data) {
-            s->data = loom__mem_alloc_data(s->mem, s->nbytes);
+            /* On the worker's NUMA node (runtime/mem.h's domains). */
+            s->data = loom__mem_alloc_data_on(s->mem, s->nbytes, w ? loom__worker_numa(w) : 0);
             if (!s->data) {
                 char sh[LOOM__SHAPE_STR_MAX];
                 loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the output of shape %s",

@@ -65,6 +65,11 @@ int loom__wide_width_policy(const char *name);
 /* The width a node that wants `want` threads runs at on `total` cores. */
 int loom__wide_width(int policy, int want, int total);
 
+/* After ctx->pool was made (by loom__ctx_pool, or by a test on a synthetic
+ * topology): turns NUMA dispatch and memory binding on when the pool's
+ * workers span more than one NUMA node. */
+void loom__ctx_pool_ready(loom_ctx *ctx);
+
 /* The context's work-stealing pool, created on first use (NULL with the
  * error set when that fails). */
 struct loom__pool *loom__ctx_pool(loom_ctx *ctx);
@@ -84,6 +89,7 @@ typedef struct loom__dag_node {
     atomic_int pending;           /* input edges from nodes not yet run */
     bool wide;                    /* wants more than one thread: worker 0 */
     bool host;                    /* a host call: not on worker 0 */
+    bool routed;                  /* its NUMA route was decided (loom__dag_route) */
     int64_t succ_begin, succ_end; /* consumers: succ[succ_begin .. succ_end) */
 } loom__dag_node;
 
@@ -92,8 +98,20 @@ typedef struct loom__dag {
     size_t stride;
     const int64_t *succ; /* consumers, one entry per input edge */
     loom_status (*run)(void *node, struct loom__worker *w, void *user);
+    /* NULL, or the NUMA node a ready node should run on (-1: anywhere):
+     * a narrow node made ready on another NUMA node is sent to the first
+     * worker of its home, where any worker may still steal it. */
+    int (*home)(void *node, void *user);
+    _Atomic int64_t *sent_home; /* counts those sends (may be NULL) */
     void *user;
 } loom__dag;
+
+/* The worker a ready node s should be sent to, by a worker of NUMA node
+ * `numa`: the first worker of its home when that is another NUMA node and s
+ * is narrow; else -1 (run or spawn it here). Decided once per node (where it
+ * becomes ready, or where a root is first taken), so a node stolen by a
+ * worker of another NUMA node that ran dry runs where it was stolen. */
+int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const struct loom__pool *pool);
 
 /* Runs the DAG from its roots (the nodes with pending == 0) until every
  * node ran or one failed. */

@@ -24,22 +24,61 @@
 #include "graph/trace.h"
 #include "runtime/error.h"
 #include "runtime/pool.h"
+#include "runtime/topology.h"
 
 typedef struct exec_node {
     loom__dag_node d; /* first: the pool's tasks point here */
     loom_tensor *t;
 } exec_node;
 
-static loom_status run_tensor(void *node, loom__worker *w, void *user)
+/* A node's home NUMA node: where its largest input's data is (a parameter
+ * or an output of an earlier node, placed where that node ran). */
+static int tensor_home(void *node, void *user)
 {
     (void)user;
+    const loom_tensor *t = ((exec_node *)node)->t;
+    size_t best = 0;
+    int home = -1;
+    for (int i = 0; i < t->node.n_in; i++) {
+        const loom__storage *s = t->node.in[i]->storage;
+        if (s->data && s->nbytes > best) {
+            best = s->nbytes;
+            home = loom__mem_block_domain(s->data);
+        }
+    }
+    return home;
+}
+
+static loom_status run_tensor(void *node, loom__worker *w, void *user)
+{
+    loom_ctx *ctx = user;
+    if (ctx->numa_dispatch) {
+        const int home = tensor_home(node, NULL);
+        if (home >= 0 && home != loom__worker_numa(w))
+            atomic_fetch_add_explicit(&ctx->nodes_away, 1, memory_order_relaxed);
+    }
     return loom__run_node(((exec_node *)node)->t, w);
+}
+
+int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const loom__pool *pool)
+{
+    if (!g->home || s->wide || s->host || s->routed) return -1;
+    /* NUMA: a node whose inputs live on another node goes there first
+     * (docs/runtime.md section 4). */
+    s->routed = true; /* decided once: where it is made ready, or as a root */
+    const int h = g->home(s, g->user);
+    const int to = h >= 0 && h != numa ? loom__pool_numa_worker(pool, h) : -1;
+    if (to >= 0 && g->sent_home) atomic_fetch_add_explicit(g->sent_home, 1, memory_order_relaxed);
+    return to;
 }
 
 static loom_status dag_task(loom__worker *w, void *task, void *user)
 {
     const loom__dag *g = user;
     loom__dag_node *x = task;
+    /* A root is routed when first taken (the pool hands out roots itself). */
+    const int to = loom__dag_route(g, x, loom__worker_numa(w), loom__worker_pool(w));
+    if (to >= 0) return loom__pool_spawn_to(w, to, x);
     /* A chain runs in this loop: the worker keeps one consumer it made ready
      * and runs it next itself, and spawns only the others. A spawn wakes a
      * sleeping worker, which on a chain would only find nothing to do, spin
@@ -60,6 +99,11 @@ static loom_status dag_task(loom__worker *w, void *task, void *user)
             loom__dag_node *s = (loom__dag_node *)(g->nodes + (size_t)g->succ[k] * g->stride);
             /* acq_rel: the consumer's worker must see this node's output. */
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
+                const int to = loom__dag_route(g, s, loom__worker_numa(w), loom__worker_pool(w));
+                if (to >= 0) {
+                    if ((st = loom__pool_spawn_to(w, to, s)) != LOOM_OK) return st;
+                    continue;
+                }
                 if (!next) {
                     next = s;
                 } else if ((st = loom__pool_spawn(w, s)) != LOOM_OK) {
@@ -92,6 +136,17 @@ static void observe(void *user, loom__pool_event ev, int worker, int other, int6
     atomic_fetch_sub_explicit(&ctx->sched_observers, 1, memory_order_release);
 }
 
+void loom__ctx_pool_ready(loom_ctx *ctx)
+{
+    if (!ctx->pool) return;
+    /* More than one NUMA node with workers: nodes go to their inputs' node,
+     * and fresh data blocks are bound to the node of the worker that makes
+     * them (a no-op unless the topology is this machine's). */
+    ctx->numa_dispatch = loom__pool_numa_domains(ctx->pool) > 1;
+    if (ctx->numa_dispatch)
+        loom__mem_set_binder(&ctx->mem, loom__topology_bind_area, (void *)loom__pool_topology(ctx->pool));
+}
+
 loom__pool *loom__ctx_pool(loom_ctx *ctx)
 {
     if (!ctx->pool) {
@@ -101,6 +156,7 @@ loom__pool *loom__ctx_pool(loom_ctx *ctx)
                                 .observer = observe,
                                 .observer_user = ctx};
         ctx->pool = loom__pool_create(NULL, &o);
+        loom__ctx_pool_ready(ctx);
     }
     return ctx->pool;
 }
@@ -168,12 +224,19 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
         x->t = order[i];
         x->d.wide = loom__node_want(order[i], ctx->num_threads) > 1;
         x->d.host = order[i]->node.op == LOOM_OP_HOST_CALL;
+        x->d.routed = false;
         x->d.succ_begin = off[i];
         x->d.succ_end = off[i + 1];
         atomic_init(&x->d.pending, indeg[i]);
         if (indeg[i] == 0) roots[nroots++] = x;
     }
-    const loom__dag dag = {.nodes = (char *)nodes, .stride = sizeof *nodes, .succ = succ, .run = run_tensor};
+    const loom__dag dag = {.nodes = (char *)nodes,
+                           .stride = sizeof *nodes,
+                           .succ = succ,
+                           .run = run_tensor,
+                           .home = ctx->numa_dispatch ? tensor_home : NULL,
+                           .sent_home = &ctx->nodes_sent_home,
+                           .user = ctx};
     st = loom__dag_run(ctx->pool, &dag, roots, nroots);
 out:
     free(nodes);

@@ -149,6 +149,10 @@ struct loom_ctx {
     struct loom__capture *capture;
     _Atomic uint64_t next_uid;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
+    /* The pool's workers span NUMA nodes (loom__ctx_pool_ready); nodes sent
+     * to their home node, and nodes that ran away from it (loom_ctx_stats). */
+    bool numa_dispatch;
+    _Atomic int64_t nodes_sent_home, nodes_away;
     /* Cores of the budget kept for host calls (communication) while a
      * hooked backward runs; other nodes plan at most total - this wide
      * (graph/autograd_impl.h). Set and read only between runs and by the

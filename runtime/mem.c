@@ -23,6 +23,7 @@ typedef struct header {
     size_t size;
     uint16_t cls;
     uint16_t counted; /* live_bytes includes size */
+    int32_t domain;   /* the memory domain it was made for */
 } header;
 
 static void *default_alloc(size_t size, void *user)
@@ -49,7 +50,14 @@ void loom__mem_init(loom__mem *mem, const loom_allocator *a)
     }
     atomic_init(&mem->live_bytes, 0);
     atomic_init(&mem->peak_bytes, 0);
+    atomic_init(&mem->bound_blocks, 0);
     atomic_flag_clear(&mem->lock);
+}
+
+void loom__mem_set_binder(loom__mem *mem, loom__mem_bind_fn fn, void *user)
+{
+    mem->bind = fn;
+    mem->bind_user = user;
 }
 
 static void lock(loom__mem *mem)
@@ -90,16 +98,17 @@ static size_t class_bytes(unsigned c)
     return ((size_t)1 << e) + (size_t)(k % 4 + 1) * ((size_t)1 << (e - 2));
 }
 
-static void *block_alloc(loom__mem *mem, size_t size, bool counted)
+static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
 {
     unsigned cls = size_class(size ? size : 1);
+    const int d = domain % LOOM__MEM_DOMAINS;
     void *p = NULL;
     if (cls != NO_CLASS) {
         lock(mem);
-        p = mem->free_list[cls];
+        p = mem->free_list[d][cls];
         if (p) {
-            mem->free_list[cls] = *(void **)p;
-            mem->free_count[cls]--;
+            mem->free_list[d][cls] = *(void **)p;
+            mem->free_count[d][cls]--;
             mem->cached_bytes -= class_bytes(cls);
         }
         unlock(mem);
@@ -114,6 +123,12 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted)
         p = (void *)a;
         ((header *)p - 1)->raw = raw;
         ((header *)p - 1)->cls = (uint16_t)cls;
+        ((header *)p - 1)->domain = domain;
+        /* Fresh memory: bound before anything touches it, so its pages go
+         * to the domain's node (first touch would do the same for pages the
+         * allocator never used, but not for ones it recycles). */
+        if (counted && mem->bind && bytes >= LOOM__MEM_BIND_MIN && mem->bind(p, bytes, domain, mem->bind_user) == 0)
+            atomic_fetch_add_explicit(&mem->bound_blocks, 1, memory_order_relaxed);
     }
     header *h = (header *)p - 1;
     h->size = size;
@@ -135,16 +150,17 @@ static void block_free(loom__mem *mem, void *p)
     header *h = (header *)p - 1;
     if (h->counted) atomic_fetch_sub_explicit(&mem->live_bytes, (int64_t)h->size, memory_order_relaxed);
     unsigned cls = h->cls;
+    const int d = h->domain % LOOM__MEM_DOMAINS;
     if (cls != NO_CLASS) {
         lock(mem);
         /* Small blocks: a few hundred suffice (a long free list of them has
          * poor locality); big ones: up to LOOM__MEM_CACHE_CLASS_BYTES. */
         size_t cb = class_bytes(cls);
         size_t cap = cb <= 4096 ? 256 : LOOM__MEM_CACHE_CLASS_BYTES / cb;
-        if ((size_t)mem->free_count[cls] < cap && mem->cached_bytes + cb <= LOOM__MEM_CACHE_BYTES) {
-            *(void **)p = mem->free_list[cls];
-            mem->free_list[cls] = p;
-            mem->free_count[cls]++;
+        if ((size_t)mem->free_count[d][cls] < cap && mem->cached_bytes + cb <= LOOM__MEM_CACHE_BYTES) {
+            *(void **)p = mem->free_list[d][cls];
+            mem->free_list[d][cls] = p;
+            mem->free_count[d][cls]++;
             mem->cached_bytes += class_bytes(cls);
             p = NULL;
         }
@@ -157,21 +173,27 @@ static void block_free(loom__mem *mem, void *p)
 void loom__mem_drain(loom__mem *mem)
 {
     lock(mem);
-    for (unsigned c = 0; c < LOOM__MEM_CLASSES; c++) {
-        void *p = mem->free_list[c];
-        while (p) {
-            void *next = *(void **)p;
-            mem->alloc.free(((header *)p - 1)->raw, mem->alloc.user);
-            p = next;
+    for (int d = 0; d < LOOM__MEM_DOMAINS; d++)
+        for (unsigned c = 0; c < LOOM__MEM_CLASSES; c++) {
+            void *p = mem->free_list[d][c];
+            while (p) {
+                void *next = *(void **)p;
+                mem->alloc.free(((header *)p - 1)->raw, mem->alloc.user);
+                p = next;
+            }
+            mem->free_list[d][c] = NULL;
+            mem->free_count[d][c] = 0;
         }
-        mem->free_list[c] = NULL;
-        mem->free_count[c] = 0;
-    }
     mem->cached_bytes = 0;
     unlock(mem);
 }
 
-void *loom__mem_alloc(loom__mem *mem, size_t size) { return block_alloc(mem, size, false); }
+void *loom__mem_alloc(loom__mem *mem, size_t size) { return block_alloc(mem, size, false, 0); }
 void loom__mem_free(loom__mem *mem, void *ptr) { block_free(mem, ptr); }
-void *loom__mem_alloc_data(loom__mem *mem, size_t size) { return block_alloc(mem, size, true); }
+void *loom__mem_alloc_data(loom__mem *mem, size_t size) { return block_alloc(mem, size, true, 0); }
+void *loom__mem_alloc_data_on(loom__mem *mem, size_t size, int domain)
+{
+    return block_alloc(mem, size, true, domain > 0 ? domain : 0);
+}
+int loom__mem_block_domain(const void *ptr) { return ((const header *)ptr - 1)->domain; }
 void loom__mem_free_data(loom__mem *mem, void *ptr) { block_free(mem, ptr); }

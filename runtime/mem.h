@@ -37,14 +37,27 @@
 /* ... and at most this many per size class above 4 KiB (256 blocks below). */
 #define LOOM__MEM_CACHE_CLASS_BYTES ((size_t)256 << 20)
 
+/* Data blocks are cached per memory domain (a NUMA node of the pool's
+ * topology; domain d >= LOOM__MEM_DOMAINS shares list d % LOOM__MEM_DOMAINS),
+ * so that a block first touched on one NUMA node is reused there and not by
+ * a node of another one. */
+#define LOOM__MEM_DOMAINS 8
+/* Binds a fresh data block to a domain's memory (hwloc on a real NUMA
+ * machine, runtime/topology.c); returns 0 when bound. */
+typedef int (*loom__mem_bind_fn)(void *ptr, size_t len, int domain, void *user);
+/* Fresh blocks this big or bigger are bound (smaller ones share pages). */
+#define LOOM__MEM_BIND_MIN ((size_t)64 << 10)
 typedef struct loom__mem {
     loom_allocator alloc;
     _Atomic int64_t live_bytes; /* data blocks only */
     _Atomic int64_t peak_bytes;
+    _Atomic int64_t bound_blocks; /* fresh blocks the binder bound */
     atomic_flag lock; /* guards the free lists; held for a few instructions */
-    void *free_list[LOOM__MEM_CLASSES];
-    int free_count[LOOM__MEM_CLASSES];
+    void *free_list[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
+    int free_count[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     size_t cached_bytes; /* in all free lists */
+    loom__mem_bind_fn bind; /* NULL: no binding (set before blocks are made on workers) */
+    void *bind_user;
 } loom__mem;
 
 /* Sets up `mem` with `a` (NULL: malloc/free). */
@@ -58,8 +71,16 @@ void loom__mem_drain(loom__mem *mem);
 void *loom__mem_alloc(loom__mem *mem, size_t size);
 void loom__mem_free(loom__mem *mem, void *ptr);
 
-/* Tensor data: 64-byte aligned, counted in live/peak bytes. NULL on failure. */
+/* Tensor data: 64-byte aligned, counted in live/peak bytes. NULL on failure.
+ * _on takes a block of domain `domain` (< 0: domain 0) from the cache, or
+ * makes a fresh one and binds it there; the plain form is domain 0. */
 void *loom__mem_alloc_data(loom__mem *mem, size_t size);
+void *loom__mem_alloc_data_on(loom__mem *mem, size_t size, int domain);
+/* The domain a data block was made for (as passed to _on, >= 0). */
+int loom__mem_block_domain(const void *ptr);
+/* Sets the binder of fresh data blocks (NULL: none). Not thread-safe: call
+ * before other threads allocate. */
+void loom__mem_set_binder(loom__mem *mem, loom__mem_bind_fn fn, void *user);
 void loom__mem_free_data(loom__mem *mem, void *ptr);
 
 #endif /* LOOM_RUNTIME_MEM_H */

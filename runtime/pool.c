@@ -470,6 +470,24 @@ bool loom__worker_stopping(const loom__worker *w)
 int loom__worker_index(const loom__worker *w) { return w->index; }
 int loom__worker_core(const loom__worker *w) { return w->core; }
 int loom__worker_numa(const loom__worker *w) { return w->numa; }
+
+int loom__pool_numa_worker(const loom__pool *pool, int numa)
+{
+    for (int i = 0; i < pool->n; i++)
+        if (pool->workers[i].numa == numa) return i;
+    return -1;
+}
+
+int loom__pool_numa_domains(const loom__pool *pool)
+{
+    int count = 0;
+    for (int i = 0; i < pool->n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) seen = pool->workers[j].numa == pool->workers[i].numa;
+        count += !seen;
+    }
+    return count;
+}
 loom__pool *loom__worker_pool(const loom__worker *w) { return w->pool; }
 
 /* ---- Running a batch --------------------------------------------------- */

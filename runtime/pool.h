@@ -181,6 +181,10 @@ int loom__worker_cores_total(const loom__worker *w);
 /* ---- Introspection ---------------------------------------------------- */
 
 int loom__pool_size(const loom__pool *pool);
+/* The first worker placed on NUMA node `numa` (-1: none), and how many
+ * NUMA nodes have workers. */
+int loom__pool_numa_worker(const loom__pool *pool, int numa);
+int loom__pool_numa_domains(const loom__pool *pool);
 const loom__topology *loom__pool_topology(const loom__pool *pool);
 /* The core worker w is placed on. */
 int loom__pool_worker_core(const loom__pool *pool, int w);

@@ -730,6 +730,22 @@ static void bind_msg(char *msg, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
+int loom__topology_bind_area(void *ptr, size_t len, int numa, void *topology)
+{
+    const loom__topology *t = topology;
+    if (!t || !ptr || len == 0 || !t->this_system || t->nnuma < 2 || numa < 0 || numa >= t->nnuma) return 1;
+#ifdef LOOM_HAVE_HWLOC
+    if (!t->hw) return 1;
+    hwloc_obj_t node = hwloc_get_obj_by_type(t->hw, HWLOC_OBJ_NUMANODE, (unsigned)numa);
+    if (!node) return 1;
+    return hwloc_set_area_membind(t->hw, ptr, len, node->nodeset, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET) == 0
+               ? 0
+               : -1;
+#else
+    return 1;
+#endif
+}
+
 loom__bind_status loom__topology_bind_thread(const loom__topology *t, const int *cores, int n, char *msg,
                                              size_t msg_size)
 {

@@ -197,6 +197,14 @@ typedef enum loom__bind_status {
 loom__bind_status loom__topology_bind_thread(const loom__topology *t, const int *cores, int n, char *msg,
                                              size_t msg_size);
 
+/* Binds the pages of [ptr, ptr + len) to NUMA node `numa` (an index as
+ * loom__topology_core_numa gives; hwloc_set_area_membind, HWLOC_MEMBIND_BIND)
+ * so that they are placed there when first touched. Returns 0 when bound,
+ * 1 when there is nothing to do (not this system, one NUMA node, no
+ * hwloc), -1 when the OS refused (the memory then stays where the default
+ * policy puts it). Thread-safe. The signature is runtime/mem.h's binder. */
+int loom__topology_bind_area(void *ptr, size_t len, int numa, void *topology);
+
 /* ---- Description ------------------------------------------------------ */
 
 /* Writes a tiny lstopo (packages, NUMA nodes, L3 groups, cores and their

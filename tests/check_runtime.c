@@ -959,6 +959,67 @@ START_TEST(test_scratch)
 }
 END_TEST
 
+/* Memory domains (NUMA nodes): a freed block is reused by its own domain
+ * only; fresh data blocks of 64 KiB or more go to the binder. */
+typedef struct bind_log {
+    int calls, last_domain;
+    size_t last_len;
+} bind_log;
+
+static int fake_bind(void *ptr, size_t len, int domain, void *user)
+{
+    bind_log *b = user;
+    (void)ptr;
+    b->calls++;
+    b->last_domain = domain;
+    b->last_len = len;
+    return domain == 3 ? -1 : 0; /* domain 3: the OS refuses */
+}
+
+START_TEST(test_mem_domains)
+{
+    loom__mem mem;
+    loom__mem_init(&mem, NULL);
+    bind_log log = {0, -1, 0};
+    loom__mem_set_binder(&mem, fake_bind, &log);
+    const size_t big = (size_t)256 << 10, small = 4096;
+    void *a = loom__mem_alloc_data_on(&mem, big, 1);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_int_eq(loom__mem_block_domain(a), 1);
+    ck_assert_int_eq(log.calls, 1);
+    ck_assert_int_eq(log.last_domain, 1);
+    ck_assert_uint_ge(log.last_len, big);
+    loom__mem_free_data(&mem, a);
+    /* Domain 0 does not get domain 1's block; domain 1 does, unbound again. */
+    void *b = loom__mem_alloc_data_on(&mem, big, 0);
+    ck_assert_ptr_ne(b, a);
+    ck_assert_int_eq(loom__mem_block_domain(b), 0);
+    ck_assert_int_eq(log.calls, 2);
+    void *c = loom__mem_alloc_data_on(&mem, big, 1);
+    ck_assert_ptr_eq(c, a);
+    ck_assert_int_eq(log.calls, 2);
+    /* Small blocks share pages: not bound. Negative domains are domain 0;
+     * the plain form is domain 0. */
+    void *d = loom__mem_alloc_data_on(&mem, small, -1);
+    ck_assert_int_eq(loom__mem_block_domain(d), 0);
+    ck_assert_int_eq(log.calls, 2);
+    loom__mem_free_data(&mem, d);
+    void *e = loom__mem_alloc_data(&mem, small);
+    ck_assert_ptr_eq(e, d);
+    /* A refused binding is not counted. */
+    void *f = loom__mem_alloc_data_on(&mem, big, 3);
+    ck_assert_int_eq(log.calls, 3);
+    ck_assert_int_eq(atomic_load(&mem.bound_blocks), 2);
+    loom__mem_free_data(&mem, b);
+    loom__mem_free_data(&mem, c);
+    loom__mem_free_data(&mem, e);
+    loom__mem_free_data(&mem, f);
+    ck_assert_int_eq(atomic_load(&mem.live_bytes), 0);
+    loom__mem_drain(&mem);
+    ck_assert_uint_eq(mem.cached_bytes, 0);
+}
+END_TEST
+
 START_TEST(test_mem_big_classes)
 {
     loom__mem mem;
@@ -1003,6 +1064,7 @@ Suite *loom_suite_runtime(void)
     tcase_add_test(tc, test_deque_basic);
     tcase_add_test(tc, test_scratch);
     tcase_add_test(tc, test_mem_big_classes);
+    tcase_add_test(tc, test_mem_domains);
     tcase_add_test(tc, test_deque_wraparound);
     tcase_add_test(tc, test_deque_stress);
 

@@ -118,6 +118,10 @@ typedef struct loom_ctx_stats {
     int64_t flops;        /* their floating-point operations: 2 per multiply-add of
                              convolutions and matrix products (elementwise work not
                              counted, as oneDNN and PyTorch's profiler count) */
+    /* NUMA (when the workers span several NUMA nodes; docs/runtime.md): */
+    int64_t nodes_sent_home; /* ready nodes sent to a worker of their inputs' NUMA node */
+    int64_t nodes_run_away;  /* nodes that ran on another NUMA node (stolen when theirs ran dry) */
+    int64_t bound_blocks;    /* fresh data blocks bound to a NUMA node (hwloc, real machines) */
 } loom_ctx_stats;
 void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out);
 
