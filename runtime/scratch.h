@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#define LOOM__SCRATCH_SLOTS 6
+#define LOOM__SCRATCH_SLOTS 8
 
 /* The slots by user: a kernel's buffers must not share a slot with anything
  * that runs while they are live. */
@@ -28,6 +28,8 @@ enum {
     LOOM__SCRATCH_CONV_GROUP = 3, /* backends/ref/conv.c: backward-weight columns of image groups */
     LOOM__SCRATCH_CONV_IMAGE = 4, /* backends/ref/conv.c: backward-weight images read from blocked layouts */
     LOOM__SCRATCH_MATMUL = 5,     /* backends/ref/matmul.c: SGEMM packing */
+    LOOM__SCRATCH_NORM = 6,       /* backends/ref/norm.c: per-channel coefficients and sums */
+    LOOM__SCRATCH_NORM_PARTS = 7, /* backends/ref/norm.c: per-piece partial sums */
 };
 
 /* A 64-byte aligned buffer of at least `bytes` for slot (0 <= slot <

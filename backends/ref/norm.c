@@ -32,6 +32,18 @@
 #include "backends/ref/ref.h"
 #include "backends/registry.h"
 #include "runtime/error.h"
+#include "runtime/scratch.h"
+
+/* A kernel's buffer from the calling thread's scratch (runtime/scratch.h):
+ * no allocation at steady state, which captured graphs rely on. NULL with
+ * the error set when out of memory. */
+static void *norm_scratch(const loom__kcall *call, int slot, size_t bytes)
+{
+    void *p = loom__scratch(slot, bytes ? bytes : 1);
+    if (!p)
+        loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of workspace", loom__op_name(call->op), bytes);
+    return p;
+}
 
 #define PIECE 16384        /* values per reduction piece (at most) */
 #define BN_GRAIN 32768     /* elements per thread before a second thread pays */
@@ -240,10 +252,8 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
                              const float *mean, double *out)
 {
     const int64_t total = g->N * g->C * g->npiece;
-    double *part = malloc(sizeof(double) * 2 * (size_t)(total > 0 ? total : 1));
-    if (!part)
-        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate %zu bytes of partial sums",
-                               loom__op_name(call->op), sizeof(double) * 2 * (size_t)total);
+    double *part = norm_scratch(call, LOOM__SCRATCH_NORM_PARTS, sizeof(double) * 2 * (size_t)total);
+    if (!part) return LOOM_ERR_NOMEM;
     const int nt = team(call, g->N * g->C * g->S, total);
     FOR_PIECES(nt, total, t, {
         int64_t start, len, c;
@@ -260,7 +270,6 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
         out[2 * c] += part[2 * t];
         out[2 * c + 1] += part[2 * t + 1];
     }
-    free(part);
     return LOOM_OK;
 }
 
@@ -276,13 +285,10 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
     float *stats = call->out.data;
     const int64_t total = g.N * g.C * g.npiece;
     /* Per piece: its sum, then its M2 around its own mean. */
-    double *part = malloc(sizeof(double) * 2 * (size_t)(total > 0 ? total : 1));
-    double *acc = calloc((size_t)g.C * 2, sizeof(double));
-    if (!part || !acc) {
-        free(part);
-        free(acc);
-        return loom__set_error(LOOM_ERR_NOMEM, "%s: cannot allocate the partial sums", loom__op_name(call->op));
-    }
+    double *part = norm_scratch(call, LOOM__SCRATCH_NORM_PARTS, sizeof(double) * 2 * (size_t)total);
+    double *acc = part ? norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C) : NULL;
+    if (!acc) return LOOM_ERR_NOMEM;
+    memset(acc, 0, sizeof(double) * 2 * (size_t)g.C);
     const int nt = team(call, g.N * g.C * g.S, total);
     FOR_PIECES(nt, total, t, {
         int64_t start, len, c;
@@ -311,8 +317,6 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         stats[c] = (float)acc[2 * c];
         stats[g.C + c] = g.M > 0 ? (float)(acc[2 * c + 1] / (double)g.M) : NAN;
     }
-    free(part);
-    free(acc);
     return LOOM_OK;
 }
 
@@ -371,8 +375,8 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
     const float *x = call->in[0].data, *stats = call->in[1].data;
     const float *gamma = call->in[2].data, *beta = call->in[3].data;
     float *y = call->out.data;
-    float *coef = malloc(sizeof(float) * 2 * (size_t)g.C);
-    if (!coef) return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
+    float *coef = norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(float) * 2 * (size_t)g.C);
+    if (!coef) return LOOM_ERR_NOMEM;
     for (int64_t c = 0; c < g.C; c++) {
         coef[2 * c] = stats[c];
         coef[2 * c + 1] = (float)(gamma[c] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
@@ -393,7 +397,6 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
                      for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
                  }));
     }
-    free(coef);
     return LOOM_OK;
 }
 
@@ -411,21 +414,12 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
     /* dx = k * (dy - mdy - (x - mean) * q) with k = gamma * invstd and, in
      * training, mdy = sum(dy) / M, q = invstd^2 * sum(dy * (x - mean)) / M
      * (so (x - mean) * q = xhat * sum(dy * xhat) / M); frozen: mdy = q = 0. */
-    float *coef = malloc(sizeof(float) * 4 * (size_t)g.C);
-    double *sums = training ? malloc(sizeof(double) * 2 * (size_t)g.C) : NULL;
-    if (!coef || (training && !sums)) {
-        free(coef);
-        free(sums);
-        return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
-    }
-    if (training) {
-        st = reduce_dy(call, &g, x, dy, stats, sums);
-        if (st != LOOM_OK) {
-            free(coef);
-            free(sums);
-            return st;
-        }
-    }
+    /* One buffer: the sums (2C doubles), then the coefficients (4C floats). */
+    double *sums =
+        norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C + sizeof(float) * 4 * (size_t)g.C);
+    if (!sums) return LOOM_ERR_NOMEM;
+    float *coef = (float *)(sums + 2 * g.C);
+    if (training && (st = reduce_dy(call, &g, x, dy, stats, sums)) != LOOM_OK) return st;
     for (int64_t c = 0; c < g.C; c++) {
         const double is = invstd_of(stats[g.C + c], eps);
         coef[4 * c] = stats[c];
@@ -462,8 +456,6 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
                      const float k = coef[4 * c + 1];
                      for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * k;
                  }));
-    free(coef);
-    free(sums);
     return LOOM_OK;
 }
 
@@ -475,17 +467,12 @@ loom_status loom__ref_bn_bwd_params(const loom__kcall *call)
     if (st != LOOM_OK) return st;
     const float *x = call->in[0].data, *dy = call->in[1].data, *stats = call->in[2].data;
     float *out = call->out.data;
-    double *sums = malloc(sizeof(double) * 2 * (size_t)(g.C > 0 ? g.C : 1));
-    if (!sums) return loom__set_error(LOOM_ERR_NOMEM, "%s: out of memory", loom__op_name(call->op));
-    st = reduce_dy(call, &g, x, dy, stats, sums);
-    if (st != LOOM_OK) {
-        free(sums);
-        return st;
-    }
+    double *sums = norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C);
+    if (!sums) return LOOM_ERR_NOMEM;
+    if ((st = reduce_dy(call, &g, x, dy, stats, sums)) != LOOM_OK) return st;
     for (int64_t c = 0; c < g.C; c++) {
         out[c] = (float)(sums[2 * c + 1] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
         out[g.C + c] = (float)sums[2 * c];
     }
-    free(sums);
     return LOOM_OK;
 }
