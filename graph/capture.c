@@ -107,7 +107,7 @@ typedef struct cseg {
     int64_t words;
 } cseg;
 
-enum { ACT_SEGMENT, ACT_COPY, ACT_PLAIN };
+enum { ACT_SEGMENT, ACT_COPY, ACT_PLAIN, ACT_RAND };
 
 typedef struct cact {
     int kind;
@@ -119,6 +119,12 @@ typedef struct cact {
     int64_t shape[LOOM_MAX_DIMS], strides[LOOM_MAX_DIMS]; /* the destination's */
     int layout; /* ACT_PLAIN: the layout converted from */
     int64_t dims[4];
+    /* ACT_RAND: fill dst (dst_off, shape[0] values) of kind rand_kind at
+     * rand_rel blocks past the context's offset of the replay's start. */
+    loom__rand_fill_fn fill;
+    int rand_kind;
+    uint64_t rand_rel;
+    int64_t low, high;
 } cact;
 
 typedef struct ccarry {
@@ -130,6 +136,7 @@ typedef struct ccarry {
 struct loom__capture {
     loom_ctx *ctx;
     uint64_t uid0, rng0;
+    uint64_t rng_drawn; /* blocks drawn by recorded fills */
     pthread_mutex_t lock; /* bufs, hash and accs: nodes record from workers */
     cbuf *bufs;
     int32_t nbufs, cap_bufs;
@@ -362,6 +369,31 @@ loom_status loom__capture_copy(loom_ctx *ctx, const loom_tensor *src, const loom
     a->ndim = dst->ndim;
     memcpy(a->shape, dst->shape, sizeof a->shape);
     memcpy(a->strides, dst->strides, sizeof a->strides);
+    return LOOM_OK;
+}
+
+loom_status loom__capture_rand(loom_ctx *ctx, const loom_tensor *t, loom__rand_fill_fn fill, int kind, uint64_t base,
+                               int64_t low, int64_t high)
+{
+    loom__capture *cap = ctx->capture;
+    if (!cap) return LOOM_OK;
+    cact *a = new_action(cap, ACT_RAND);
+    if (!a) return loom__set_error(LOOM_ERR_NOMEM, "capture: out of memory");
+    a->dst = buf_of(cap, t->storage);
+    if (a->dst < 0 || !add_access(cap, a->dst, -1, true)) {
+        set_failed(cap, LOOM_ERR_NOMEM, "capture: out of memory");
+        return loom__set_error(LOOM_ERR_NOMEM, "capture: out of memory");
+    }
+    cap->bufs[a->dst].written = true;
+    a->dst_off = t->offset * loom_dtype_size(t->dtype);
+    a->shape[0] = loom__numel(t->ndim, t->shape);
+    a->fill = fill;
+    a->rand_kind = kind;
+    a->rand_rel = base - cap->rng0;
+    a->low = low;
+    a->high = high;
+    /* The blocks this fill used: the stream has moved past them already. */
+    cap->rng_drawn += ctx->rng_offset - base;
     return LOOM_OK;
 }
 
@@ -681,9 +713,10 @@ loom_graph *loom_graph_capture_end(loom_ctx *ctx)
     loom_status st = LOOM_OK;
     if (cap->failed) {
         st = loom__set_error(cap->fail_st, "%s", cap->fail_msg);
-    } else if (ctx->rng_offset != cap->rng0) {
-        st = loom__set_error(LOOM_ERR_STATE, "capture: the step drew random numbers (dropout, rand), which a "
-                                                   "replay would repeat unchanged; capture a step without them");
+    } else if (ctx->rng_offset - cap->rng0 != cap->rng_drawn) {
+        st = loom__set_error(LOOM_ERR_STATE, "capture: the step moved the random stream without drawing "
+                                                   "through rand/randn/randint (loom_set_rng_state?), which a "
+                                                   "replay cannot repeat");
     } else if (cap->nsegs == 0) {
         st = loom__set_error(LOOM_ERR_STATE, "capture: the step computed nothing");
     }
@@ -815,6 +848,10 @@ loom_status loom_graph_replay(loom_graph *g)
     loom_ctx *ctx = g->c.ctx;
     if (ctx->capture) return loom__set_error(LOOM_ERR_STATE, "graph_replay: a capture is in progress");
     loom_status st = LOOM_OK;
+    /* Random fills draw where an eager step would: from the context's
+     * offset now, which then moves past them as the step moved it. */
+    const uint64_t rng_base = ctx->rng_offset;
+    ctx->rng_offset += g->c.rng_drawn;
     for (int64_t i = 0; i < g->c.ncarries && st == LOOM_OK; i++) {
         const ccarry *c = &g->c.carries[i];
         const cbuf *src = &g->c.bufs[c->src];
@@ -830,6 +867,11 @@ loom_status loom_graph_replay(loom_graph *g)
             if (g->c.bufs[a->dst].slot < 0) g->c.bufs[a->dst].s->version++;
             break;
         case ACT_PLAIN: st = replay_plain(g, a); break;
+        case ACT_RAND:
+            a->fill(a->rand_kind, base_of(g, a->dst) + a->dst_off, a->shape[0], ctx->rng_seed, rng_base + a->rand_rel,
+                    a->low, a->high, ctx->num_threads);
+            if (g->c.bufs[a->dst].slot < 0) g->c.bufs[a->dst].s->version++;
+            break;
         default: break;
         }
     }

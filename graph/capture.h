@@ -33,6 +33,19 @@ loom_status loom__capture_copy(loom_ctx *ctx, const loom_tensor *src, const loom
  * plain in place. */
 loom_status loom__capture_make_plain(loom_ctx *ctx, loom__storage *s);
 
+/* A fill of random numbers (ops/random.c): fill(kind, data, n, seed, base,
+ * low, high, nthreads) writes n values from the stream's blocks base.. and
+ * returns the blocks used. */
+typedef uint64_t (*loom__rand_fill_fn)(int kind, void *data, int64_t n, uint64_t seed, uint64_t base, int64_t low,
+                                       int64_t high, int nthreads);
+
+/* t (ready, contiguous) was just filled by `fill` from the context's stream
+ * at block `base`. A replay fills it again at the same distance from the
+ * context's offset of that moment, and advances the offset as the step did,
+ * so replays draw what eager steps would. */
+loom_status loom__capture_rand(loom_ctx *ctx, const loom_tensor *t, loom__rand_fill_fn fill, int kind, uint64_t base,
+                               int64_t low, int64_t high);
+
 /* loom_graph_carry's record (both tensors computed). */
 loom_status loom__capture_carry(loom_ctx *ctx, const loom_tensor *old, const loom_tensor *now);
 

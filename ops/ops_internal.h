@@ -119,4 +119,10 @@ loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy,
  * for the inputs that need one. */
 loom_status loom__rnn_cell_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
 
+/* ops/random.c: the kinds of fill, and the fill itself (a
+ * loom__rand_fill_fn of graph/capture.h). */
+enum { LOOM__RAND_UNIFORM, LOOM__RAND_NORMAL, LOOM__RAND_INT };
+uint64_t loom__rand_fill(int kind, void *data, int64_t n, uint64_t seed, uint64_t base, int64_t low, int64_t high,
+                         int nthreads);
+
 #endif /* LOOM_OPS_INTERNAL_H */

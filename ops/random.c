@@ -9,48 +9,76 @@
 #include <math.h>
 
 #include "ops/ops_internal.h"
+#include "graph/capture.h"
 #include "ops/philox.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 65536
 
+uint64_t loom__rand_fill(int kind, void *data, int64_t n, uint64_t seed, uint64_t base, int64_t low, int64_t high,
+                         int nthreads)
+{
+    if (kind == LOOM__RAND_UNIFORM) {
+        float *f = data;
+        /* Four floats per counter block. */
+#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
+        for (int64_t blk = 0; blk < (n + 3) / 4; blk++) {
+            loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+            for (int j = 0; j < 4 && blk * 4 + j < n; j++) f[blk * 4 + j] = loom__u32_to_unit(r.v[j]);
+        }
+        return (uint64_t)(n + 3) / 4;
+    }
+    if (kind == LOOM__RAND_NORMAL) {
+        float *f = data;
+        /* Box-Muller in double: one block (two 64-bit uniforms) gives two normals. */
+#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
+        for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
+            loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+            uint64_t a = ((uint64_t)r.v[0] << 32 | r.v[1]) >> 11, b = ((uint64_t)r.v[2] << 32 | r.v[3]) >> 11;
+            double u1 = ((double)a + 1.0) * 0x1p-53; /* (0, 1]: log(u1) is finite */
+            double u2 = (double)b * 0x1p-53;
+            double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925 * u2;
+            f[2 * blk] = (float)(rad * cos(th));
+            if (2 * blk + 1 < n) f[2 * blk + 1] = (float)(rad * sin(th));
+        }
+        return (uint64_t)(n + 1) / 2;
+    }
+    int64_t *q = data;
+    uint64_t range = (uint64_t)high - (uint64_t)low;
+    /* Two 64-bit draws per block. Modulo bias is below range / 2^64. */
+#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
+    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
+        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+        uint64_t a = (uint64_t)r.v[0] << 32 | r.v[1], b = (uint64_t)r.v[2] << 32 | r.v[3];
+        q[2 * blk] = (int64_t)((uint64_t)low + a % range);
+        if (2 * blk + 1 < n) q[2 * blk + 1] = (int64_t)((uint64_t)low + b % range);
+    }
+    return (uint64_t)(n + 1) / 2;
+}
+
+/* Fills t from the context's stream, advances it, and tells a capture in
+ * progress (a replay draws the same fill at its own offset). */
+static loom_tensor *draw(loom_ctx *ctx, loom_tensor *t, int kind, int64_t low, int64_t high)
+{
+    if (!t) return NULL;
+    const int64_t n = loom__numel(t->ndim, t->shape);
+    const uint64_t base = ctx->rng_offset;
+    ctx->rng_offset += loom__rand_fill(kind, t->storage->data, n, ctx->rng_seed, base, low, high, ctx->num_threads);
+    if (ctx->capture && loom__capture_rand(ctx, t, loom__rand_fill, kind, base, low, high) != LOOM_OK) {
+        loom_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 loom_tensor *loom_rand(loom_ctx *ctx, int ndim, const int64_t *shape)
 {
-    loom_tensor *t = loom__new_ready("rand", ctx, LOOM_FLOAT32, ndim, shape);
-    if (!t) return NULL;
-    int64_t n = loom__numel(ndim, shape);
-    float *f = t->storage->data;
-    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
-    /* Four floats per counter block. */
-#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
-    for (int64_t blk = 0; blk < (n + 3) / 4; blk++) {
-        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-        for (int j = 0; j < 4 && blk * 4 + j < n; j++) f[blk * 4 + j] = loom__u32_to_unit(r.v[j]);
-    }
-    ctx->rng_offset += (uint64_t)(n + 3) / 4;
-    return t;
+    return draw(ctx, loom__new_ready("rand", ctx, LOOM_FLOAT32, ndim, shape), LOOM__RAND_UNIFORM, 0, 0);
 }
 
 loom_tensor *loom_randn(loom_ctx *ctx, int ndim, const int64_t *shape)
 {
-    loom_tensor *t = loom__new_ready("randn", ctx, LOOM_FLOAT32, ndim, shape);
-    if (!t) return NULL;
-    int64_t n = loom__numel(ndim, shape);
-    float *f = t->storage->data;
-    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
-    /* Box-Muller in double: one block (two 64-bit uniforms) gives two normals. */
-#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
-    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
-        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-        uint64_t a = ((uint64_t)r.v[0] << 32 | r.v[1]) >> 11, b = ((uint64_t)r.v[2] << 32 | r.v[3]) >> 11;
-        double u1 = ((double)a + 1.0) * 0x1p-53; /* (0, 1]: log(u1) is finite */
-        double u2 = (double)b * 0x1p-53;
-        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925 * u2;
-        f[2 * blk] = (float)(rad * cos(th));
-        if (2 * blk + 1 < n) f[2 * blk + 1] = (float)(rad * sin(th));
-    }
-    ctx->rng_offset += (uint64_t)(n + 1) / 2;
-    return t;
+    return draw(ctx, loom__new_ready("randn", ctx, LOOM_FLOAT32, ndim, shape), LOOM__RAND_NORMAL, 0, 0);
 }
 
 loom_tensor *loom_randint(loom_ctx *ctx, int64_t low, int64_t high, int ndim, const int64_t *shape)
@@ -60,20 +88,5 @@ loom_tensor *loom_randint(loom_ctx *ctx, int64_t low, int64_t high, int ndim, co
                         (long long)low);
         return NULL;
     }
-    loom_tensor *t = loom__new_ready("randint", ctx, LOOM_INT64, ndim, shape);
-    if (!t) return NULL;
-    int64_t n = loom__numel(ndim, shape);
-    int64_t *q = t->storage->data;
-    uint64_t seed = ctx->rng_seed, base = ctx->rng_offset;
-    uint64_t range = (uint64_t)high - (uint64_t)low;
-    /* Two 64-bit draws per block. Modulo bias is below range / 2^64. */
-#pragma omp parallel for num_threads(ctx->num_threads) if (n > PAR_MIN) schedule(static)
-    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
-        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-        uint64_t a = (uint64_t)r.v[0] << 32 | r.v[1], b = (uint64_t)r.v[2] << 32 | r.v[3];
-        q[2 * blk] = (int64_t)((uint64_t)low + a % range);
-        if (2 * blk + 1 < n) q[2 * blk + 1] = (int64_t)((uint64_t)low + b % range);
-    }
-    ctx->rng_offset += (uint64_t)(n + 1) / 2;
-    return t;
+    return draw(ctx, loom__new_ready("randint", ctx, LOOM_INT64, ndim, shape), LOOM__RAND_INT, low, high);
 }

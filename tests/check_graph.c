@@ -15,7 +15,7 @@
 
 /* ---- the models ----------------------------------------------------------- */
 
-enum { MLP, CNN };
+enum { MLP, CNN, DROP }; /* DROP: the MLP with dropout */
 
 typedef struct rig {
     loom_ctx *ctx;
@@ -25,6 +25,14 @@ typedef struct rig {
     int kind;
     int64_t batch;
 } rig;
+
+/* linear + ReLU + dropout(0.3) + linear: a mask drawn every step. */
+static loom_module *mlp_dropout(loom_ctx *ctx)
+{
+    return loom_sequential(ctx, 4,
+                           (loom_module *[]){loom_linear(ctx, 12, 16, true), loom_relu_module(ctx),
+                                             loom_dropout_module(ctx, 0.3), loom_linear(ctx, 16, 5, true)});
+}
 
 static loom_module *mlp(loom_ctx *ctx)
 {
@@ -54,18 +62,18 @@ static rig make_rig(int kind, const char *backend, int workers)
     loom_ctx_options o = {.num_threads = 2, .num_workers = workers, .seed = 7, .backend = backend};
     r.ctx = loom_ctx_create(&o);
     ck_assert_msg(r.ctx, "%s", loom_last_error());
-    r.net = kind == MLP ? mlp(r.ctx) : cnn(r.ctx);
+    r.net = kind == MLP ? mlp(r.ctx) : kind == DROP ? mlp_dropout(r.ctx) : cnn(r.ctx);
     ck_assert_msg(r.net, "%s", loom_last_error());
     loom_tensor *ps[32];
     int n = loom_module_parameters(r.net, ps, NULL, 32);
-    if (kind == MLP) {
+    if (kind != CNN) {
         r.opt = loom_adam(r.ctx, n, ps, NULL);
     } else {
         loom_sgd_options so = {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3};
         r.opt = loom_sgd(r.ctx, n, ps, &so);
     }
     ck_assert_msg(r.opt, "%s", loom_last_error());
-    r.x = kind == MLP ? loom_zeros(r.ctx, LOOM_FLOAT32, LOOM_SHAPE(r.batch, 12))
+    r.x = kind != CNN ? loom_zeros(r.ctx, LOOM_FLOAT32, LOOM_SHAPE(r.batch, 12))
                       : loom_zeros(r.ctx, LOOM_FLOAT32, LOOM_SHAPE(r.batch, 3, 12, 12));
     r.y = loom_zeros(r.ctx, LOOM_INT64, LOOM_SHAPE(r.batch));
     ck_assert(r.x && r.y);
@@ -168,6 +176,11 @@ static void check_replay(int kind, const char *backend, int workers, int steps)
         loom_tensor_free(eloss);
     }
     assert_same_state(&e, &r);
+    /* The random streams moved alike: the next draws agree. */
+    loom_tensor *de = loom_rand(e.ctx, LOOM_SHAPE(7)), *dr = loom_rand(r.ctx, LOOM_SHAPE(7));
+    ck_assert(memcmp(loom_tensor_data(de), loom_tensor_data(dr), 7 * sizeof(float)) == 0);
+    loom_tensor_free(de);
+    loom_tensor_free(dr);
     /* The optimizers agree too (Adam's step count advanced in the graph). */
     int ne, nr;
     loom_tensor **te, **tr;
@@ -208,6 +221,17 @@ START_TEST(test_replay_mlp_adam)
     check_replay(MLP, "ref", 1, 6);
     check_replay(MLP, "ref", 2, 6);
     check_replay(MLP, NULL, 2, 6);
+}
+END_TEST
+
+/* Dropout: each replay draws its own mask, the one the eager step draws
+ * (the fill is recorded and repeated at the stream's offset of the
+ * replay). */
+START_TEST(test_replay_dropout)
+{
+    check_replay(DROP, "ref", 1, 6);
+    check_replay(DROP, "ref", 2, 6);
+    check_replay(DROP, NULL, 2, 6);
 }
 END_TEST
 
@@ -325,13 +349,16 @@ START_TEST(test_capture_refusals)
     ck_assert(strstr(loom_last_error(), "no capture"));
     loom_tensor_free(train_step(&r));
 
-    /* Random numbers drawn during the step. */
+    /* The random stream moved other than by a draw (reseeded inside the
+     * step): a replay could not follow it. Draws themselves replay
+     * (test_replay_dropout). */
     ck_assert_int_eq(loom_graph_capture_begin(r.ctx), LOOM_OK);
     loom_scope_begin(r.ctx);
     ck_assert_int_eq(loom_tensor_eval(loom_dropout(loom_module_forward(r.net, r.x), 0.5, true)), LOOM_OK);
+    loom_manual_seed(r.ctx, 99);
     loom_scope_end(r.ctx);
     ck_assert_ptr_null(loom_graph_capture_end(r.ctx));
-    ck_assert_msg(strstr(loom_last_error(), "random"), "%s", loom_last_error());
+    ck_assert_msg(strstr(loom_last_error(), "random stream"), "%s", loom_last_error());
 
     /* State replaced by a new tensor without a carry: a running sum kept
      * functionally reads stale values on replay. */
@@ -429,6 +456,7 @@ Suite *loom_suite_graph(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_replay_mlp_adam);
     tcase_add_test(tc, test_replay_cnn_sgd);
+    tcase_add_test(tc, test_replay_dropout);
     tcase_add_test(tc, test_replay_allocates_nothing);
     tcase_add_test(tc, test_capture_refusals);
     tcase_add_test(tc, test_planning_respects_concurrency);

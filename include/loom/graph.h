@@ -42,10 +42,13 @@
  *   - Optimizers: capture a step only after one eager step has created
  *     their state; Adam(W) keeps its step count in a tensor, so bias
  *     corrections advance with every replay. AMSGrad is not capturable.
- *   - Refused with an error at capture end: random numbers drawn during the
- *     step (dropout, rand), host calls (dist/'s all-reduce), and state
- *     replaced by a new tensor outside the optimizers (replays would read
- *     stale values).
+ *   - Random numbers (dropout, loom_rand/randn/randint during the step):
+ *     each replay draws again, from the context's stream where an eager
+ *     step would, and moves the stream on as the step did.
+ *   - Refused with an error at capture end: host calls (dist/'s
+ *     all-reduce), a random stream moved other than by a draw (reseeding
+ *     inside the step), and state replaced by a new tensor outside the
+ *     optimizers (replays would read stale values).
  *
  * Results are bitwise those of the same steps run eagerly. Free a graph
  * before its context. A graph is used from the context's thread.
