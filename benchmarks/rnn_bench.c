@@ -14,8 +14,12 @@
  * median block is reported (and the best), one JSON line each:
  *   {"impl":"loom","bench":"sine_rnn","threads":2,"steps_per_s":250.3,...}
  *
+ * --replay 1 captures one step after the warm-up (loom/graph.h) and times
+ * its replays instead (the loss still read back every step).
+ *
  * Usage: rnn_bench [--threads T] [--backend NAME] [--bench sine|large|all]
  *                  [--cell rnn|lstm|gru|all] [--iters N] [--blocks B] [--warmup W]
+ *                  [--replay 0|1]
  */
 #include <math.h>
 #include <stdbool.h>
@@ -38,11 +42,13 @@ typedef struct state {
     loom_module *rnn, *fc; /* fc NULL: the loss is on the whole output */
     loom_optimizer *opt;
     loom_tensor *x, *y;
+    loom_graph *g;     /* --replay 1: the captured step */
+    loom_tensor *loss; /* ... and its loss, kept */
 } state;
 
-static void train_step(void *user)
+/* One step; returns the loss kept past the step's scope when `keep`. */
+static loom_tensor *step(state *s, bool keep)
 {
-    state *s = user;
     loom_scope_begin(s->ctx);
     loom_optimizer_zero_grad(s->opt);
     loom_tensor *out = loom_module_forward(s->rnn, s->x);
@@ -51,7 +57,36 @@ static void train_step(void *user)
     double v;
     if (loom_backward(loss, NULL, NULL) || loom_optimizer_step(s->opt) || loom_tensor_item(loss, &v))
         die("training step");
+    if (keep) loss = loom_scope_keep(loss);
     loom_scope_end(s->ctx);
+    return keep ? loss : NULL;
+}
+
+static void train_step(void *user) { step(user, false); }
+
+static void replay_step(void *user)
+{
+    state *s = user;
+    double v;
+    if (loom_graph_replay(s->g) || loom_tensor_item(s->loss, &v)) die("replay");
+}
+
+/* Times eager steps, or (replay) the replays of a step captured after one
+ * eager step, which creates the optimizer's state. */
+static void time_steps(state *s, bool replay, int warmup, int iters, int blocks, double *med, double *best)
+{
+    if (!replay) {
+        bench_time_blocks(train_step, s, warmup, iters, blocks, med, best);
+        return;
+    }
+    step(s, false);
+    if (loom_graph_capture_begin(s->ctx)) die("capture");
+    s->loss = step(s, true);
+    s->g = loom_graph_capture_end(s->ctx);
+    if (!s->g) die("capture");
+    bench_time_blocks(replay_step, s, warmup, iters, blocks, med, best);
+    loom_tensor_free(s->loss);
+    loom_graph_free(s->g);
 }
 
 static void setup_opt(state *s)
@@ -80,16 +115,17 @@ static loom_ctx *make_ctx(int threads, const char *backend)
     return ctx;
 }
 
-static void emit(const char *bench, int threads, double med, double best)
+static void emit(const char *bench, int threads, bool replay, double med, double best)
 {
-    printf("{\"impl\":\"loom\",\"bench\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"best_ms\":%.4f,\"steps_per_s\":%.2f}\n",
-           bench, threads, med * 1e3, best * 1e3, 1.0 / med);
+    printf("{\"impl\":\"loom\",\"bench\":\"%s\",\"threads\":%d,\"replay\":%s,\"ms\":%.4f,\"best_ms\":%.4f,"
+           "\"steps_per_s\":%.2f}\n",
+           bench, threads, replay ? "true" : "false", med * 1e3, best * 1e3, 1.0 / med);
     fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-    int threads = 0, iters = 10, blocks = 5, warmup = 3;
+    int threads = 0, iters = 10, blocks = 5, warmup = 3, replay = 0;
     const char *backend = NULL, *bench = "all", *cell = "all";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -104,14 +140,15 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--iters")) iters = atoi(v);
         else if (!strcmp(a, "--blocks")) blocks = atoi(v);
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
+        else if (!strcmp(a, "--replay")) replay = atoi(v);
         else {
             fprintf(stderr, "rnn_bench: unknown option %s\n", a);
             return 2;
         }
         i++;
     }
-    if (iters < 1 || blocks < 1 || warmup < 0 || threads < 0) {
-        fprintf(stderr, "rnn_bench: --iters and --blocks must be >= 1, --warmup and --threads >= 0\n");
+    if (iters < 1 || blocks < 1 || warmup < 0 || threads < 0 || replay < 0 || replay > 1) {
+        fprintf(stderr, "rnn_bench: --iters and --blocks must be >= 1, --warmup and --threads >= 0, --replay 0 or 1\n");
         return 2;
     }
     double med, best;
@@ -134,10 +171,10 @@ int main(int argc, char **argv)
             s.fc = loom_linear(s.ctx, 50, 1, true);
             if (!s.x || !s.y || !s.rnn || !s.fc) die("sine setup");
             setup_opt(&s);
-            bench_time_blocks(train_step, &s, warmup, iters, blocks, &med, &best);
+            time_steps(&s, replay, warmup, iters, blocks, &med, &best);
             char name[32];
             snprintf(name, sizeof name, "sine_%s", names[k]);
-            emit(name, loom_ctx_num_threads(s.ctx), med, best);
+            emit(name, loom_ctx_num_threads(s.ctx), replay, med, best);
             finish(&s);
         }
     }
@@ -148,8 +185,8 @@ int main(int argc, char **argv)
         s.rnn = loom_rnn_module(s.ctx, LOOM_LSTM, 256, 512, &(loom_rnn_opts){.num_layers = 2});
         if (!s.x || !s.y || !s.rnn || loom_tensor_eval(s.x) || loom_tensor_eval(s.y)) die("large setup");
         setup_opt(&s);
-        bench_time_blocks(train_step, &s, warmup, iters, blocks, &med, &best);
-        emit("large_lstm", loom_ctx_num_threads(s.ctx), med, best);
+        time_steps(&s, replay, warmup, iters, blocks, &med, &best);
+        emit("large_lstm", loom_ctx_num_threads(s.ctx), replay, med, best);
         finish(&s);
     }
     return 0;
