@@ -172,6 +172,7 @@ void loom_ctx_free(loom_ctx *ctx)
     free(ctx->trace_path);
     while (ctx->scope_depth > 0) loom_scope_end(ctx);
     loom__scope_clear(ctx->scope);
+    loom__mem_set_binder(&ctx->mem, NULL, NULL); /* it points into the pool's topology */
     loom__pool_free(ctx->pool);
     /* The context's own blocks go last, through a copy of its allocator. */
     loom__mem_drain(&ctx->mem);

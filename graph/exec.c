@@ -14,6 +14,10 @@
  * the values do not depend on who ran or stole what: results are bitwise
  * identical run after run (and to a serial run, for the portable kernels).
  *
+ * NUMA: when the workers span NUMA nodes, a narrow node made ready on one
+ * node goes to a worker of its largest input's node (loom__dag_route), and
+ * outputs are allocated on the node of the worker that runs them.
+ *
  * Core budget: each node runs with the threads the budget grants it
  * (loom__run_node, runtime/cores.h); nodes that want a team run on worker 0
  * alone, so the process has one OpenMP team (docs/runtime.md section 5).
@@ -64,7 +68,7 @@ int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const loom_
 {
     if (!g->home || s->wide || s->host || s->routed) return -1;
     /* NUMA: a node whose inputs live on another node goes there first
-     * (docs/runtime.md section 4). */
+     * (docs/runtime.md section 8, "NUMA"). */
     s->routed = true; /* decided once: where it is made ready, or as a root */
     const int h = g->home(s, g->user);
     const int to = h >= 0 && h != numa ? loom__pool_numa_worker(pool, h) : -1;
