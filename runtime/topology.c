@@ -562,7 +562,7 @@ loom_status loom__topology_place(const loom__topology *t, int nworkers, const in
     if (policy < 0 || policy >= LOOM__PLACE_COUNT)
         return loom__set_error(LOOM_ERR_INVALID_ARG, "placement: unknown policy %d", (int)policy);
     int n = t->ncores;
-    int *allowed = malloc(sizeof(int) * (size_t)n);
+    int *allowed = calloc((size_t)(n > 0 ? n : 1), sizeof(int)); /* zeroed: gcc -O3 with sanitizers warns otherwise */
     int *order = malloc(sizeof(int) * (size_t)n);
     int *tmp = malloc(sizeof(int) * (size_t)n);
     if (!allowed || !order || !tmp) {
