@@ -18,6 +18,7 @@
 uint64_t loom__rand_fill(int kind, void *data, int64_t n, uint64_t seed, uint64_t base, int64_t low, int64_t high,
                          int nthreads)
 {
+    (void)nthreads; /* unused without OpenMP */
     if (kind == LOOM__RAND_UNIFORM) {
         float *f = data;
         /* Four floats per counter block. */

@@ -666,6 +666,7 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
     if (fail == LOOM_OK && chunks > 1) {
         /* Fixed order per element; elements split over the team. */
         const int rt = loom__ref_team(width, dw_numel * (chunks - 1), 1 << 15);
+        (void)rt; /* unused without OpenMP */
         LOOM__OMP_PARALLEL(rt)
         {
             int64_t i0, i1;

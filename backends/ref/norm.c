@@ -337,6 +337,7 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
     do {                                                                                       \
         const int64_t rows_ = (g)->N * ((g)->C / (g)->B);                                      \
         const int nt_ = loom__ref_team((call)->nthreads, rows_ * (g)->S * (g)->B, BN_GRAIN);   \
+        (void)nt_; /* unused without OpenMP */                                                 \
         LOOM__OMP_PARALLEL(nt_ > 1 ? nt_ : 1)                                                  \
         {                                                                                      \
             int64_t rb_, re_;                                                                  \
