@@ -90,6 +90,7 @@ typedef struct loom__dag_node {
     bool wide;                    /* wants more than one thread: worker 0 */
     bool host;                    /* a host call: not on worker 0 */
     bool routed;                  /* its NUMA route was decided (loom__dag_route) */
+    int home;                     /* ... for this NUMA node (-1: none) */
     int64_t succ_begin, succ_end; /* consumers: succ[succ_begin .. succ_end) */
 } loom__dag_node;
 

@@ -56,11 +56,9 @@ static int tensor_home(void *node, void *user)
 static loom_status run_tensor(void *node, loom__worker *w, void *user)
 {
     loom_ctx *ctx = user;
-    if (ctx->numa_dispatch) {
-        const int home = tensor_home(node, NULL);
-        if (home >= 0 && home != loom__worker_numa(w))
-            atomic_fetch_add_explicit(&ctx->nodes_away, 1, memory_order_relaxed);
-    }
+    const loom__dag_node *d = node;
+    if (d->routed && d->home >= 0 && d->home != loom__worker_numa(w))
+        atomic_fetch_add_explicit(&ctx->nodes_away, 1, memory_order_relaxed);
     return loom__run_node(((exec_node *)node)->t, w);
 }
 
@@ -70,7 +68,7 @@ int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const loom_
     /* NUMA: a node whose inputs live on another node goes there first
      * (docs/runtime.md section 8, "NUMA"). */
     s->routed = true; /* decided once: where it is made ready, or as a root */
-    const int h = g->home(s, g->user);
+    const int h = s->home = g->home(s, g->user);
     const int to = h >= 0 && h != numa ? loom__pool_numa_worker(pool, h) : -1;
     if (to >= 0 && g->sent_home) atomic_fetch_add_explicit(g->sent_home, 1, memory_order_relaxed);
     return to;
@@ -229,6 +227,7 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
         x->d.wide = loom__node_want(order[i], ctx->num_threads) > 1;
         x->d.host = order[i]->node.op == LOOM_OP_HOST_CALL;
         x->d.routed = false;
+        x->d.home = -1;
         x->d.succ_begin = off[i];
         x->d.succ_end = off[i + 1];
         atomic_init(&x->d.pending, indeg[i]);
