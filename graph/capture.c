@@ -7,8 +7,9 @@
  *   - each node records the kernel call it made (graph/eval.c hands over
  *     its resolved loom__exec): kernel, attributes, views, conversions;
  *   - host-side writes between evaluations become *actions* too: the
- *     copies of loom_tensor_assign, and the in-place layout conversions
- *     of user reads;
+ *     copies of loom_tensor_assign, the in-place layout conversions of
+ *     user reads, and the fills of rand/randn/randint (each replay fills
+ *     again at the random stream's offset of that replay);
  *   - every storage touched is held (a reference) and known by its uid,
  *     with every access: which action, which node, read or write.
  * Segments and host actions form one list, replayed in order.
