@@ -83,6 +83,24 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
         }
         if (workers == 0) workers = threads;
     }
+    int64_t cache = o.cache_bytes;
+    if (cache == 0) {
+        const char *v = getenv("LOOM_CACHE_MB");
+        cache = LOOM__MEM_CACHE_AUTO;
+        if (v && *v && strcmp(v, "auto") != 0) {
+            char *end;
+            errno = 0;
+            long long mb = strtoll(v, &end, 10);
+            if (errno || *end || mb < 0 || mb > ((long long)1 << 40)) {
+                loom__set_error(LOOM_ERR_INVALID_ARG,
+                                "ctx_create: LOOM_CACHE_MB=\"%s\" is neither \"auto\" nor a size in MiB >= 0", v);
+                return NULL;
+            }
+            cache = (int64_t)mb << 20;
+        }
+    } else if (cache < 0) {
+        cache = 0;
+    }
     const char *bname = o.backend;
     if (!bname) bname = getenv("LOOM_BACKEND");
     loom__backend_choice choice;
@@ -114,6 +132,7 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     /* The local mem has no cached blocks yet: start the context's afresh
      * with the same allocator. */
     loom__mem_init(&ctx->mem, o.allocator);
+    ctx->mem.cache_limit = cache;
     ctx->num_threads = threads;
     /* More workers than threads would run more threads than Loom was given. */
     ctx->num_workers = workers < threads ? workers : threads;
@@ -198,11 +217,17 @@ void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
     out->live_tensors = atomic_load_explicit(&ctx->live_tensors, memory_order_relaxed);
     out->live_bytes = atomic_load_explicit(&ctx->mem.live_bytes, memory_order_relaxed);
     out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
+    out->cached_bytes = (int64_t)loom__mem_cached_bytes((loom__mem *)&ctx->mem);
     out->nodes_run = atomic_load_explicit(&ctx->nodes_run, memory_order_relaxed);
     out->flops = atomic_load_explicit(&ctx->flops, memory_order_relaxed);
     out->nodes_sent_home = atomic_load_explicit(&ctx->nodes_sent_home, memory_order_relaxed);
     out->nodes_run_away = atomic_load_explicit(&ctx->nodes_away, memory_order_relaxed);
     out->bound_blocks = atomic_load_explicit(&ctx->mem.bound_blocks, memory_order_relaxed);
+}
+
+void loom_ctx_empty_cache(loom_ctx *ctx)
+{
+    if (ctx) loom__mem_drain(&ctx->mem);
 }
 
 void loom_manual_seed(loom_ctx *ctx, uint64_t seed)

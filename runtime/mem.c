@@ -52,6 +52,8 @@ void loom__mem_init(loom__mem *mem, const loom_allocator *a)
     atomic_init(&mem->peak_bytes, 0);
     atomic_init(&mem->bound_blocks, 0);
     atomic_flag_clear(&mem->lock);
+    mem->cache_limit = LOOM__MEM_CACHE_AUTO;
+    mem->cache_floor = LOOM__MEM_CACHE_FLOOR;
 }
 
 void loom__mem_set_binder(loom__mem *mem, loom__mem_bind_fn fn, void *user)
@@ -153,15 +155,31 @@ static void block_free(loom__mem *mem, void *p)
     const int d = h->domain % LOOM__MEM_DOMAINS;
     if (cls != NO_CLASS) {
         lock(mem);
-        /* Small blocks: a few hundred suffice (a long free list of them has
-         * poor locality); big ones: up to LOOM__MEM_CACHE_CLASS_BYTES. */
-        size_t cb = class_bytes(cls);
-        size_t cap = cb <= 4096 ? 256 : LOOM__MEM_CACHE_CLASS_BYTES / cb;
-        if ((size_t)mem->free_count[d][cls] < cap && mem->cached_bytes + cb <= LOOM__MEM_CACHE_BYTES) {
+        const size_t cb = class_bytes(cls);
+        bool keep;
+        if (cb <= 4096 && mem->free_count[d][cls] >= LOOM__MEM_SMALL_BLOCKS) {
+            keep = false;
+        } else if (mem->cache_limit >= 0) {
+            keep = mem->cached_bytes + cb <= (uint64_t)mem->cache_limit;
+        } else {
+            /* Automatic: what Loom holds after keeping this block (live
+             * data, which no longer counts it, plus the cache) must not
+             * exceed the most live data ever needed at once, or the floor.
+             * A step that repeats then finds all its blocks in the cache,
+             * and a shape that changes cannot make the cache grow past the
+             * peak: blocks of classes no longer asked for go back once the
+             * new ones fill it. */
+            int64_t live = atomic_load_explicit(&mem->live_bytes, memory_order_relaxed);
+            int64_t peak = atomic_load_explicit(&mem->peak_bytes, memory_order_relaxed);
+            uint64_t limit = (uint64_t)(peak > 0 ? peak : 0);
+            if (limit < mem->cache_floor) limit = mem->cache_floor;
+            keep = (uint64_t)(live > 0 ? live : 0) + mem->cached_bytes + cb <= limit;
+        }
+        if (keep) {
             *(void **)p = mem->free_list[d][cls];
             mem->free_list[d][cls] = p;
             mem->free_count[d][cls]++;
-            mem->cached_bytes += class_bytes(cls);
+            mem->cached_bytes += cb;
             p = NULL;
         }
         unlock(mem);
@@ -186,6 +204,14 @@ void loom__mem_drain(loom__mem *mem)
         }
     mem->cached_bytes = 0;
     unlock(mem);
+}
+
+size_t loom__mem_cached_bytes(loom__mem *mem)
+{
+    lock(mem);
+    size_t n = mem->cached_bytes;
+    unlock(mem);
+    return n;
 }
 
 void *loom__mem_alloc(loom__mem *mem, size_t size) { return block_alloc(mem, size, false, 0); }

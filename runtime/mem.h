@@ -6,11 +6,16 @@
  * a loom__mem, so that a test can inject failures (an OOM sweep) and a
  * report can show live and peak bytes. A training step makes thousands of
  * short-lived tensors whose sizes repeat from step to step, so freed blocks
- * up to 1 GiB are kept in per-size-class free lists (at most
- * LOOM__MEM_CACHE_BYTES in all) and reused, as PyTorch's caching allocator
- * does:
- * recording and running a node then costs no call to the user's allocator
- * at steady state. loom__mem_drain() returns the cache to the allocator.
+ * up to 1 GiB are kept in per-size-class free lists and reused, as
+ * PyTorch's caching allocator does: recording and running a node then costs
+ * no call to the user's allocator at steady state, and a step's big
+ * activations are not page-faulted in afresh every step. How much the cache
+ * keeps is mem->cache_limit's (loom_ctx_options.cache_bytes, docs/runtime.md
+ * "Memory"): by default a freed block is kept while the bytes Loom holds
+ * (live data plus the cache) stay within the larger of LOOM__MEM_CACHE_FLOOR
+ * and the peak of live data so far, so the cache never holds more than a
+ * step has already needed at once. loom__mem_drain() returns the cache to
+ * the allocator.
  * The functions are thread-safe if the user's allocator is.
  */
 #ifndef LOOM_RUNTIME_MEM_H
@@ -28,14 +33,14 @@
  * which wastes at most 25% of a big block; larger blocks are not cached. */
 #define LOOM__MEM_POW2_CLASSES 12
 #define LOOM__MEM_CLASSES (LOOM__MEM_POW2_CLASSES + 52)
-/* The cache holds at most this many bytes in all. A training step's
- * activations are freed together at the end of its scope and reallocated
- * by the next step: a cache that holds them spares the page faults of
- * fresh memory, which cost more than the compute of small nodes (the
- * machine writes fresh pages at ~5 GB/s). */
-#define LOOM__MEM_CACHE_BYTES ((size_t)1 << 30)
-/* ... and at most this many per size class above 4 KiB (256 blocks below). */
-#define LOOM__MEM_CACHE_CLASS_BYTES ((size_t)256 << 20)
+/* The automatic cache limit's floor: below it, freed blocks are kept
+ * whatever the peak (a small model's step fits in it whole). */
+#define LOOM__MEM_CACHE_FLOOR ((size_t)1 << 30)
+/* mem->cache_limit for the automatic policy. */
+#define LOOM__MEM_CACHE_AUTO (-1)
+/* Blocks of 4 KiB or less: at most this many per class and domain (a long
+ * free list of tiny blocks has poor locality). */
+#define LOOM__MEM_SMALL_BLOCKS 256
 
 /* Data blocks are cached per memory domain (a NUMA node of the pool's
  * topology; domain d >= LOOM__MEM_DOMAINS shares list d % LOOM__MEM_DOMAINS),
@@ -56,15 +61,23 @@ typedef struct loom__mem {
     void *free_list[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     int free_count[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     size_t cached_bytes; /* in all free lists */
+    /* The most bytes the free lists keep: >= 0 a fixed limit (0: keep
+     * nothing), LOOM__MEM_CACHE_AUTO: live data + cache within
+     * max(cache_floor, peak_bytes). Set before other threads allocate. */
+    int64_t cache_limit;
+    size_t cache_floor; /* LOOM__MEM_CACHE_FLOOR (tests lower it) */
     loom__mem_bind_fn bind; /* NULL: no binding (set before blocks are made on workers) */
     void *bind_user;
 } loom__mem;
 
-/* Sets up `mem` with `a` (NULL: malloc/free). */
+/* Sets up `mem` with `a` (NULL: malloc/free) and the automatic cache
+ * limit. */
 void loom__mem_init(loom__mem *mem, const loom_allocator *a);
 
-/* Frees every cached block to the user's allocator. */
+/* Frees every cached block to the user's allocator. Thread-safe. */
 void loom__mem_drain(loom__mem *mem);
+/* Bytes in the free lists now. */
+size_t loom__mem_cached_bytes(loom__mem *mem);
 
 /* Small objects (tensors, nodes): 64-byte aligned. NULL on failure, no
  * message set. */

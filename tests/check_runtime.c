@@ -1057,6 +1057,80 @@ START_TEST(test_mem_big_classes)
 }
 END_TEST
 
+/* Counts the blocks handed back to malloc. */
+static int cache_frees;
+static void *cache_alloc(size_t n, void *u)
+{
+    (void)u;
+    return malloc(n);
+}
+static void cache_free(void *p, void *u)
+{
+    (void)u;
+    cache_frees++;
+    free(p);
+}
+
+START_TEST(test_mem_cache_policy)
+{
+    const size_t MB = (size_t)1 << 20;
+    loom_allocator a = {cache_alloc, cache_free, NULL};
+    loom__mem mem;
+    loom__mem_init(&mem, &a);
+    ck_assert_int_eq(mem.cache_limit, LOOM__MEM_CACHE_AUTO);
+    mem.cache_floor = 0; /* the floor would hide the peak rule */
+    cache_frees = 0;
+    /* A "step" that needs 2 MiB at once: both blocks are kept (live 0 +
+     * cache 2 MiB <= peak 2 MiB), and the next step reuses them. */
+    void *x = loom__mem_alloc_data(&mem, MB), *y = loom__mem_alloc_data(&mem, MB);
+    loom__mem_free_data(&mem, x);
+    loom__mem_free_data(&mem, y);
+    ck_assert_int_eq(cache_frees, 0);
+    ck_assert_uint_eq(mem.cached_bytes, 2 * MB);
+    void *x2 = loom__mem_alloc_data(&mem, MB), *y2 = loom__mem_alloc_data(&mem, MB);
+    ck_assert(x2 == y && y2 == x); /* LIFO */
+    loom__mem_free_data(&mem, x2);
+    loom__mem_free_data(&mem, y2);
+    /* A 3 MiB block of another class: fresh (peak 3 MiB now); freed, it
+     * would make the held bytes 5 MiB > 3 MiB: it goes back. */
+    void *z = loom__mem_alloc_data(&mem, 3 * MB);
+    ck_assert_int_eq(atomic_load(&mem.peak_bytes), (int64_t)(3 * MB));
+    loom__mem_free_data(&mem, z);
+    ck_assert_int_eq(cache_frees, 1);
+    ck_assert_uint_eq(mem.cached_bytes, 2 * MB);
+    /* While 1 MiB is live, only 2 MiB more may be held. */
+    void *w = loom__mem_alloc_data(&mem, MB); /* from the cache: 1 MiB left there */
+    void *v = loom__mem_alloc_data(&mem, 2 * MB);
+    loom__mem_free_data(&mem, v); /* live 1 + cache 1 + 2 = 4 > 3: back */
+    ck_assert_int_eq(cache_frees, 2);
+    loom__mem_free_data(&mem, w); /* live 0 + cache 1 + 1 = 2 <= 3: kept */
+    ck_assert_int_eq(cache_frees, 2);
+    ck_assert_uint_eq(mem.cached_bytes, 2 * MB);
+    /* The floor: below it everything is kept. */
+    mem.cache_floor = 16 * MB;
+    void *u = loom__mem_alloc_data(&mem, 8 * MB);
+    loom__mem_free_data(&mem, u);
+    ck_assert_int_eq(cache_frees, 2);
+    ck_assert_uint_eq(mem.cached_bytes, 10 * MB);
+    loom__mem_drain(&mem); /* the three cached blocks */
+    ck_assert_int_eq(cache_frees, 5);
+    /* A fixed limit counts the cache alone; 0 keeps nothing. */
+    mem.cache_limit = (int64_t)(MB + MB / 2);
+    x = loom__mem_alloc_data(&mem, MB);
+    y = loom__mem_alloc_data(&mem, MB);
+    loom__mem_free_data(&mem, x);
+    loom__mem_free_data(&mem, y);
+    ck_assert_uint_eq(mem.cached_bytes, MB);
+    ck_assert_int_eq(cache_frees, 6);
+    loom__mem_drain(&mem);
+    mem.cache_limit = 0;
+    x = loom__mem_alloc(&mem, 100);
+    loom__mem_free(&mem, x);
+    ck_assert_uint_eq(mem.cached_bytes, 0);
+    ck_assert_int_eq(cache_frees, 8);
+}
+END_TEST
+
 Suite *loom_suite_runtime(void)
 {
     Suite *s = suite_create("runtime");
@@ -1064,6 +1138,7 @@ Suite *loom_suite_runtime(void)
     tcase_add_test(tc, test_deque_basic);
     tcase_add_test(tc, test_scratch);
     tcase_add_test(tc, test_mem_big_classes);
+    tcase_add_test(tc, test_mem_cache_policy);
     tcase_add_test(tc, test_mem_domains);
     tcase_add_test(tc, test_deque_wraparound);
     tcase_add_test(tc, test_deque_stress);

@@ -1,6 +1,8 @@
 /*
  * tests/check_scope.c - ownership: scopes, keep, detach, and leak-free loops.
  */
+#include <stdlib.h>
+#include <string.h>
 #include "tests/check_suites.h"
 
 START_TEST(test_scope_frees_temporaries)
@@ -106,6 +108,52 @@ START_TEST(test_memory_accounting)
 }
 END_TEST
 
+/* The block cache through the public API: the automatic limit keeps a
+ * step's blocks, loom_ctx_empty_cache gives them back, cache_bytes < 0 and
+ * LOOM_CACHE_MB=0 keep nothing, and a bad LOOM_CACHE_MB is refused. */
+START_TEST(test_cache_options)
+{
+    loom_ctx_stats st;
+    loom_ctx *ctx = test_ctx(1, NULL);
+    loom_scope_begin(ctx);
+    loom_tensor *a = loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(1 << 20));
+    ck_assert_ptr_nonnull(a);
+    loom_scope_end(ctx);
+    loom_ctx_get_stats(ctx, &st);
+    ck_assert_int_ge(st.cached_bytes, 4 << 20);
+    loom_ctx_empty_cache(ctx);
+    loom_ctx_get_stats(ctx, &st);
+    ck_assert_int_eq(st.cached_bytes, 0);
+    loom_ctx_free(ctx);
+
+    loom_ctx_options o = {.num_threads = 1, .cache_bytes = -1};
+    ctx = loom_ctx_create(&o);
+    ck_assert_ptr_nonnull(ctx);
+    loom_scope_begin(ctx);
+    ck_assert_ptr_nonnull(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(1 << 20)));
+    loom_scope_end(ctx);
+    loom_ctx_get_stats(ctx, &st);
+    ck_assert_int_eq(st.cached_bytes, 0);
+    loom_ctx_free(ctx);
+
+    o.cache_bytes = 0;
+    setenv("LOOM_CACHE_MB", "0", 1);
+    ctx = loom_ctx_create(&o);
+    ck_assert_ptr_nonnull(ctx);
+    loom_scope_begin(ctx);
+    ck_assert_ptr_nonnull(loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(1 << 20)));
+    loom_scope_end(ctx);
+    loom_ctx_get_stats(ctx, &st);
+    ck_assert_int_eq(st.cached_bytes, 0);
+    loom_ctx_free(ctx);
+
+    setenv("LOOM_CACHE_MB", "lots", 1);
+    ck_assert_ptr_null(loom_ctx_create(&o));
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "LOOM_CACHE_MB"));
+    unsetenv("LOOM_CACHE_MB");
+}
+END_TEST
+
 Suite *loom_suite_scope(void)
 {
     Suite *s = suite_create("scope");
@@ -114,6 +162,7 @@ Suite *loom_suite_scope(void)
     tcase_add_test(tc, test_keep_and_detach);
     tcase_add_test(tc, test_free_handle_of_pending_input);
     tcase_add_test(tc, test_unbalanced_scope_end);
+    tcase_add_test(tc, test_cache_options);
     tcase_add_test(tc, test_memory_accounting);
     return s;
 }

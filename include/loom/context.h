@@ -83,6 +83,15 @@ typedef struct loom_ctx_options {
     const char *backend;
     /* NULL: malloc/free. The pointed-to struct is copied. */
     const loom_allocator *allocator;
+    /* The block cache: freed tensor memory kept for reuse, so that a step
+     * that repeats takes its memory from the cache instead of faulting
+     * fresh pages in (docs/runtime.md, "Memory"). 0: the LOOM_CACHE_MB
+     * environment variable if set ("auto" or MiB), else automatic: blocks
+     * are kept while live tensor data plus the cache stay within the larger
+     * of 1 GiB and the peak of live data so far (the cache never holds more
+     * than a step already needed at once). > 0: at most this many bytes.
+     * < 0: cache nothing (every free goes back to the allocator). */
+    int64_t cache_bytes;
 } loom_ctx_options;
 
 /* Creates a context. opts may be NULL (defaults). Returns NULL on failure
@@ -122,8 +131,15 @@ typedef struct loom_ctx_stats {
     int64_t nodes_sent_home; /* ready nodes sent to a worker of their inputs' NUMA node */
     int64_t nodes_run_away;  /* nodes that ran on another NUMA node (stolen when theirs ran dry) */
     int64_t bound_blocks;    /* fresh data blocks bound to a NUMA node (hwloc, real machines) */
+    int64_t cached_bytes;    /* freed blocks the cache keeps for reuse (cache_bytes above) */
 } loom_ctx_stats;
 void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out);
+
+/* Returns every block of the cache to the allocator (as PyTorch's
+ * torch.cuda.empty_cache), e.g. after training and before a long phase
+ * that needs less memory. Live tensors are untouched. Safe while nodes run
+ * (they refill the cache as they free). */
+void loom_ctx_empty_cache(loom_ctx *ctx);
 
 /* Per-op profile: from loom_profile_start (which zeroes the counters) until
  * loom_profile_stop, every node the context runs adds its kernel time, a
