@@ -11,10 +11,10 @@
  * no call to the user's allocator at steady state, and a step's big
  * activations are not page-faulted in afresh every step. How much the cache
  * keeps is mem->cache_limit's (loom_ctx_options.cache_bytes, docs/runtime.md
- * "Memory"): by default a freed block is kept while the bytes Loom holds
- * (live data plus the cache) stay within the larger of LOOM__MEM_CACHE_FLOOR
- * and the peak of live data so far, so the cache never holds more than a
- * step has already needed at once. loom__mem_drain() returns the cache to
+ * "The block cache"): by default a freed block is kept while the bytes Loom
+ * holds (blocks in use plus the cache) stay within the larger of
+ * LOOM__MEM_CACHE_FLOOR and 9/8 of the most bytes ever in use at once, so
+ * the cache never holds much more than a step has already needed at once. loom__mem_drain() returns the cache to
  * the allocator.
  * The functions are thread-safe if the user's allocator is.
  */
@@ -57,13 +57,18 @@ typedef struct loom__mem {
     _Atomic int64_t live_bytes; /* data blocks only */
     _Atomic int64_t peak_bytes;
     _Atomic int64_t bound_blocks; /* fresh blocks the binder bound */
+    /* Blocks handed out and not yet freed, data or not, counted by the
+     * bytes of their size class (what they hold), and the most ever: the
+     * automatic cache limit's measure. */
+    _Atomic int64_t out_bytes;
+    _Atomic int64_t out_peak;
     atomic_flag lock; /* guards the free lists; held for a few instructions */
     void *free_list[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     int free_count[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     size_t cached_bytes; /* in all free lists */
     /* The most bytes the free lists keep: >= 0 a fixed limit (0: keep
-     * nothing), LOOM__MEM_CACHE_AUTO: live data + cache within
-     * max(cache_floor, peak_bytes). Set before other threads allocate. */
+     * nothing), LOOM__MEM_CACHE_AUTO: out_bytes + cache within
+     * max(cache_floor, out_peak * 9/8). Set before other threads allocate. */
     int64_t cache_limit;
     size_t cache_floor; /* LOOM__MEM_CACHE_FLOOR (tests lower it) */
     loom__mem_bind_fn bind; /* NULL: no binding (set before blocks are made on workers) */

@@ -846,7 +846,7 @@ START_TEST(test_registry)
 END_TEST
 
 /* "auto" takes only the calls where oneDNN beat ref (onednn_backend.c);
- * LOOM_ONEDNN_OPS=all / loom__onednn_set_all_ops widens it. */
+ * LOOM_ONEDNN_OPS / loom__onednn_set_ops overrides it. */
 static bool auto_takes(const loom__kcall *call)
 {
     const loom__kernel *k = &loom__onednn_backend.kernels[call->op];
@@ -856,7 +856,7 @@ static bool auto_takes(const loom__kcall *call)
 START_TEST(test_auto_policy)
 {
     rng_seed(902);
-    loom__onednn_set_all_ops(false);
+    loom__onednn_set_ops(NULL);
     conv_job j;
     conv_job_init(&j, 5, 1);
     float out[2 * 16 * 25];
@@ -893,13 +893,18 @@ START_TEST(test_auto_policy)
     bn.out = view(y, 2, s);
     ck_assert(dnn_supports(&bn));
     ck_assert(!auto_takes(&bn));
-    loom__onednn_set_all_ops(true);
+    loom__onednn_set_ops("all");
     ck_assert(auto_takes(&bn));
-    loom__onednn_set_all_ops(false);
+    loom__onednn_set_ops(NULL);
 
     loom__kcall un = {.op = LOOM_OP_SQRT, .n_in = 1, .in = in, .nthreads = 1};
     un.out = view(y, 2, s);
     ck_assert(auto_takes(&un));
+    loom__onednn_set_ops("relu_backward,batch_norm,-sqrt");
+    ck_assert(auto_takes(&bn) && !auto_takes(&un));
+    loom__onednn_set_ops("nosuchop"); /* a warning, the defaults */
+    ck_assert(!auto_takes(&bn) && auto_takes(&un));
+    loom__onednn_set_ops(NULL);
     un.op = LOOM_OP_TANH;
     ck_assert(!auto_takes(&un));
     ck_assert(dnn_supports(&un));

@@ -56,14 +56,17 @@
  *   loom__onednn_backend      for "auto": only the calls where oneDNN was
  *                             measured faster than ref on plain layouts
  *                             (convolutions, softmax over the innermost
- *                             dim, sqrt); LOOM_ONEDNN_OPS=all (or
- *                             loom__onednn_set_all_ops) widens it to the
- *                             second table's set;
+ *                             dim, sqrt); LOOM_ONEDNN_OPS (or
+ *                             loom__onednn_set_ops) overrides it: "all"
+ *                             widens it to the second table's set, a list
+ *                             of op names adds ops or, with '-', drops them;
  *   loom__onednn_backend_all  for "onednn": every call oneDNN computes
  *                             exactly as kernels.h specifies. */
 extern const loom__backend loom__onednn_backend;
 extern const loom__backend loom__onednn_backend_all;
-void loom__onednn_set_all_ops(bool all);
+/* spec as LOOM_ONEDNN_OPS; NULL or "": the measured defaults. Replaces the
+ * environment's choice; not thread-safe against running kernels. */
+void loom__onednn_set_ops(const char *spec);
 
 /* ---- engine.c ------------------------------------------------------------ */
 

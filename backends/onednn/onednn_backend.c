@@ -46,10 +46,12 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/onednn/onednn.h"
+#include "backends/registry.h"
 #include "backends/ref/ref.h"
 
 /* ---- "onednn": every exact call ------------------------------------------------ */
@@ -93,21 +95,56 @@ const loom__backend loom__onednn_backend_all = {
 
 /* ---- "auto": exact and faster than ref ------------------------------------------- */
 
-/* -1: LOOM_ONEDNN_OPS not read yet; 0: the fast set; 1: all. */
-static atomic_int all_ops = -1;
+/* LOOM_ONEDNN_OPS overrides fast() per op: "all" sends every op oneDNN can
+ * compute to it; otherwise a comma-separated list of op names (as the
+ * profile prints them), each sent to oneDNN, or kept off it with a leading
+ * '-' (e.g. "batch_norm,batch_norm_backward_data,-max_pool2d_backward").
+ * An experiment knob: the defaults are fast()'s measured choices. */
+enum { OVR_DEFAULT = 0, OVR_ON = 1, OVR_OFF = 2 };
+static atomic_int ovr_read; /* 0: LOOM_ONEDNN_OPS not read yet */
+static _Atomic unsigned char ovr[LOOM_OP_COUNT];
 
-void loom__onednn_set_all_ops(bool all) { atomic_store(&all_ops, all ? 1 : 0); }
-
-static bool want_all(void)
+static void parse_ops(const char *s)
 {
-    int v = atomic_load(&all_ops);
-    if (v < 0) {
-        const char *s = getenv("LOOM_ONEDNN_OPS");
-        int expected = -1;
-        atomic_compare_exchange_strong(&all_ops, &expected, s && strcmp(s, "all") == 0 ? 1 : 0);
-        v = atomic_load(&all_ops);
+    if (strcmp(s, "all") == 0) {
+        for (int op = 0; op < LOOM_OP_COUNT; op++) atomic_store(&ovr[op], OVR_ON);
+        return;
     }
-    return v == 1;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        const unsigned char v = *s == '-' ? OVR_OFF : OVR_ON;
+        const char *name = *s == '-' ? s + 1 : s;
+        size_t len = *s == '-' ? n - 1 : n;
+        bool found = false;
+        for (int op = 0; op < LOOM_OP_COUNT && len; op++) {
+            const char *o = loom__op_name((loom__op)op);
+            if (strlen(o) == len && strncmp(o, name, len) == 0) {
+                atomic_store(&ovr[op], v);
+                found = true;
+            }
+        }
+        if (!found && n) fprintf(stderr, "loom: LOOM_ONEDNN_OPS: no op named \"%.*s\"\n", (int)len, name);
+        s += n;
+        if (*s == ',') s++;
+    }
+}
+
+void loom__onednn_set_ops(const char *spec)
+{
+    atomic_store(&ovr_read, 1);
+    for (int op = 0; op < LOOM_OP_COUNT; op++) atomic_store(&ovr[op], OVR_DEFAULT);
+    if (spec) parse_ops(spec);
+}
+
+static unsigned override_of(loom__op op)
+{
+    if (!atomic_load(&ovr_read)) {
+        /* Racing first readers parse the same string into the same table. */
+        const char *s = getenv("LOOM_ONEDNN_OPS");
+        if (s) parse_ops(s);
+        atomic_store(&ovr_read, 1);
+    }
+    return atomic_load(&ovr[op]);
 }
 
 /* Softmax over the innermost non-trivial dim (oneDNN's JIT forward). */
@@ -167,7 +204,9 @@ static bool auto_supports(const loom__kcall *call)
 {
     if (call->op <= LOOM_OP_NONE || call->op >= LOOM_OP_COUNT) return false;
     const loom__kernel *k = &onednn_all_kernels[call->op];
-    if (!k->run || !(want_all() || fast(call))) return false;
+    if (!k->run) return false;
+    const unsigned o = override_of(call->op);
+    if (o == OVR_OFF || (o == OVR_DEFAULT && !fast(call))) return false;
     if (!k->layouts && loom__kcall_has_blocked(call)) return false;
     return !k->supports || k->supports(call);
 }

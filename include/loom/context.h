@@ -87,9 +87,10 @@ typedef struct loom_ctx_options {
      * that repeats takes its memory from the cache instead of faulting
      * fresh pages in (docs/runtime.md, "Memory"). 0: the LOOM_CACHE_MB
      * environment variable if set ("auto" or MiB), else automatic: blocks
-     * are kept while live tensor data plus the cache stay within the larger
-     * of 1 GiB and the peak of live data so far (the cache never holds more
-     * than a step already needed at once). > 0: at most this many bytes.
+     * are kept while the memory in use plus the cache stay within the
+     * larger of 1 GiB and 9/8 of the most ever in use at once (the cache
+     * never holds much more than a step already needed). > 0: at most this
+     * many bytes.
      * < 0: cache nothing (every free goes back to the allocator). */
     int64_t cache_bytes;
 } loom_ctx_options;
