@@ -165,6 +165,14 @@ typedef enum loom__op {
      * beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) at run time (a replayed
      * graph advances t; loom/graph.h). */
     LOOM_OP_ADAM_STEP,
+    /* One SGD step, fused (torch.optim.SGD's single-tensor arithmetic, as
+     * optim/optimizer.c's op-by-op form computes it, in float32): in[0] p,
+     * in[1] g, and with momentum in[2] buf (not read when attrs.sgd.first),
+     * contiguous float32 of one numel n; out [2, n] with momentum (row 0
+     * the new p, row 1 the new buf), else [1, n]:
+     *   d = g + p*wd (wd != 0);  buf' = first ? d : buf*momentum + d*(1-dampening);
+     *   d = nesterov ? d + buf'*momentum : buf';  p' = p - d*lr. */
+    LOOM_OP_SGD_STEP,
 
     /* Recurrent cells, fused (nn/rnn.c's steps; torch.nn's equations,
      * loom/nn.h). float32, contiguous; N rows, H hidden. */
@@ -231,6 +239,10 @@ typedef struct loom__attrs {
              * step_size and bc2_sqrt are computed from t in the kernel. */
             double lr;
         } adam;
+        struct {
+            double lr, momentum, dampening, weight_decay;
+            bool nesterov, first; /* first: buf' = d (buf not read) */
+        } sgd;
         struct {
             loom_status (*fn)(void *user, float *data, int64_t n);
             void *user; /* borrowed: must outlive the node's run */

@@ -81,6 +81,7 @@ static const char *const op_names[] = {
     [LOOM_OP_LOG_SOFTMAX_BWD] = "log_softmax_backward",
     [LOOM_OP_RELU_BWD] = "relu_backward",
     [LOOM_OP_ADAM_STEP] = "adam_step",
+    [LOOM_OP_SGD_STEP] = "sgd_step",
     [LOOM_OP_HOST_CALL] = "host_call",
     [LOOM_OP_LSTM_CELL] = "lstm_cell",
     [LOOM_OP_LSTM_CELL_BWD] = "lstm_cell_backward",

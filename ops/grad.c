@@ -40,6 +40,7 @@ bool loom__op_differentiable(loom__op op)
     case LOOM_OP_LOG_SOFTMAX_BWD:
     case LOOM_OP_RELU_BWD:
     case LOOM_OP_ADAM_STEP:
+    case LOOM_OP_SGD_STEP:
     case LOOM_OP_HOST_CALL:
     case LOOM_OP_LSTM_CELL_BWD:
     case LOOM_OP_GRU_CELL_BWD: return false;

@@ -1,5 +1,6 @@
 /*
- * ops/optim.c - fused optimizer updates as ops (LOOM_OP_ADAM_STEP).
+ * ops/optim.c - fused optimizer updates as ops (LOOM_OP_ADAM_STEP,
+ * LOOM_OP_SGD_STEP).
  *
  * The optimizers (optim/) could write Adam with a dozen elementwise ops;
  * one fused node makes one pass instead. Its single output packs the three
@@ -73,4 +74,44 @@ loom_tensor *loom_adam_step_fused_t(loom_tensor *p, loom_tensor *g, loom_tensor 
         return NULL;
     }
     return adam_step(p, g, m, v, step, beta1, beta2, lr, 1.0, lr, eps);
+}
+
+loom_tensor *loom_sgd_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *buf, double lr, double momentum,
+                                 double dampening, double weight_decay, bool nesterov)
+{
+    const char *op = "sgd_step";
+    const bool has_buf = momentum != 0.0, first = has_buf && !buf;
+    loom_tensor *in[3] = {p, g, has_buf && buf ? buf : g};
+    if (!loom__check_inputs(op, has_buf ? 3 : 2, in)) return NULL;
+    if (!has_buf && buf) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "sgd_step: a momentum buffer was given but momentum is 0");
+        return NULL;
+    }
+    if (nesterov && (!has_buf || dampening != 0.0)) {
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "sgd_step: Nesterov momentum requires a momentum > 0 and zero dampening (got %g, %g)",
+                        momentum, dampening);
+        return NULL;
+    }
+    const int64_t n = loom__numel(p->ndim, p->shape);
+    for (int i = 0; i < (has_buf ? 3 : 2); i++) {
+        if (!loom__want_float(op, "every tensor", in[i])) return NULL;
+        if (loom__numel(in[i]->ndim, in[i]->shape) != n) {
+            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+            loom__set_error(LOOM_ERR_SHAPE, "sgd_step: parameter %s and %s %s differ in size",
+                            loom__shape_str(s1, sizeof s1, p), i == 1 ? "gradient" : "momentum buffer",
+                            loom__shape_str(s2, sizeof s2, in[i]));
+            return NULL;
+        }
+    }
+    loom__attrs a;
+    memset(&a, 0, sizeof a);
+    a.sgd.lr = lr;
+    a.sgd.momentum = momentum;
+    a.sgd.dampening = dampening;
+    a.sgd.weight_decay = weight_decay;
+    a.sgd.nesterov = nesterov;
+    a.sgd.first = first;
+    int64_t shape[2] = {has_buf ? 2 : 1, n};
+    return loom__record_contig(LOOM_OP_SGD_STEP, &a, has_buf ? 3 : 2, in, 2, shape);
 }

@@ -277,21 +277,19 @@ loom_status loom_optimizer_set_lr(loom_optimizer *opt, int group, double lr)
 static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_tensor *p, loom_tensor *g,
                      loom_tensor **p_new, loom_tensor **st_new)
 {
-    loom_tensor *d_p = g;
-    if (o->weight_decay != 0) d_p = loom_add(d_p, loom_mul_scalar(p, o->weight_decay));
-    if (o->momentum != 0) {
-        loom_tensor *buf;
-        if (!s->state[BUF])
-            /* torch.clone(d_p). A new tensor already unless d_p is the
-             * gradient itself, which must not be aliased: its owner may
-             * overwrite it in place later (gradient clipping). */
-            buf = d_p == g ? loom_mul_scalar(d_p, 1.0) : d_p;
-        else
-            buf = loom_add(loom_mul_scalar(s->state[BUF], o->momentum), loom_mul_scalar(d_p, 1.0 - o->dampening));
-        st_new[BUF] = buf;
-        d_p = o->nesterov ? loom_add(d_p, loom_mul_scalar(buf, o->momentum)) : buf;
-    }
-    *p_new = loom_sub(p, loom_mul_scalar(d_p, lr));
+    /* One fused pass (ops/optim.c, the arithmetic above in float32); its
+     * [2, n] result ([1, n] without momentum) is viewed as the new p and
+     * buf. On the first step it starts buf from d (torch.clone), never
+     * aliasing the gradient, which its owner may later overwrite in place
+     * (gradient clipping). */
+    const bool mom = o->momentum != 0;
+    loom_tensor *f = loom_sgd_step_fused(p, g, mom ? s->state[BUF] : NULL, lr, o->momentum, o->dampening,
+                                         o->weight_decay, o->nesterov);
+    int64_t shape[LOOM_MAX_DIMS];
+    loom_tensor_shape(p, shape);
+    const int nd = loom_tensor_ndim(p);
+    *p_new = loom_reshape(loom_select(f, 0, 0), nd, shape);
+    if (mom) st_new[BUF] = loom_reshape(loom_select(f, 0, 1), nd, shape);
 }
 
 /* torch/optim/adam.py and adamw.py, _single_tensor_adam(w), t = steps + 1:

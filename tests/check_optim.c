@@ -712,12 +712,87 @@ START_TEST(test_adam_step_fused)
 }
 END_TEST
 
+/* The op-by-op SGD update (what loom_sgd recorded before the fused step):
+ * row 0 the new p, row 1 the new buf (NULL without momentum). */
+static void sgd_by_ops(loom_tensor *p, loom_tensor *g, loom_tensor *buf, double lr, double mom, double damp,
+                       double wd, bool nesterov, loom_tensor **p_new, loom_tensor **buf_new)
+{
+    loom_tensor *d = g;
+    if (wd != 0) d = loom_add(d, loom_mul_scalar(p, wd));
+    *buf_new = NULL;
+    if (mom != 0) {
+        loom_tensor *b = buf ? loom_add(loom_mul_scalar(buf, mom), loom_mul_scalar(d, 1.0 - damp))
+                             : loom_mul_scalar(d, 1.0);
+        *buf_new = b;
+        d = nesterov ? loom_add(d, loom_mul_scalar(b, mom)) : b;
+    }
+    *p_new = loom_sub(p, loom_mul_scalar(d, lr));
+}
+
+static void assert_same_bits(loom_tensor *a, loom_tensor *b, int64_t n, const char *what)
+{
+    float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+    ck_assert(x && y);
+    ck_assert_int_eq(loom_tensor_copy_to(a, x, sizeof(float) * (size_t)n), LOOM_OK);
+    ck_assert_int_eq(loom_tensor_copy_to(b, y, sizeof(float) * (size_t)n), LOOM_OK);
+    ck_assert_msg(memcmp(x, y, sizeof(float) * (size_t)n) == 0, "%s: fused and op-by-op differ", what);
+    free(x);
+    free(y);
+}
+
+/* loom_sgd_step_fused gives bitwise what the op-by-op form gives, for every
+ * option, on 1 and 2 threads (the fused kernel's team splits the elements);
+ * and its argument checks. */
+START_TEST(test_sgd_step_fused)
+{
+    const int64_t n = 100003;
+    static const struct {
+        double mom, damp, wd;
+        bool nesterov, first;
+    } cases[] = {{0, 0, 0, false, false},    {0, 0, 1e-4, false, false},  {0.9, 0, 0, false, true},
+                 {0.9, 0, 5e-4, false, true}, {0.9, 0, 0, false, false},   {0.9, 0.5, 1e-4, false, false},
+                 {0.9, 0, 1e-4, true, false}, {0.9, 0, 0, true, true}};
+    for (int threads = 1; threads <= 2; threads++) {
+        loom_ctx *ctx = test_ctx(threads, "ref");
+        loom_manual_seed(ctx, 7);
+        loom_tensor *p = loom_randn(ctx, LOOM_SHAPE(n)), *g = loom_randn(ctx, LOOM_SHAPE(n));
+        loom_tensor *buf = loom_randn(ctx, LOOM_SHAPE(n));
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const double lr = 0.0123;
+            loom_tensor *b = cases[c].mom != 0 && !cases[c].first ? buf : NULL;
+            loom_tensor *f = loom_sgd_step_fused(p, g, b, lr, cases[c].mom, cases[c].damp, cases[c].wd,
+                                                 cases[c].nesterov);
+            ck_assert_msg(f != NULL, "%s", loom_last_error());
+            ck_assert_int_eq(loom_tensor_size(f, 0), cases[c].mom != 0 ? 2 : 1);
+            loom_tensor *pw, *bw;
+            sgd_by_ops(p, g, b, lr, cases[c].mom, cases[c].damp, cases[c].wd, cases[c].nesterov, &pw, &bw);
+            assert_same_bits(loom_select(f, 0, 0), pw, n, "p");
+            if (bw) assert_same_bits(loom_select(f, 0, 1), bw, n, "buf");
+        }
+        /* Errors: sizes, dtype, a buffer without momentum, Nesterov without momentum. */
+        loom_tensor *g4 = loom_zeros(ctx, LOOM_FLOAT32, LOOM_SHAPE(4));
+        ck_assert_ptr_null(loom_sgd_step_fused(p, g4, NULL, 0.1, 0, 0, 0, false));
+        ck_assert_int_eq(loom_last_status(), LOOM_ERR_SHAPE);
+        ck_assert_ptr_nonnull(strstr(loom_last_error(), "sgd_step"));
+        loom_tensor *gi = loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(n));
+        ck_assert_ptr_null(loom_sgd_step_fused(p, gi, NULL, 0.1, 0, 0, 0, false));
+        ck_assert_int_eq(loom_last_status(), LOOM_ERR_DTYPE);
+        ck_assert_ptr_null(loom_sgd_step_fused(p, g, buf, 0.1, 0, 0, 0, false));
+        ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+        ck_assert_ptr_null(loom_sgd_step_fused(p, g, NULL, 0.1, 0, 0, 0, true));
+        ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+        loom_ctx_free(ctx);
+    }
+}
+END_TEST
+
 Suite *loom_suite_optim(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = test_tcase(s, "sgd", 0);
     tcase_add_test(tc, test_sgd_plain);
     tcase_add_test(tc, test_adam_step_fused);
+    tcase_add_test(tc, test_sgd_step_fused);
     tcase_add_test(tc, test_sgd_weight_decay);
     tcase_add_test(tc, test_sgd_momentum);
     tcase_add_test(tc, test_sgd_dampening);

@@ -50,6 +50,7 @@ loom_status loom__ref_softmax(const loom__kcall *call);           /* softmax.c: 
 loom_status loom__ref_softmax_bwd(const loom__kcall *call);       /* softmax.c: both backward ops */
 loom_status loom__ref_relu_bwd(const loom__kcall *call);
 loom_status loom__ref_adam_step(const loom__kcall *call); /* optim.c */
+loom_status loom__ref_sgd_step(const loom__kcall *call);  /* optim.c */
 loom_status loom__ref_host_call(const loom__kcall *call); /* host.c */
 /* rnn.c */
 loom_status loom__ref_lstm_cell(const loom__kcall *call);

@@ -145,6 +145,7 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_LOG_SOFTMAX_BWD] = {NULL, loom__ref_softmax_bwd},
     [LOOM_OP_RELU_BWD] = {same_layout, relu_bwd_l, false, true},
     [LOOM_OP_ADAM_STEP] = {NULL, loom__ref_adam_step},
+    [LOOM_OP_SGD_STEP] = {NULL, loom__ref_sgd_step},
     [LOOM_OP_HOST_CALL] = {NULL, loom__ref_host_call},
     [LOOM_OP_LSTM_CELL] = {NULL, loom__ref_lstm_cell},
     [LOOM_OP_LSTM_CELL_BWD] = {NULL, loom__ref_lstm_cell_bwd},

@@ -90,6 +90,17 @@ loom_tensor *loom_adam_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *m
  * (loom/graph.h) takes each step with its own t. */
 loom_tensor *loom_adam_step_fused_t(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, loom_tensor *step,
                                     double beta1, double beta2, double lr, double eps);
+
+/* The fused SGD step (one pass instead of four to six elementwise ops),
+ * torch.optim.SGD's single-tensor arithmetic in float32, as loom_sgd
+ * computes it:
+ *   d = g + wd*p;  buf' = buf NULL ? d : momentum*buf + (1-dampening)*d;
+ *   d = nesterov ? d + momentum*buf' : buf';  p' = p - lr*d.
+ * With momentum != 0 returns a new [2, n] float32 tensor (rows: the new p
+ * and buf; buf NULL is the first step), else [1, n] (buf must be NULL).
+ * g and buf need p's numel. */
+loom_tensor *loom_sgd_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *buf, double lr, double momentum,
+                                 double dampening, double weight_decay, bool nesterov);
 /* The optimizer's state, for checkpoints, as named tensors (PyTorch's
  * state_dict keys where it has them): "kind" (int64: 0 SGD, 1 Adam,
  * 2 AdamW), per group g "param_groups.<g>.lr_bits" and
