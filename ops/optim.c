@@ -13,6 +13,22 @@
 #include "loom/optim.h"
 #include "ops/cnn_common.h"
 
+/* Every tensor float32 and of in[0]'s numel; false with the error set. */
+static bool same_size_floats(const char *op, int count, loom_tensor *const *in, const char *const *names)
+{
+    const int64_t n = loom__numel(in[0]->ndim, in[0]->shape);
+    for (int i = 0; i < count; i++) {
+        if (!loom__want_float(op, "every tensor", in[i])) return false;
+        if (loom__numel(in[i]->ndim, in[i]->shape) != n) {
+            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+            loom__set_error(LOOM_ERR_SHAPE, "%s: %s %s and %s %s differ in size", op, names[0],
+                            loom__shape_str(s1, sizeof s1, in[0]), names[i], loom__shape_str(s2, sizeof s2, in[i]));
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The fused step with t as a tensor (loom_adam_step_fused_t) or as the
  * host's step_size and bias_correction2 (step NULL). */
 static loom_tensor *adam_step(loom_tensor *p, loom_tensor *g, loom_tensor *m, loom_tensor *v, loom_tensor *step,
@@ -23,17 +39,9 @@ static loom_tensor *adam_step(loom_tensor *p, loom_tensor *g, loom_tensor *m, lo
     bool first = !m && !v;
     loom_tensor *in[4] = {p, g, first ? g : m, first ? g : v};
     if (!loom__check_inputs(op, 4, in)) return NULL;
-    int64_t n = loom__numel(p->ndim, p->shape);
-    for (int i = 0; i < 4; i++) {
-        if (!loom__want_float(op, "every tensor", in[i])) return NULL;
-        if (loom__numel(in[i]->ndim, in[i]->shape) != n) {
-            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
-            loom__set_error(LOOM_ERR_SHAPE, "adam_step: parameter %s and %s %s differ in size",
-                            loom__shape_str(s1, sizeof s1, p), i == 1 ? "gradient" : i == 2 ? "m" : "v",
-                            loom__shape_str(s2, sizeof s2, in[i]));
-            return NULL;
-        }
-    }
+    static const char *const names[4] = {"parameter", "gradient", "m", "v"};
+    const int64_t n = loom__numel(p->ndim, p->shape);
+    if (!same_size_floats(op, 4, in, names)) return NULL;
     if (step) {
         if (!loom__check_inputs(op, 1, &step)) return NULL;
         if (step->dtype != LOOM_INT64 || loom__numel(step->ndim, step->shape) != 1) {
@@ -93,17 +101,9 @@ loom_tensor *loom_sgd_step_fused(loom_tensor *p, loom_tensor *g, loom_tensor *bu
                         momentum, dampening);
         return NULL;
     }
+    static const char *const names[3] = {"parameter", "gradient", "momentum buffer"};
     const int64_t n = loom__numel(p->ndim, p->shape);
-    for (int i = 0; i < (has_buf ? 3 : 2); i++) {
-        if (!loom__want_float(op, "every tensor", in[i])) return NULL;
-        if (loom__numel(in[i]->ndim, in[i]->shape) != n) {
-            char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
-            loom__set_error(LOOM_ERR_SHAPE, "sgd_step: parameter %s and %s %s differ in size",
-                            loom__shape_str(s1, sizeof s1, p), i == 1 ? "gradient" : "momentum buffer",
-                            loom__shape_str(s2, sizeof s2, in[i]));
-            return NULL;
-        }
-    }
+    if (!same_size_floats(op, has_buf ? 3 : 2, in, names)) return NULL;
     loom__attrs a;
     memset(&a, 0, sizeof a);
     a.sgd.lr = lr;
