@@ -188,11 +188,13 @@ static bool fast(const loom__kcall *call)
      * ref's 12.7 + 4.1 for both halves, forward 4.8 against 3.4). */
     case LOOM_OP_MAX_POOL2D:
     case LOOM_OP_MAX_POOL2D_BWD:
-        /* ...except 2x2 stride 2 on few cores, where ref's blocked kernel
-         * is faster (SimpleCNN training, 2 threads: forward 0.25 ms against
-         * oneDNN's 0.77, backward 2.0 against 3.4, which recomputes the
-         * forward). With 16 threads oneDNN's is: forward 0.10 against
-         * 0.32, backward 0.62 against 0.87. */
+        /* ...except max pooling on few cores, where ref's blocked kernels
+         * are faster: 2x2 stride 2 (SimpleCNN training, 2 threads: forward
+         * 0.25 ms against oneDNN's 0.77, backward 2.0 against 3.4, which
+         * recomputes the forward) and other windows (ResNet's 3x3 stride-2
+         * stem pool on [32,64,112,112], 2 threads: forward 11 ms against
+         * 16, backward 23 against 80). With 16 threads oneDNN's 2x2 is
+         * faster: forward 0.10 against 0.32, backward 0.62 against 0.87. */
         return loom__kcall_has_blocked(call) && (!loom__ref_pool_blocked_ok(call) || call->budget >= MANY_CORES);
     case LOOM_OP_AVG_POOL2D:
     case LOOM_OP_AVG_POOL2D_BWD: return loom__kcall_has_blocked(call);

@@ -34,7 +34,7 @@
 
 typedef struct pool_geom {
     int64_t planes, H, W, OH, OW;
-    int64_t B; /* channel block of a blocked layout (max 2x2 only), else 1: a plane is then H*W*B values */
+    int64_t B; /* channel block of a blocked layout (8 or 16; max pooling only), else 1: a plane is then H*W*B values */
     int64_t kh, kw, sh, sw, ph, pw;
     bool adaptive, include_pad;
 } pool_geom;
@@ -326,6 +326,128 @@ static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float 
     }
 }
 
+/* Any other max window (3x3 stride 2 padded, ResNet's stem) on a blocked
+ * plane [H][W][B]: the generic walk with the B channels of a pixel as
+ * lanes of 8-float vectors (GCC vector extensions; B = 8 or 16), each lane
+ * with the plain kernel's rule (the first maximum in row-major order, the
+ * first NaN winning), so the results are bitwise the plain kernel's.
+ * Selects are bit blends: C has no vector ?:. */
+#if defined(__GNUC__)
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define BLEND(mask, a, b) ((v8f)(((v8i)(a) & (mask)) | ((v8i)(b) & ~(mask))))
+#define BLENDI(mask, a, b) (((a) & (mask)) | ((b) & ~(mask)))
+
+static inline v8f load8(const float *p)
+{
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void maxwin_fwd_plane(const pool_geom *g, const float *xp, float *yp)
+{
+    const int64_t B = g->B, nv = B / 8;
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            pool_win win;
+            window(g, oh, ow, &win);
+            for (int64_t q = 0; q < nv; q++) {
+                v8f m = (v8f){-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) {
+                        const v8f v = load8(xp + (h * g->W + w) * B + q * 8);
+                        const v8i take = (v > m) | (v != v);
+                        m = BLEND(take, v, m);
+                    }
+                memcpy(yp + (oh * g->OW + ow) * B + q * 8, &m, sizeof m);
+            }
+        }
+}
+
+static void maxwin_bwd_plane(const pool_geom *g, const float *dyp, const float *xp, float *dxp)
+{
+    const int64_t B = g->B, nv = B / 8;
+    memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W * B));
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            pool_win win;
+            window(g, oh, ow, &win);
+            for (int64_t q = 0; q < nv; q++) {
+                v8f m = (v8f){-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                v8i best = (v8i){-1, -1, -1, -1, -1, -1, -1, -1};
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) {
+                        const int32_t at = (int32_t)(h * g->W + w);
+                        const v8f v = load8(xp + (int64_t)at * B + q * 8);
+                        const v8i take = (best < 0) | (v > m) | ((v != v) & (m == m));
+                        m = BLEND(take, v, m);
+                        const v8i atv = {at, at, at, at, at, at, at, at};
+                        best = BLENDI(take, atv, best);
+                    }
+                const float *d = dyp + (oh * g->OW + ow) * B + q * 8;
+                for (int j = 0; j < 8; j++)
+                    if (best[j] >= 0) dxp[(int64_t)best[j] * B + q * 8 + j] += d[j];
+            }
+        }
+}
+#else
+/* Other compilers: lane by lane. */
+static void maxwin_fwd_plane(const pool_geom *g, const float *xp, float *yp)
+{
+    const int64_t B = g->B;
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            pool_win win;
+            window(g, oh, ow, &win);
+            for (int64_t j = 0; j < B; j++) {
+                float m = -INFINITY;
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) {
+                        const float v = xp[(h * g->W + w) * B + j];
+                        m = (v > m) | (v != v) ? v : m;
+                    }
+                yp[(oh * g->OW + ow) * B + j] = m;
+            }
+        }
+}
+
+static void maxwin_bwd_plane(const pool_geom *g, const float *dyp, const float *xp, float *dxp)
+{
+    const int64_t B = g->B;
+    memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W * B));
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            pool_win win;
+            window(g, oh, ow, &win);
+            for (int64_t j = 0; j < B; j++) {
+                float m = -INFINITY;
+                int64_t best = -1;
+                for (int64_t h = win.h0; h < win.h1; h++)
+                    for (int64_t w = win.w0; w < win.w1; w++) {
+                        const float v = xp[(h * g->W + w) * B + j];
+                        if (best < 0 || v > m || (v != v && m == m)) m = v, best = h * g->W + w;
+                    }
+                if (best >= 0) dxp[best * B + j] += dyp[(oh * g->OW + ow) * B + j];
+            }
+        }
+}
+#endif
+
+static void maxwin_fwd_blocked(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    const int64_t in = g->H * g->W * g->B, out = g->OH * g->OW * g->B;
+    for (int64_t p = p0; p < p1; p++)
+        maxwin_fwd_plane(g, x + p * in, y + p * out);
+}
+
+static void maxwin_bwd_blocked(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
+{
+    const int64_t in = g->H * g->W * g->B, out = g->OH * g->OW * g->B;
+    for (int64_t p = p0; p < p1; p++)
+        maxwin_bwd_plane(g, dy + p * out, x + p * in, dx + p * in);
+}
+
 bool loom__ref_pool_blocked_ok(const loom__kcall *call)
 {
     const loom__attrs *a = call->attrs;
@@ -337,9 +459,8 @@ bool loom__ref_pool_blocked_ok(const loom__kcall *call)
     if ((l != LOOM__LAYOUT_NCHW8C && l != LOOM__LAYOUT_NCHW16C) || call->in[call->n_in - 1].layout != l)
         return false;
     if (x->ndim != 4 || y->ndim != 4 || x->dtype != LOOM_FLOAT32 || x->shape[1] % loom__layout_block(l)) return false;
-    return !a->pool.adaptive && a->pool.kernel[0] == 2 && a->pool.kernel[1] == 2 && a->pool.stride[0] == 2 &&
-           a->pool.stride[1] == 2 && a->pool.pad[0] == 0 && a->pool.pad[1] == 0 && 2 * y->shape[2] <= x->shape[2] &&
-           2 * y->shape[3] <= x->shape[3];
+    /* 2x2 stride 2 has its own kernels; other windows the generic walk. */
+    return !a->pool.adaptive;
 }
 
 /* m = max(m, v), a NaN winning: as the old index-tracking form, which gcc
@@ -423,7 +544,7 @@ static void max_fwd_planes(const pool_geom *g, const float *x, const float *unus
 {
     (void)unused;
     if (g->B > 1) {
-        max2x2_fwd_blocked(g, x, y, p0, p1);
+        (is_2x2(g) ? max2x2_fwd_blocked : maxwin_fwd_blocked)(g, x, y, p0, p1);
         return;
     }
     if (is_2x2(g)) {
@@ -468,7 +589,7 @@ static void max_bwd_generic(const pool_geom *g, const float *dy, const float *x,
 static void max_bwd_planes(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
     if (g->B > 1) {
-        max2x2_bwd_blocked(g, dy, x, dx, p0, p1);
+        (is_2x2(g) ? max2x2_bwd_blocked : maxwin_bwd_blocked)(g, dy, x, dx, p0, p1);
         return;
     }
     if (is_2x2(g)) {

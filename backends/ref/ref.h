@@ -35,8 +35,8 @@ loom_status loom__ref_sum_blocked(const loom__kcall *call);
  * time; backends/ref/conv.c). */
 bool loom__ref_conv_bwd_weight_layouts_ok(const loom__kcall *call);
 
-/* Max pooling 2x2 / stride 2 / no padding on blocked x and dy (the only
- * pooling ref runs blocked; backends/ref/pool.c). */
+/* Max pooling (not adaptive) on blocked x and dy, nChw8c / nChw16c: the
+ * only pooling ref runs blocked (backends/ref/pool.c). */
 bool loom__ref_pool_blocked_ok(const loom__kcall *call);
 loom_status loom__ref_max_pool2d(const loom__kcall *call);        /* pool.c */
 loom_status loom__ref_max_pool2d_bwd(const loom__kcall *call);    /* pool.c */
