@@ -331,8 +331,10 @@ static void max2x2_bwd_blocked(const pool_geom *g, const float *dy, const float 
  * lanes of 8-float vectors (GCC vector extensions; B = 8 or 16), each lane
  * with the plain kernel's rule (the first maximum in row-major order, the
  * first NaN winning), so the results are bitwise the plain kernel's.
- * Selects are bit blends: C has no vector ?:. */
+ * Selects are bit blends: C has no vector ?:. Other compilers than GCC and
+ * clang do not get it (loom__ref_pool_blocked_ok refuses those windows). */
 #if defined(__GNUC__)
+#define MAXWIN_BLOCKED 1
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 #define BLEND(mask, a, b) ((v8f)(((v8i)(a) & (mask)) | ((v8i)(b) & ~(mask))))
@@ -392,60 +394,29 @@ static void maxwin_bwd_plane(const pool_geom *g, const float *dyp, const float *
         }
 }
 #else
-/* Other compilers: lane by lane. */
-static void maxwin_fwd_plane(const pool_geom *g, const float *xp, float *yp)
-{
-    const int64_t B = g->B;
-    for (int64_t oh = 0; oh < g->OH; oh++)
-        for (int64_t ow = 0; ow < g->OW; ow++) {
-            pool_win win;
-            window(g, oh, ow, &win);
-            for (int64_t j = 0; j < B; j++) {
-                float m = -INFINITY;
-                for (int64_t h = win.h0; h < win.h1; h++)
-                    for (int64_t w = win.w0; w < win.w1; w++) {
-                        const float v = xp[(h * g->W + w) * B + j];
-                        m = (v > m) | (v != v) ? v : m;
-                    }
-                yp[(oh * g->OW + ow) * B + j] = m;
-            }
-        }
-}
-
-static void maxwin_bwd_plane(const pool_geom *g, const float *dyp, const float *xp, float *dxp)
-{
-    const int64_t B = g->B;
-    memset(dxp, 0, sizeof(float) * (size_t)(g->H * g->W * B));
-    for (int64_t oh = 0; oh < g->OH; oh++)
-        for (int64_t ow = 0; ow < g->OW; ow++) {
-            pool_win win;
-            window(g, oh, ow, &win);
-            for (int64_t j = 0; j < B; j++) {
-                float m = -INFINITY;
-                int64_t best = -1;
-                for (int64_t h = win.h0; h < win.h1; h++)
-                    for (int64_t w = win.w0; w < win.w1; w++) {
-                        const float v = xp[(h * g->W + w) * B + j];
-                        if (best < 0 || v > m || (v != v && m == m)) m = v, best = h * g->W + w;
-                    }
-                if (best >= 0) dxp[best * B + j] += dyp[(oh * g->OW + ow) * B + j];
-            }
-        }
-}
+#define MAXWIN_BLOCKED 0
 #endif
 
 static void maxwin_fwd_blocked(const pool_geom *g, const float *x, float *y, int64_t p0, int64_t p1)
 {
+#if MAXWIN_BLOCKED
     const int64_t in = g->H * g->W * g->B, out = g->OH * g->OW * g->B;
     for (int64_t p = p0; p < p1; p++)
         maxwin_fwd_plane(g, x + p * in, y + p * out);
+#else
+    (void)g, (void)x, (void)y, (void)p0, (void)p1;
+#endif
 }
 
 static void maxwin_bwd_blocked(const pool_geom *g, const float *dy, const float *x, float *dx, int64_t p0, int64_t p1)
 {
+#if MAXWIN_BLOCKED
     const int64_t in = g->H * g->W * g->B, out = g->OH * g->OW * g->B;
     for (int64_t p = p0; p < p1; p++)
         maxwin_bwd_plane(g, dy + p * out, x + p * in, dx + p * in);
+#else
+    (void)g, (void)dy, (void)x, (void)dx, (void)p0, (void)p1;
+#endif
 }
 
 bool loom__ref_pool_blocked_ok(const loom__kcall *call)
@@ -459,8 +430,12 @@ bool loom__ref_pool_blocked_ok(const loom__kcall *call)
     if ((l != LOOM__LAYOUT_NCHW8C && l != LOOM__LAYOUT_NCHW16C) || call->in[call->n_in - 1].layout != l)
         return false;
     if (x->ndim != 4 || y->ndim != 4 || x->dtype != LOOM_FLOAT32 || x->shape[1] % loom__layout_block(l)) return false;
-    /* 2x2 stride 2 has its own kernels; other windows the generic walk. */
-    return !a->pool.adaptive;
+    /* 2x2 stride 2 has its own kernels; other windows the vector walk. */
+    if (a->pool.adaptive) return false;
+    const bool k2x2 = a->pool.kernel[0] == 2 && a->pool.kernel[1] == 2 && a->pool.stride[0] == 2 &&
+                      a->pool.stride[1] == 2 && a->pool.pad[0] == 0 && a->pool.pad[1] == 0 &&
+                      2 * y->shape[2] <= x->shape[2] && 2 * y->shape[3] <= x->shape[3];
+    return k2x2 || MAXWIN_BLOCKED;
 }
 
 /* m = max(m, v), a NaN winning: as the old index-tracking form, which gcc
