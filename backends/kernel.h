@@ -277,6 +277,14 @@ typedef struct loom__tview {
     int64_t shape[LOOM_MAX_DIMS];
     int64_t strides[LOOM_MAX_DIMS];
     int layout; /* loom__layout */
+    /* The contents' stamp: equal (uid, version) pairs mean equal contents,
+     * so a backend may cache something computed from them (the oneDNN
+     * backend's reordered weights). uid is the storage's, unique in the
+     * process; version counts writes after the first (loom_tensor_assign,
+     * replays' copies). uid 0: unknown, nothing may be cached (kernels'
+     * temporaries, buffers a captured graph rewrites every replay). */
+    uint64_t uid;
+    uint32_t version;
 } loom__tview;
 
 /* One kernel invocation. */

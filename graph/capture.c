@@ -453,7 +453,7 @@ loom_status loom_graph_capture_begin(loom_ctx *ctx)
         return loom__set_error(LOOM_ERR_NOMEM, "graph_capture_begin: cannot create a mutex");
     }
     cap->ctx = ctx;
-    cap->uid0 = atomic_load_explicit(&ctx->next_uid, memory_order_relaxed);
+    cap->uid0 = loom__storage_uid_last();
     cap->rng0 = ctx->rng_offset;
     ctx->capture = cap;
     return LOOM_OK;
@@ -771,6 +771,12 @@ static loom_status replay_node(const loom_graph *g, cnode *c, loom__worker *w)
         char *base = base_of(g, r->buf);
         c->views[i] = r->v;
         c->views[i].data = base + r->off;
+        /* The stamp now, not the capture's: a held storage (a parameter)
+         * has its current version; a planned buffer is rewritten by every
+         * replay without one, so it gets none (loom__tview). */
+        const cbuf *cb = &g->c.bufs[r->buf];
+        c->views[i].uid = cb->slot < 0 ? cb->s->uid : 0;
+        c->views[i].version = cb->slot < 0 ? cb->s->version : 0;
         c->convs[i] = r->conv;
         if (r->conv.kind == LOOM__CONV_TO_PLAIN) c->convs[i].base = base;
     }

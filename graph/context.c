@@ -151,7 +151,6 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     atomic_init(&ctx->flops, 0);
     atomic_init(&ctx->nodes_sent_home, 0);
     atomic_init(&ctx->nodes_away, 0);
-    atomic_init(&ctx->next_uid, 0);
     atomic_init(&ctx->sched_trace, NULL);
     atomic_init(&ctx->sched_observers, 0);
     const char *trace = getenv("LOOM_TRACE");

@@ -35,6 +35,8 @@ static void view_of(const loom_tensor *t, loom__tview *v)
         v->strides[d] = t->strides[d];
     }
     v->layout = LOOM__LAYOUT_PLAIN;
+    v->uid = t->storage ? t->storage->uid : 0;
+    v->version = t->storage ? t->storage->version : 0;
 }
 
 /* A layout that no kernel accepts: the input is a view of part of a

@@ -92,6 +92,12 @@ loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const i
     return t;
 }
 
+/* Storage uids, unique in the process (not per context: backends key
+ * caches by them, and contexts come and go). */
+static _Atomic uint64_t storage_uids;
+
+uint64_t loom__storage_uid_last(void) { return atomic_load_explicit(&storage_uids, memory_order_relaxed); }
+
 loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
 {
     loom__mem *mem = &t->ctx->mem;
@@ -99,7 +105,7 @@ loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate)
     if (!s) return loom__set_error(LOOM_ERR_NOMEM, "out of memory allocating a storage");
     atomic_init(&s->refs, 1);
     s->version = 0;
-    s->uid = atomic_fetch_add_explicit(&t->ctx->next_uid, 1, memory_order_relaxed) + 1;
+    s->uid = atomic_fetch_add_explicit(&storage_uids, 1, memory_order_relaxed) + 1;
     s->mem = mem;
     s->nbytes = (size_t)loom__numel(t->ndim, t->shape) * (size_t)loom_dtype_size(t->dtype);
     s->data = NULL;

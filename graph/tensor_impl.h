@@ -27,7 +27,8 @@
 typedef struct loom__storage {
     atomic_int refs;
     uint32_t version; /* bumped by loom_tensor_assign (user thread only) */
-    uint64_t uid;     /* unique in its context, from 1 (graph/capture.c tells storages apart by it) */
+    uint64_t uid;     /* unique in the process, from 1, increasing (graph/capture.c tells storages apart
+                         by it; backends key caches by it and version: loom__tview) */
     void *data;    /* 64-byte aligned; NULL until the producing node runs */
     size_t nbytes; /* bytes to allocate */
     loom__mem *mem;
@@ -143,11 +144,8 @@ struct loom_ctx {
     /* How a wide node's planned width becomes the width it runs at on the
      * scheduler (LOOM_WIDE_WIDTH; graph/eval.c, wide_width). */
     int wide_width;
-    /* The capture in progress (loom_graph_capture_begin .. end), or NULL;
-     * storages get uids from next_uid (atomic: nodes make none, but
-     * kernels' helpers may record on workers one day). */
+    /* The capture in progress (loom_graph_capture_begin .. end), or NULL. */
     struct loom__capture *capture;
-    _Atomic uint64_t next_uid;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     /* The pool's workers span NUMA nodes (loom__ctx_pool_ready); nodes sent
      * to their home node, and nodes that ran away from it (loom_ctx_stats). */
@@ -181,6 +179,8 @@ loom_tensor *loom__tensor_new(loom_ctx *ctx, loom_dtype dtype, int ndim, const i
 /* Gives t a new storage of numel * dtype size bytes; if `allocate`, the data
  * is allocated now (eager tensors), else when its node runs. */
 loom_status loom__tensor_attach_storage(loom_tensor *t, bool allocate);
+/* The last storage uid handed out (storages made later have larger ones). */
+uint64_t loom__storage_uid_last(void);
 
 /* Converts a storage a node left in a blocked layout to plain in place
  * (user thread, no run in progress). LOOM_OK when already plain. */

@@ -974,6 +974,73 @@ START_TEST(test_end_to_end)
 }
 END_TEST
 
+/* conv(x, w) under no_grad on context ctx, copied to out ([2,16,6,6]). */
+static void conv_out(loom_ctx *ctx, loom_tensor *x, loom_tensor *w, float *out)
+{
+    loom_no_grad_begin(ctx);
+    loom_scope_begin(ctx);
+    loom_tensor *y = loom_conv2d(x, w, NULL, &(loom_conv2d_opts){.padding = {1, 1}});
+    ck_assert_msg(y && loom_tensor_copy_to(y, out, sizeof(float) * 2 * 16 * 6 * 6) == LOOM_OK, "%s",
+                  loom_last_error());
+    loom_scope_end(ctx);
+    loom_no_grad_end(ctx);
+}
+
+/* Reordered weights kept between calls (wcache.c): the third call with the
+ * same weights hits; every result is bitwise the uncached one; new weights
+ * (loom_tensor_assign) and another context's weights at perhaps the same
+ * address are never served a stale copy. */
+START_TEST(test_weight_cache)
+{
+    enum { NY = 2 * 16 * 6 * 6 };
+    static float first[NY], y[NY], fresh[NY];
+    loom__onednn_wcache_clear();
+    loom__onednn_wcache_set_limit((int64_t)64 << 20);
+    for (int round = 0; round < 2; round++) {
+        loom_ctx_options o = {.num_threads = 1, .backend = "onednn", .seed = 11u + (unsigned)round};
+        loom_ctx *ctx = loom_ctx_create(&o);
+        loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 8, 6, 6)), *w = loom_randn(ctx, LOOM_SHAPE(16, 8, 3, 3));
+        int64_t h0, f0, h1, f1, bytes;
+        loom__onednn_wcache_stats(&h0, &f0, NULL);
+        conv_out(ctx, x, w, first);
+        for (int call = 0; call < 3; call++) {
+            conv_out(ctx, x, w, y);
+            CHECK(memcmp(y, first, sizeof y) == 0, "round %d, call %d: a cached call differs", round, call);
+        }
+        loom__onednn_wcache_stats(&h1, &f1, &bytes);
+        ck_assert_int_eq(f1 - f0, 1); /* the second call fills */
+        ck_assert_int_eq(h1 - h0, 2); /* the third and fourth hit */
+        ck_assert_int_gt(bytes, 0);
+        if (round == 1) /* round 0's weights (another context, now freed) were not served */
+            CHECK(memcmp(y, fresh, sizeof y) != 0, "round 1 computed round 0's result");
+        memcpy(fresh, y, sizeof y);
+        /* New weights: the next calls compute with them. */
+        loom_scope_begin(ctx);
+        ck_assert_int_eq(loom_tensor_assign(w, loom_mul_scalar(w, -0.5)), LOOM_OK);
+        loom_scope_end(ctx);
+        for (int call = 0; call < 3; call++) {
+            conv_out(ctx, x, w, y);
+            for (int i = 0; i < NY; i++)
+                CHECK(fabsf(y[i] + 0.5f * first[i]) <= 1e-5f * (1 + fabsf(first[i])),
+                      "call %d after assign, value %d: %g, expected %g", call, i, y[i], -0.5f * first[i]);
+        }
+        loom_ctx_free(ctx);
+    }
+    /* Off: no fills. */
+    loom__onednn_wcache_set_limit(0);
+    int64_t f2, f3;
+    loom__onednn_wcache_stats(NULL, &f2, NULL);
+    loom_ctx *ctx = test_ctx(1, "onednn");
+    loom_tensor *x = loom_randn(ctx, LOOM_SHAPE(2, 8, 6, 6)), *w = loom_randn(ctx, LOOM_SHAPE(16, 8, 3, 3));
+    for (int call = 0; call < 3; call++) conv_out(ctx, x, w, y);
+    loom__onednn_wcache_stats(NULL, &f3, NULL);
+    ck_assert_int_eq(f3, f2);
+    loom_ctx_free(ctx);
+    loom__onednn_wcache_set_limit(-1);
+    loom__onednn_wcache_clear();
+}
+END_TEST
+
 Suite *loom_suite_onednn(void)
 {
     Suite *s = suite_create("onednn");
@@ -991,6 +1058,7 @@ Suite *loom_suite_onednn(void)
     tcase_add_test(tc, test_cache_hit);
     tcase_add_test(tc, test_cache_eviction);
     tcase_add_test(tc, test_cache_capacity_zero);
+    tcase_add_test(tc, test_weight_cache);
     tc = test_tcase(s, "threads", 60);
     tcase_add_test(tc, test_cross_thread);
     tcase_add_test(tc, test_concurrent);

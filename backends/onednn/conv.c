@@ -23,8 +23,8 @@
  * unless the data arrives blocked or the output may stay blocked (then no
  * reorder is paid; see conv_params_of). Those figures include the reorders
  * of plain inputs and outputs, which blocked layouts kept between nodes
- * (backends/kernel.h) now skip. The weights are reordered on every call
- * (caching them is a later step). The bwd-weights op gives no diff_bias (the bias gradient is a
+ * (backends/kernel.h) now skip. Reordered weights are kept between calls
+ * when their contents repeat (inference; wcache.c). The bwd-weights op gives no diff_bias (the bias gradient is a
  * separate sum in ops/).
  */
 #include "config.h"
@@ -278,7 +278,11 @@ static loom_status conv_build(const loom__kcall *call, const void *params, loom_
     loom__onednn_arg args[4];
     int nargs = 0;
     for (int i = 0; i < 2; i++) {
-        const int s = loom__onednn_input_slot(call, prog, r[i].slot, r[i].user, q(pd, r[i].query));
+        /* The weights (forward and backward-data) may come from the weight
+         * cache: they repeat from call to call in inference. */
+        const bool weights = r[i].arg == DNNL_ARG_WEIGHTS;
+        const int s = (weights ? loom__onednn_weights_slot : loom__onednn_input_slot)(call, prog, r[i].slot, r[i].user,
+                                                                                      q(pd, r[i].query));
         if (s < 0) {
             dnnl_primitive_desc_destroy(pd);
             return loom_last_status();

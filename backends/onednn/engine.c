@@ -64,6 +64,7 @@ static void cleanup_at_exit(void)
     thread_state_free(tls_state);
     tls_state = NULL;
     loom__onednn_cache_clear();
+    loom__onednn_wcache_clear();
     if (engine) dnnl_engine_destroy(engine);
     engine = NULL;
 }
@@ -315,6 +316,7 @@ loom_status loom__onednn_add_step(const loom__kcall *call, loom__onednn_prim *p,
     LOOM_ASSERT(p->nsteps < LOOM__ONEDNN_MAX_STEPS && nargs <= LOOM__ONEDNN_MAX_ARGS);
     loom__onednn_step *s = &p->step[p->nsteps];
     memset(s, 0, sizeof *s);
+    s->wcache = -1;
     dnnl_status_t st = dnnl_primitive_create(&s->prim, pd);
     if (st != dnnl_success) {
         s->prim = NULL;
@@ -361,6 +363,14 @@ int loom__onednn_input_slot(const loom__kcall *call, loom__onednn_prim *p, int s
     return tmp;
 }
 
+int loom__onednn_weights_slot(const loom__kcall *call, loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
+                              const dnnl_memory_desc_t *chosen)
+{
+    const int to = loom__onednn_input_slot(call, p, slot, user, chosen);
+    if (to != slot && to >= 0 && slot < LOOM__ONEDNN_SLOT_OUT) p->step[p->nsteps - 1].wcache = slot - LOOM__ONEDNN_SLOT_IN0;
+    return to;
+}
+
 int loom__onednn_output_slot(loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
                              const dnnl_memory_desc_t *chosen)
 {
@@ -405,8 +415,25 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
     for (int t = 0; t < p->ntmps; t++) slots[LOOM__ONEDNN_SLOT_TMP0 + t] = base + p->tmp_offset[t];
     if (p->prep) p->prep(call, slots);
 
+    /* Weight reorders the weight cache serves or fills (wcache.c). */
+    loom__onednn_wentry *pinned[LOOM__ONEDNN_MAX_STEPS] = {0};
+    bool filled[LOOM__ONEDNN_MAX_STEPS] = {0};
+    loom_status result = LOOM_OK;
     for (int i = 0; i < p->nsteps; i++) {
         const loom__onednn_step *s = &p->step[i];
+        if (s->wcache >= 0 && s->wcache < call->n_in) {
+            /* args[0] is the reorder's FROM (the input), args[1] its TO. */
+            void *copy;
+            bool ready;
+            pinned[i] = loom__onednn_wcache_get(
+                &call->in[s->wcache], dnnl_primitive_desc_query_md(s->pd, dnnl_query_src_md, 0),
+                dnnl_primitive_desc_query_md(s->pd, dnnl_query_dst_md, 0), &copy, &ready);
+            if (pinned[i]) {
+                slots[s->args[1].slot] = copy;
+                filled[i] = ready;
+                if (ready) continue;
+            }
+        }
         dnnl_exec_arg_t args[LOOM__ONEDNN_MAX_ARGS + 1];
         int n = 0;
         dnnl_status_t st = dnnl_success;
@@ -429,9 +456,16 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
             st = dnnl_primitive_execute(s->prim, stream, n, args);
         }
         for (int a = 0; a < n; a++) dnnl_memory_destroy(args[a].memory);
-        if (st != dnnl_success) return loom__onednn_error(call, what, st);
+        if (st != dnnl_success) {
+            result = loom__onednn_error(call, what, st);
+            break;
+        }
+        if (pinned[i]) filled[i] = true; /* the copy is made once the stream is done */
     }
-    dnnl_status_t st = dnnl_stream_wait(stream);
-    if (st != dnnl_success) return loom__onednn_error(call, "dnnl_stream_wait", st);
-    return LOOM_OK;
+    if (result == LOOM_OK) {
+        dnnl_status_t st = dnnl_stream_wait(stream);
+        if (st != dnnl_success) result = loom__onednn_error(call, "dnnl_stream_wait", st);
+    }
+    for (int i = 0; i < p->nsteps; i++) loom__onednn_wcache_release(pinned[i], result == LOOM_OK && filled[i]);
+    return result;
 }

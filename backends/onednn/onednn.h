@@ -68,6 +68,25 @@ extern const loom__backend loom__onednn_backend_all;
  * environment's choice; not thread-safe against running kernels. */
 void loom__onednn_set_ops(const char *spec);
 
+/* ---- wcache.c: reordered weights kept between calls ------------------------ */
+
+typedef struct loom__onednn_wentry loom__onednn_wentry;
+/* For a reorder of input `in` (layout `from`) into `to`: NULL when there is
+ * nothing cached or to cache (reorder into the program's temporary as
+ * usual); else a pinned entry with *buf its copy, filled (*ready: skip the
+ * reorder) or to be filled by the reorder now. Release it when the program
+ * has run. */
+loom__onednn_wentry *loom__onednn_wcache_get(const loom__tview *in, const dnnl_memory_desc_t *from,
+                                             const dnnl_memory_desc_t *to, void **buf, bool *ready);
+/* Unpins e; `filled`: the reorder into a copy to fill succeeded. NULL: no-op. */
+void loom__onednn_wcache_release(loom__onednn_wentry *e, bool filled);
+/* Lookups that skipped a reorder, copies filled, bytes held. */
+void loom__onednn_wcache_stats(int64_t *hits, int64_t *fills, int64_t *bytes);
+/* Byte limit (replaces LOOM_ONEDNN_WEIGHT_CACHE_MB; 0: off). */
+void loom__onednn_wcache_set_limit(int64_t bytes);
+/* Frees everything; no program may be running. */
+void loom__onednn_wcache_clear(void);
+
 /* ---- engine.c ------------------------------------------------------------ */
 
 /* The global CPU engine, created on first use; NULL (and the error set) if
@@ -129,6 +148,9 @@ typedef struct loom__onednn_step {
     int nargs;
     loom__onednn_arg args[LOOM__ONEDNN_MAX_ARGS];
     size_t scratchpad_bytes; /* dnnl_query_scratchpad_md's size */
+    /* >= 0: this step reorders input `wcache` (weights) into a temporary,
+     * and the weight cache (wcache.c) may hold the result already; -1. */
+    int wcache;
 } loom__onednn_step;
 
 typedef struct loom__onednn_prim {
@@ -167,6 +189,12 @@ loom_status loom__onednn_add_reorder(const loom__kcall *call, loom__onednn_prim 
  * now. -1 (error set) on failure. */
 int loom__onednn_input_slot(const loom__kcall *call, loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
                             const dnnl_memory_desc_t *chosen);
+
+/* As loom__onednn_input_slot, for an input that usually stays the same
+ * from call to call (weights): the reorder it appends may be served from
+ * the weight cache (wcache.c) when the input's contents stamp repeats. */
+int loom__onednn_weights_slot(const loom__kcall *call, loom__onednn_prim *p, int slot, const dnnl_memory_desc_t *user,
+                              const dnnl_memory_desc_t *chosen);
 
 /* The slot an op should write for the user output in `slot`: `slot` itself
  * when the layouts match, else a new temporary; the caller then appends
