@@ -80,14 +80,14 @@ void loom__onednn_wcache_set_limit(int64_t bytes)
 
 static unsigned bucket(uint64_t uid) { return (unsigned)((uid * 0x9E3779B97F4A7C15ull) >> 56) % BUCKETS; }
 
-/* Frees the copy of the least recently used unpinned READY entry (it goes
- * back to SEEN); false if there is none. */
+/* Frees the buffer of the least recently used unpinned entry that has one
+ * (it goes back to SEEN); false if there is none. */
 static bool drop_lru_copy(void)
 {
     loom__onednn_wentry *best = NULL;
     for (int b = 0; b < BUCKETS; b++)
         for (loom__onednn_wentry *e = table[b]; e; e = e->next)
-            if (e->state == READY && e->pins == 0 && (!best || e->last_use < best->last_use)) best = e;
+            if (e->buf && e->state != FILLING && e->pins == 0 && (!best || e->last_use < best->last_use)) best = e;
     if (!best) return false;
     free(best->buf);
     held -= best->bytes;
@@ -147,12 +147,10 @@ loom__onednn_wentry *loom__onednn_wcache_get(const loom__tview *in, const dnnl_m
         table[b] = e;
         entries++;
     } else if (e->version != in->version) {
-        /* New contents under the same name: start over from SEEN. */
+        /* New contents under the same name: start over from SEEN, keeping
+         * the buffer for the next fill (gradient accumulation sees each
+         * version twice: no allocation per step). */
         if (e->pins == 0 && e->state != FILLING) {
-            if (e->buf) held -= e->bytes;
-            free(e->buf);
-            e->buf = NULL;
-            e->bytes = 0;
             e->version = in->version;
             e->state = SEEN;
         }
@@ -163,22 +161,26 @@ loom__onednn_wentry *loom__onednn_wcache_get(const loom__tview *in, const dnnl_m
         n_hits++;
         got = e;
     } else if (e->state == SEEN) {
-        /* Seen before with these contents: keep a copy, if it fits. */
+        /* Seen before with these contents: keep a copy, if it fits (in
+         * the buffer of an older version, if there is one). */
         const size_t need = dnnl_memory_desc_get_size(to);
-        while (held + need > cap && drop_lru_copy()) {
-        }
-        if (held + need <= cap && need > 0) {
-            void *p = aligned_alloc(64, (need + 63) & ~(size_t)63);
-            if (p) {
-                e->buf = p;
-                e->bytes = need;
-                held += need;
-                e->state = FILLING;
-                e->pins++;
-                *buf = p;
-                n_fills++;
-                got = e;
+        if (!e->buf) {
+            while (held + need > cap && drop_lru_copy()) {
             }
+            if (held + need <= cap && need > 0) {
+                e->buf = aligned_alloc(64, (need + 63) & ~(size_t)63);
+                if (e->buf) {
+                    e->bytes = need;
+                    held += need;
+                }
+            }
+        }
+        if (e->buf) {
+            e->state = FILLING;
+            e->pins++;
+            *buf = e->buf;
+            n_fills++;
+            got = e;
         }
     }
     e->last_use = ++ticks;
@@ -194,11 +196,7 @@ void loom__onednn_wcache_release(loom__onednn_wentry *e, bool filled)
     if (e->state == FILLING) {
         if (filled) {
             e->state = READY;
-        } else { /* the reorder failed: forget the copy */
-            free(e->buf);
-            held -= e->bytes;
-            e->buf = NULL;
-            e->bytes = 0;
+        } else { /* the reorder failed: the buffer holds nothing */
             e->state = SEEN;
         }
     }
