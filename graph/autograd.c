@@ -123,13 +123,26 @@ static loom_status add_piece(loom_tensor *dst, loom_tensor *src, int dim, int64_
         dst->cap_gpieces = cap;
     }
     loom__tensor_incref(src);
-    dst->gpieces[dst->n_gpieces++] = (loom__gpiece){src, dim, start};
+    dst->gpieces[dst->n_gpieces++] = (loom__gpiece){src, NULL, dim, start};
+    return LOOM_OK;
+}
+
+/* dst (b of c = a @ b, all 2-D) receives a^T @ g: kept as a piece. */
+static loom_status add_matmul_piece(loom_tensor *dst, loom_tensor *a, loom_tensor *g)
+{
+    loom_status st = add_piece(dst, g, 0, 0);
+    if (st != LOOM_OK) return st;
+    loom__tensor_incref(a);
+    dst->gpieces[dst->n_gpieces - 1].a = a;
     return LOOM_OK;
 }
 
 static void drop_pieces(loom_tensor *t)
 {
-    for (int i = 0; i < t->n_gpieces; i++) loom__tensor_decref(t->gpieces[i].src);
+    for (int i = 0; i < t->n_gpieces; i++) {
+        loom__tensor_decref(t->gpieces[i].src);
+        if (t->gpieces[i].a) loom__tensor_decref(t->gpieces[i].a);
+    }
     free(t->gpieces);
     t->gpieces = NULL;
     t->n_gpieces = t->cap_gpieces = 0;
@@ -142,12 +155,57 @@ static int piece_cmp(const void *a, const void *b)
     return (x->start > y->start) - (x->start < y->start);
 }
 
+/* The matmul pieces (a_i, g_i) of t, at the front of its pieces, as one
+ * product: sum_i a_i^T g_i = cat(a_i)^T cat(g_i), concatenated along the
+ * rows (the batch of each use), in the order they arrived. */
+static loom_tensor *matmul_pieces(loom_tensor *t, int nm)
+{
+    loom__gpiece *p = t->gpieces;
+    if (nm == 1) return loom_matmul(loom_transpose(p[0].a, 0, 1), p[0].src);
+    loom_tensor *local[64];
+    loom_tensor **parts = 2 * nm <= 64 ? local : malloc(sizeof *parts * (size_t)(2 * nm));
+    if (!parts) {
+        loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < nm; i++) {
+        parts[i] = p[i].a;
+        parts[nm + i] = p[i].src;
+    }
+    loom_tensor *a = loom_cat(parts, nm, 0), *g = loom_cat(parts + nm, nm, 0);
+    if (parts != local) free(parts);
+    return a && g ? loom_matmul(loom_transpose(a, 0, 1), g) : NULL;
+}
+
 /* Folds t's pieces into t->gacc. */
 static loom_status assemble_pieces(loom_tensor *t)
 {
     int n = t->n_gpieces;
     if (!n) return LOOM_OK;
     loom__gpiece *p = t->gpieces;
+    /* Matmul pieces first (stable: they keep their order), then slices. */
+    int nm = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i].a) {
+            loom__gpiece m = p[i];
+            memmove(p + nm + 1, p + nm, sizeof *p * (size_t)(i - nm));
+            p[nm++] = m;
+        }
+    if (nm) {
+        loom_tensor *prod = matmul_pieces(t, nm);
+        loom_status st = prod ? accumulate(t, prod) : loom_last_status();
+        if (st != LOOM_OK) return st;
+        for (int i = 0; i < nm; i++) {
+            loom__tensor_decref(p[i].src);
+            loom__tensor_decref(p[i].a);
+        }
+        memmove(p, p + nm, sizeof *p * (size_t)(n - nm));
+        t->n_gpieces = n -= nm;
+        if (!n) {
+            drop_pieces(t);
+            return LOOM_OK;
+        }
+    }
     qsort(p, (size_t)n, sizeof *p, piece_cmp);
     bool concat = true;
     for (int i = 1; i < n && concat; i++)
@@ -326,7 +384,18 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
                 break;
             }
         }
+        /* A 2-D matmul's second operand (a weight, perhaps used at every
+         * step of a recurrent layer) gets its gradient as a piece: all its
+         * uses become one product (assemble_pieces). */
+        const bool mm_piece = t->node.op == LOOM_OP_MATMUL && t->node.in[0]->ndim == 2 && t->node.in[1]->ndim == 2 &&
+                              g->ndim == 2 && t->node.in[1]->requires_grad;
         st = loom__grad_rule(t, g, gin);
+        if (st == LOOM_OK && mm_piece) {
+            /* The rule's own a^T @ g for it is never evaluated (nodes run
+             * on demand) and goes with the step's scope. */
+            st = add_matmul_piece(t->node.in[1], t->node.in[0], g);
+            gin[1] = NULL;
+        }
         for (int i = 0; i < t->node.n_in && st == LOOM_OK; i++)
             if (gin[i]) st = accumulate(t->node.in[i], gin[i]);
         if (gin != ginline) free(gin);

@@ -102,9 +102,13 @@ struct loom_tensor {
 };
 
 /* A gradient that arrived for the slice [start, start + src->shape[dim])
- * along dim of a tensor (graph/autograd.c). */
+ * along dim of a tensor (graph/autograd.c); or, when a is set, the
+ * gradient a^T @ src of the second operand of a 2-D matmul, kept so that
+ * the contributions of every use of one weight (a recurrent layer's steps)
+ * become one product of concatenations. */
 typedef struct loom__gpiece {
     loom_tensor *src;
+    loom_tensor *a; /* NULL: a slice piece */
     int dim;
     int64_t start;
 } loom__gpiece;
