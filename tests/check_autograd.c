@@ -1527,6 +1527,34 @@ START_TEST(test_slice_gradients_assembled)
 }
 END_TEST
 
+/* A weight used by several 2-D matmuls (a recurrent layer's steps) gets
+ * its gradient from one product of concatenations (graph/autograd.c,
+ * matmul pieces), together with a slice piece of the same weight; the
+ * left operands' gradients are unchanged. Hand-computed, exact: w [2, 2],
+ * y_k = a_k @ w with a_k of 3, 1 and 2 rows, loss = sum_k (k+1) sum(y_k)
+ * + 10 sum(w[0, :]); dw[i][j] = sum_k (k+1) colsum_i(a_k) + 10 [i == 0],
+ * da_k[r][i] = (k+1) (w[i][0] + w[i][1]). */
+START_TEST(test_matmul_gradients_assembled)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    loom_tensor *w = F32(ctx, LOOM_SHAPE(2, 2), 1, 2, 3, 4);
+    loom_tensor *a[3] = {F32(ctx, LOOM_SHAPE(3, 2), 1, 0, 2, 1, 0, 3), F32(ctx, LOOM_SHAPE(1, 2), 5, 6),
+                         F32(ctx, LOOM_SHAPE(2, 2), 1, 1, 2, 2)};
+    ck_assert_int_eq(loom_tensor_set_requires_grad(w, true), LOOM_OK);
+    for (int k = 0; k < 3; k++) ck_assert_int_eq(loom_tensor_set_requires_grad(a[k], true), LOOM_OK);
+    loom_tensor *loss = loom_mul_scalar(loom_sum(loom_select(w, 0, 0), 0, NULL, false), 10);
+    for (int k = 0; k < 3; k++)
+        loss = loom_add(loss, loom_mul_scalar(loom_sum(loom_matmul(a[k], w), 0, NULL, false), k + 1));
+    ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+    /* colsums: a0 (3, 4), a1 (5, 6), a2 (3, 3): dw row i = 1*c0_i + 2*c1_i + 3*c2_i (+10 on row 0) */
+    EXPECT_F32(loom_tensor_grad(w), 0, 3 + 10 + 9 + 10, 3 + 10 + 9 + 10, 4 + 12 + 9, 4 + 12 + 9);
+    EXPECT_F32(loom_tensor_grad(a[0]), 0, 3, 7, 3, 7, 3, 7);
+    EXPECT_F32(loom_tensor_grad(a[1]), 0, 6, 14);
+    EXPECT_F32(loom_tensor_grad(a[2]), 0, 9, 21, 9, 21);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_autograd(void)
 {
     Suite *s = suite_create("autograd");
@@ -1552,6 +1580,7 @@ Suite *loom_suite_autograd(void)
     tc = test_tcase(s, "semantics", 60);
     tcase_add_loop_test(tc, test_accumulate, 0, NCFG);
     tcase_add_loop_test(tc, test_slice_gradients_assembled, 0, NCFG);
+    tcase_add_loop_test(tc, test_matmul_gradients_assembled, 0, NCFG);
     tcase_add_test(tc, test_freed_graph);
     tcase_add_loop_test(tc, test_backward_args, 0, NCFG);
     tcase_add_test(tc, test_no_grad);
