@@ -48,6 +48,30 @@ static int env_threads(const char *name)
     return (int)n;
 }
 
+/* The block cache's limit (loom__mem.cache_limit) for options.cache_bytes:
+ * 0 takes LOOM_CACHE_MB ("auto" or MiB) or the automatic rule. False, with
+ * the error set, for a bad LOOM_CACHE_MB. */
+static bool cache_limit(int64_t requested, int64_t *out)
+{
+    if (requested != 0) {
+        *out = requested < 0 ? 0 : requested;
+        return true;
+    }
+    *out = LOOM__MEM_CACHE_AUTO;
+    const char *v = getenv("LOOM_CACHE_MB");
+    if (!v || !*v || strcmp(v, "auto") == 0) return true;
+    char *end;
+    errno = 0;
+    long long mb = strtoll(v, &end, 10);
+    if (errno || *end || mb < 0 || mb > ((long long)1 << 40)) {
+        loom__set_error(LOOM_ERR_INVALID_ARG,
+                        "ctx_create: LOOM_CACHE_MB=\"%s\" is neither \"auto\" nor a size in MiB >= 0", v);
+        return false;
+    }
+    *out = (int64_t)mb << 20;
+    return true;
+}
+
 loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
 {
     loom_ctx_options o = {0};
@@ -83,24 +107,8 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
         }
         if (workers == 0) workers = threads;
     }
-    int64_t cache = o.cache_bytes;
-    if (cache == 0) {
-        const char *v = getenv("LOOM_CACHE_MB");
-        cache = LOOM__MEM_CACHE_AUTO;
-        if (v && *v && strcmp(v, "auto") != 0) {
-            char *end;
-            errno = 0;
-            long long mb = strtoll(v, &end, 10);
-            if (errno || *end || mb < 0 || mb > ((long long)1 << 40)) {
-                loom__set_error(LOOM_ERR_INVALID_ARG,
-                                "ctx_create: LOOM_CACHE_MB=\"%s\" is neither \"auto\" nor a size in MiB >= 0", v);
-                return NULL;
-            }
-            cache = (int64_t)mb << 20;
-        }
-    } else if (cache < 0) {
-        cache = 0;
-    }
+    int64_t cache;
+    if (!cache_limit(o.cache_bytes, &cache)) return NULL;
     const char *bname = o.backend;
     if (!bname) bname = getenv("LOOM_BACKEND");
     loom__backend_choice choice;

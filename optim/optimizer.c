@@ -269,6 +269,15 @@ loom_status loom_optimizer_set_lr(loom_optimizer *opt, int group, double lr)
  * They only record ops: the values are computed when the parameter is
  * assigned. A NULL result carries the first op's error. */
 
+/* Row k of a fused step's [rows, n] result, viewed in p's shape (NULL
+ * when f is). */
+static loom_tensor *fused_row(loom_tensor *f, int64_t k, loom_tensor *p)
+{
+    int64_t shape[LOOM_MAX_DIMS];
+    loom_tensor_shape(p, shape);
+    return loom_reshape(loom_select(f, 0, k), loom_tensor_ndim(p), shape);
+}
+
 /* torch/optim/sgd.py, _single_tensor_sgd:
  *     d_p = g + wd * p
  *     buf = clone(d_p) on the first step, else momentum * buf + (1 - dampening) * d_p
@@ -285,11 +294,8 @@ static void sgd_rule(const loom_sgd_options *o, double lr, param_state *s, loom_
     const bool mom = o->momentum != 0;
     loom_tensor *f = loom_sgd_step_fused(p, g, mom ? s->state[BUF] : NULL, lr, o->momentum, o->dampening,
                                          o->weight_decay, o->nesterov);
-    int64_t shape[LOOM_MAX_DIMS];
-    loom_tensor_shape(p, shape);
-    const int nd = loom_tensor_ndim(p);
-    *p_new = loom_reshape(loom_select(f, 0, 0), nd, shape);
-    if (mom) st_new[BUF] = loom_reshape(loom_select(f, 0, 1), nd, shape);
+    *p_new = fused_row(f, 0, p);
+    if (mom) st_new[BUF] = fused_row(f, 1, p);
 }
 
 /* torch/optim/adam.py and adamw.py, _single_tensor_adam(w), t = steps + 1:
@@ -317,12 +323,9 @@ static void adam_rule(const loom_adam_options *o, bool decoupled, double lr, par
          * new p, m and v. It computes the bias corrections from t, which
          * it reads from step_new. */
         loom_tensor *f = loom_adam_step_fused_t(p, g, s->state[M], s->state[V], step_new, b1, b2, lr, o->eps);
-        int64_t shape[LOOM_MAX_DIMS];
-        loom_tensor_shape(p, shape);
-        int nd = loom_tensor_ndim(p);
-        *p_new = loom_reshape(loom_select(f, 0, 0), nd, shape);
-        st_new[M] = loom_reshape(loom_select(f, 0, 1), nd, shape);
-        st_new[V] = loom_reshape(loom_select(f, 0, 2), nd, shape);
+        *p_new = fused_row(f, 0, p);
+        st_new[M] = fused_row(f, 1, p);
+        st_new[V] = fused_row(f, 2, p);
         return;
     }
     /* AMSGrad is refused inside a capture, so the host's count is the

@@ -147,8 +147,8 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
     header *h = (header *)p - 1;
     h->size = size;
     h->counted = counted;
-    raise_peak(&mem->out_peak, atomic_fetch_add_explicit(&mem->out_bytes, (int64_t)held_bytes(h), memory_order_relaxed) +
-                                   (int64_t)held_bytes(h));
+    const int64_t held = (int64_t)held_bytes(h);
+    raise_peak(&mem->out_peak, atomic_fetch_add_explicit(&mem->out_bytes, held, memory_order_relaxed) + held);
     if (counted) {
         raise_peak(&mem->peak_bytes,
                    atomic_fetch_add_explicit(&mem->live_bytes, (int64_t)size, memory_order_relaxed) + (int64_t)size);
@@ -161,8 +161,8 @@ static void block_free(loom__mem *mem, void *p)
     if (!p) return;
     header *h = (header *)p - 1;
     if (h->counted) atomic_fetch_sub_explicit(&mem->live_bytes, (int64_t)h->size, memory_order_relaxed);
-    const int64_t out = atomic_fetch_sub_explicit(&mem->out_bytes, (int64_t)held_bytes(h), memory_order_relaxed) -
-                        (int64_t)held_bytes(h);
+    const int64_t held = (int64_t)held_bytes(h);
+    const int64_t out = atomic_fetch_sub_explicit(&mem->out_bytes, held, memory_order_relaxed) - held;
     unsigned cls = h->cls;
     const int d = h->domain % LOOM__MEM_DOMAINS;
     if (cls != NO_CLASS) {

@@ -14,8 +14,8 @@
  * "The block cache"): by default a freed block is kept while the bytes Loom
  * holds (blocks in use plus the cache) stay within the larger of
  * LOOM__MEM_CACHE_FLOOR and 9/8 of the most bytes ever in use at once, so
- * the cache never holds much more than a step has already needed at once. loom__mem_drain() returns the cache to
- * the allocator.
+ * the cache never holds much more than a step has already needed at once.
+ * loom__mem_drain() returns the cache to the allocator.
  * The functions are thread-safe if the user's allocator is.
  */
 #ifndef LOOM_RUNTIME_MEM_H

@@ -367,7 +367,8 @@ int loom__onednn_weights_slot(const loom__kcall *call, loom__onednn_prim *p, int
                               const dnnl_memory_desc_t *chosen)
 {
     const int to = loom__onednn_input_slot(call, p, slot, user, chosen);
-    if (to != slot && to >= 0 && slot < LOOM__ONEDNN_SLOT_OUT) p->step[p->nsteps - 1].wcache = slot - LOOM__ONEDNN_SLOT_IN0;
+    if (to != slot && to >= 0 && slot < LOOM__ONEDNN_SLOT_OUT)
+        p->step[p->nsteps - 1].wcache = slot - LOOM__ONEDNN_SLOT_IN0; /* the reorder just appended */
     return to;
 }
 
@@ -417,7 +418,6 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
 
     /* Weight reorders the weight cache serves or fills (wcache.c). */
     loom__onednn_wentry *pinned[LOOM__ONEDNN_MAX_STEPS] = {0};
-    bool filled[LOOM__ONEDNN_MAX_STEPS] = {0};
     loom_status result = LOOM_OK;
     for (int i = 0; i < p->nsteps; i++) {
         const loom__onednn_step *s = &p->step[i];
@@ -430,7 +430,6 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
                 dnnl_primitive_desc_query_md(s->pd, dnnl_query_dst_md, 0), &copy, &ready);
             if (pinned[i]) {
                 slots[s->args[1].slot] = copy;
-                filled[i] = ready;
                 if (ready) continue;
             }
         }
@@ -460,12 +459,12 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
             result = loom__onednn_error(call, what, st);
             break;
         }
-        if (pinned[i]) filled[i] = true; /* the copy is made once the stream is done */
     }
     if (result == LOOM_OK) {
         dnnl_status_t st = dnnl_stream_wait(stream);
         if (st != dnnl_success) result = loom__onednn_error(call, "dnnl_stream_wait", st);
     }
-    for (int i = 0; i < p->nsteps; i++) loom__onednn_wcache_release(pinned[i], result == LOOM_OK && filled[i]);
+    /* Every step ran (or was served from the cache): the copies are made. */
+    for (int i = 0; i < p->nsteps; i++) loom__onednn_wcache_release(pinned[i], result == LOOM_OK);
     return result;
 }

@@ -78,11 +78,13 @@ typedef struct loom__onednn_wentry loom__onednn_wentry;
  * has run. */
 loom__onednn_wentry *loom__onednn_wcache_get(const loom__tview *in, const dnnl_memory_desc_t *from,
                                              const dnnl_memory_desc_t *to, void **buf, bool *ready);
-/* Unpins e; `filled`: the reorder into a copy to fill succeeded. NULL: no-op. */
+/* Unpins e; `filled`: the program ran, so a copy it was to fill is made.
+ * NULL: no-op. */
 void loom__onednn_wcache_release(loom__onednn_wentry *e, bool filled);
 /* Lookups that skipped a reorder, copies filled, bytes held. */
 void loom__onednn_wcache_stats(int64_t *hits, int64_t *fills, int64_t *bytes);
-/* Byte limit (replaces LOOM_ONEDNN_WEIGHT_CACHE_MB; 0: off). */
+/* Byte limit, in place of LOOM_ONEDNN_WEIGHT_CACHE_MB (0: off; -1: the
+ * environment's again). */
 void loom__onednn_wcache_set_limit(int64_t bytes);
 /* Frees everything; no program may be running. */
 void loom__onednn_wcache_clear(void);

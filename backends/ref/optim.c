@@ -78,7 +78,7 @@ loom_status loom__ref_adam_step(const loom__kcall *call)
 /* GCC contracts a*b + c into an FMA across statements under -march=native
  * (its default -ffp-contract=fast); the op-by-op form runs the multiply and
  * the add in separate kernels, so the fused step keeps them apart to give
- * bitwise the same parameters (test_sgd_fused_matches_ops). */
+ * bitwise the same parameters (test_sgd_step_fused). */
 #if defined(__GNUC__) && !defined(__clang__)
 #define NO_CONTRACT __attribute__((optimize("fp-contract=off")))
 #else

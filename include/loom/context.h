@@ -85,13 +85,13 @@ typedef struct loom_ctx_options {
     const loom_allocator *allocator;
     /* The block cache: freed tensor memory kept for reuse, so that a step
      * that repeats takes its memory from the cache instead of faulting
-     * fresh pages in (docs/runtime.md, "Memory"). 0: the LOOM_CACHE_MB
+     * fresh pages in (docs/runtime.md, "The block cache"). 0: the LOOM_CACHE_MB
      * environment variable if set ("auto" or MiB), else automatic: blocks
      * are kept while the memory in use plus the cache stay within the
      * larger of 1 GiB and 9/8 of the most ever in use at once (the cache
      * never holds much more than a step already needed). > 0: at most this
-     * many bytes.
-     * < 0: cache nothing (every free goes back to the allocator). */
+     * many bytes. < 0: cache nothing (every free goes back to the
+     * allocator). */
     int64_t cache_bytes;
 } loom_ctx_options;
 
