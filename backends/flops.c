@@ -26,6 +26,15 @@ int64_t loom__kcall_flops(const loom__kcall *call)
         const loom__tview *dy = &call->in[1];
         return 2 * loom__tview_numel(&call->out) * dy->shape[0] * dy->shape[2] * dy->shape[3];
     }
+    case LOOM_OP_RNN_LAYER:
+    case LOOM_OP_RNN_LAYER_BWD: {
+        /* Forward: x W_ih^T and h W_hh^T over all steps; backward: twice
+         * that for each (the data and the weight gradients). */
+        loom__rnn_layout L;
+        loom__rnn_layout_call(call, &L);
+        const int64_t f = 2 * L.T * L.N * L.G * L.H * (L.I + L.H);
+        return call->op == LOOM_OP_RNN_LAYER ? f : 2 * f;
+    }
     case LOOM_OP_MATMUL: {
         /* out [..., M, N] = a [..., M, K] b [..., K, N] (1-D operands
          * promoted): K is a's last dim. */

@@ -186,6 +186,23 @@ typedef enum loom__op {
     LOOM_OP_GRU_CELL_BWD,  /* in[0] xp, in[1] hp, in[2] h, in[3] dh' [N,H]; out [2*N*3H + N*H]: dxp [N,3H],
                               dhp [N,3H], then dh [N,H] (the direct path z*h only) */
 
+    /* A recurrent layer, one direction, all T steps in one node (nn/rnn.c;
+     * torch.nn's equations, loom/nn.h). float32, contiguous; G gates (1 RNN,
+     * 4 LSTM, 3 GRU), rows in PyTorch's gate order. attrs.rnn. Inputs (the
+     * order loom__rnn_layout gives): x [T,N,I], w_ih [G*H,I], w_hh [G*H,H],
+     * h0 [N,H], c0 [N,H] (LSTM only), b_ih [G*H] and b_hh [G*H] (bias only).
+     * out, flat: y [T,N,H] (h after step t at row t; reverse runs t = T-1
+     * down to 0, so h_n is y[0]), c_n [N,H] (LSTM), and when training a
+     * workspace for the backward: LOOM__RNN_WS_HEADER floats whose first
+     * holds the backend's tag (loom__rnn_ws_tag), then the backend's data.
+     * ops/ sizes it as the largest any backend asks (kernel.aux_floats). */
+    LOOM_OP_RNN_LAYER,
+    /* in[0 .. k-1] the forward's inputs, in[k] its output (y, c_n and the
+     * workspace), in[k+1] the gradient of that output (the workspace part is
+     * not read); out, flat, in the forward's input order: dx [T,N,I],
+     * dw_ih, dw_hh, dh0 [N,H], dc0 (LSTM), db_ih, db_hh (bias). */
+    LOOM_OP_RNN_LAYER_BWD,
+
     /* A host callback as a node (dist/: the gradient all-reduce). in[0] x
      * float32 contiguous [n]; in[1..] ordering-only inputs (not read: they
      * make this node wait for others); out [n]: x copied, then
@@ -243,6 +260,12 @@ typedef struct loom__attrs {
             double lr, momentum, dampening, weight_decay;
             bool nesterov, first; /* first: buf' = d (buf not read) */
         } sgd;
+        struct {
+            int mode;     /* loom_rnn_mode */
+            bool reverse; /* this direction runs t = T-1 .. 0 */
+            bool bias;    /* b_ih and b_hh are given */
+            bool training; /* the forward writes the workspace */
+        } rnn;
         struct {
             loom_status (*fn)(void *user, float *data, int64_t n);
             void *user; /* borrowed: must outlive the node's run */
@@ -322,6 +345,9 @@ typedef struct loom__kernel {
     /* supports() and run handle inputs in blocked layouts (and may write
      * blocked outputs); see the top of this file. */
     bool layouts;
+    /* RNN_LAYER only: floats of workspace this backend's forward writes
+     * for a training call (only shapes and attrs are read; NULL: none). */
+    int64_t (*aux_floats)(const loom__kcall *call);
 } loom__kernel;
 
 /* A backend is a name and a table of LOOM_OP_COUNT kernels indexed by op. */
@@ -347,6 +373,82 @@ static inline bool loom__kcall_has_blocked(const loom__kcall *call)
  * threads. C must be a multiple of the layout's block. */
 void loom__layout_to_plain(const float *src, float *dst, int layout, const int64_t dims[4], int nthreads);
 void loom__layout_from_plain(const float *src, float *dst, int layout, const int64_t dims[4], int nthreads);
+
+/* ---- the recurrent layer's packing (RNN_LAYER, RNN_LAYER_BWD) ------------ */
+
+/* Floats before a workspace's data: the tag, and padding that keeps the
+ * data 64-byte aligned. */
+#define LOOM__RNN_WS_HEADER 16
+/* Tags a forward writes in its workspace's first float (as bits). */
+enum { LOOM__RNN_WS_REF = 0x52454631, LOOM__RNN_WS_ONEDNN = 0x444e4e31 };
+
+typedef struct loom__rnn_layout {
+    int64_t T, N, I, H, G;
+    bool lstm, bias;
+    /* Input indices (-1: absent). */
+    int x, w_ih, w_hh, h0, c0, b_ih, b_hh, n_fwd_in;
+    /* Forward output offsets (floats): y, c_n, the workspace's header
+     * (16-float aligned), and the floats before it. */
+    int64_t y, c_n, ws, fwd_base;
+    /* Backward output offsets, in input order, and its size. */
+    int64_t dx, dw_ih, dw_hh, dh0, dc0, db_ih, db_hh, bwd_floats;
+} loom__rnn_layout;
+
+/* Fills L for mode (loom_rnn_mode: 0 tanh, 1 relu, 2 LSTM, 3 GRU). */
+static inline void loom__rnn_layout_of(int mode, bool bias, int64_t T, int64_t N, int64_t I, int64_t H,
+                                       loom__rnn_layout *L)
+{
+    L->T = T, L->N = N, L->I = I, L->H = H;
+    L->lstm = mode == 2;
+    L->G = mode == 2 ? 4 : mode == 3 ? 3 : 1;
+    L->bias = bias;
+    int k = 0;
+    L->x = k++, L->w_ih = k++, L->w_hh = k++, L->h0 = k++;
+    L->c0 = L->lstm ? k++ : -1;
+    L->b_ih = bias ? k++ : -1;
+    L->b_hh = bias ? k++ : -1;
+    L->n_fwd_in = k;
+    const int64_t GH = L->G * H;
+    L->y = 0;
+    L->c_n = T * N * H;
+    L->fwd_base = L->c_n + (L->lstm ? N * H : 0);
+    L->ws = (L->fwd_base + 15) / 16 * 16;
+    int64_t o = 0;
+    L->dx = o, o += T * N * I;
+    L->dw_ih = o, o += GH * I;
+    L->dw_hh = o, o += GH * H;
+    L->dh0 = o, o += N * H;
+    L->dc0 = L->lstm ? o : -1, o += L->lstm ? N * H : 0;
+    L->db_ih = bias ? o : -1, o += bias ? GH : 0;
+    L->db_hh = bias ? o : -1, o += bias ? GH : 0;
+    L->bwd_floats = o;
+}
+
+/* L for an RNN_LAYER or RNN_LAYER_BWD call (shapes from x and h0). */
+static inline void loom__rnn_layout_call(const loom__kcall *call, loom__rnn_layout *L)
+{
+    const loom__tview *x = &call->in[0], *h0 = &call->in[3];
+    loom__rnn_layout_of(call->attrs->rnn.mode, call->attrs->rnn.bias, x->shape[0], x->shape[1], x->shape[2],
+                        h0->shape[1], L);
+}
+
+/* The tag in a workspace's first float. */
+static inline uint32_t loom__rnn_ws_tag(const float *ws)
+{
+    union {
+        float f;
+        uint32_t u;
+    } b = {.f = ws[0]};
+    return b.u;
+}
+static inline void loom__rnn_ws_set_tag(float *ws, uint32_t tag)
+{
+    union {
+        float f;
+        uint32_t u;
+    } b = {.u = tag};
+    ws[0] = b.f;
+}
 
 /* Elements of a view (product of its shape). */
 static inline int64_t loom__tview_numel(const loom__tview *v)

@@ -87,6 +87,8 @@ static const char *const op_names[] = {
     [LOOM_OP_LSTM_CELL_BWD] = "lstm_cell_backward",
     [LOOM_OP_GRU_CELL] = "gru_cell",
     [LOOM_OP_GRU_CELL_BWD] = "gru_cell_backward",
+    [LOOM_OP_RNN_LAYER] = "rnn_layer",
+    [LOOM_OP_RNN_LAYER_BWD] = "rnn_layer_backward",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == LOOM_OP_COUNT, "an op lacks a name");
 
@@ -169,4 +171,22 @@ const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom_
     loom__set_error(LOOM_ERR_BACKEND, "%s: no backend has a kernel for %s inputs of this layout",
                     loom__op_name(call->op), call->n_in ? loom_dtype_name(call->in[0].dtype) : "these");
     return NULL;
+}
+
+int64_t loom__registry_aux_floats(const loom__kcall *call)
+{
+    static const loom__backend *const all[] = {
+#ifdef LOOM_HAVE_ONEDNN
+        &loom__onednn_backend_all,
+#endif
+        &loom__ref_backend,
+    };
+    int64_t most = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const loom__kernel *k = &all[i]->kernels[call->op];
+        if (!k->run || !k->aux_floats) continue;
+        const int64_t n = k->aux_floats(call);
+        if (n > most) most = n;
+    }
+    return most;
 }

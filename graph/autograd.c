@@ -219,8 +219,20 @@ static loom_status assemble_pieces(loom_tensor *t)
         int np = 0;
         int64_t pos = 0, shape[LOOM_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
+        /* No gradient reaches an RNN layer's workspace (the tail of its
+         * packed output, backends/kernel.h): its gradient stops before it
+         * instead of carrying zeros as large as the layer's gates, and the
+         * rule (ops/rnn.c) reads only that prefix. */
+        int64_t end = t->shape[d];
+        if (t->node.op == LOOM_OP_RNN_LAYER && d == 0 && t->node.attrs.rnn.training) {
+            loom__rnn_layout L;
+            const loom_tensor *x = t->node.in[0];
+            loom__rnn_layout_of(t->node.attrs.rnn.mode, t->node.attrs.rnn.bias, x->shape[0], x->shape[1],
+                                x->shape[2], t->node.in[2]->shape[1], &L);
+            end = L.fwd_base;
+        }
         for (int i = 0; i <= n && parts; i++) {
-            int64_t next = i < n ? p[i].start : t->shape[d];
+            int64_t next = i < n ? p[i].start : end;
             if (next > pos) { /* a gap: zeros */
                 shape[d] = next - pos;
                 parts[np++] = loom_zeros(t->ctx, LOOM_FLOAT32, t->ndim, shape);
@@ -271,7 +283,8 @@ static bool rule_reads_output(loom__op op)
     case LOOM_OP_RELU:
     case LOOM_OP_POW:
     case LOOM_OP_MAX:
-    case LOOM_OP_MIN: return true;
+    case LOOM_OP_MIN:
+    case LOOM_OP_RNN_LAYER: return true;
     default: return false;
     }
 }

@@ -269,6 +269,16 @@ static rnn_data *check_call(const char *op, loom_module *m, bool cell, const voi
 
 /* ---- the layer ------------------------------------------------------------- */
 
+/* Layers run as one node per layer and direction (loom_rnn_layer) unless
+ * LOOM_RNN_STEPS=1 asks for the step-by-step graph below (a few nodes per
+ * step: the reference the fused kernels are tested against, and the one
+ * whose steps the scheduler can overlap across layers). Read per call. */
+static bool use_fused_layers(void)
+{
+    const char *e = getenv("LOOM_RNN_STEPS");
+    return !(e && e[0] == '1' && e[1] == '\0');
+}
+
 loom_status loom_rnn_forward(loom_module *m, loom_tensor *x, loom_tensor *h0, loom_tensor *c0, loom_tensor **output,
                              loom_tensor **h_n, loom_tensor **c_n)
 {
@@ -321,9 +331,28 @@ loom_status loom_rnn_forward(loom_module *m, loom_tensor *x, loom_tensor *h0, lo
     loom_tensor *seq = batched ? (d->batch_first ? loom_transpose(x, 0, 1) : x) : loom_unsqueeze(x, 1);
     if (h0 && !batched) h0 = loom_unsqueeze(h0, 1);
     if (c0 && !batched) c0 = loom_unsqueeze(c0, 1);
-    loom_tensor *zeros = (!h0 || (lstm && !c0)) ? loom_zeros(ctx, LOOM_FLOAT32, 2, (const int64_t[]){N, H}) : NULL;
+    const bool fused = use_fused_layers();
+    loom_tensor *zeros =
+        !fused && (!h0 || (lstm && !c0)) ? loom_zeros(ctx, LOOM_FLOAT32, 2, (const int64_t[]){N, H}) : NULL;
     bool training = loom_module_is_training(m);
-    for (int k = 0; ok && k < d->num_layers; k++) {
+    for (int k = 0; ok && fused && k < d->num_layers; k++) {
+        /* One node per direction each way (loom_rnn_layer). */
+        loom_tensor *ys[2] = {NULL, NULL};
+        seq = loom_contiguous(seq);
+        for (int dir = 0; ok && dir < d->dirs; dir++) {
+            int64_t s = (int64_t)k * d->dirs + dir;
+            loom_tensor *h = h0 ? loom_select(h0, 0, s) : NULL;
+            loom_tensor *c = lstm && c0 ? loom_select(c0, 0, s) : NULL;
+            ok = loom_rnn_layer((int)d->mode, seq, h, c, d->w_ih[s], d->w_hh[s], d->b_ih[s], d->b_hh[s], dir == 1,
+                                &ys[dir], &hn[s], lstm ? &cn[s] : NULL) == LOOM_OK;
+        }
+        if (!ok) break;
+        loom_tensor *y = d->dirs == 2 ? loom_cat(ys, 2, 2) : ys[0];
+        if (d->dropout > 0.0 && training && k + 1 < d->num_layers) y = loom_dropout(y, d->dropout, true);
+        seq = y;
+        ok = seq != NULL;
+    }
+    for (int k = 0; ok && !fused && k < d->num_layers; k++) {
         for (int dir = 0; ok && dir < d->dirs; dir++) {
             int64_t s = (int64_t)k * d->dirs + dir;
             /* xp [T, N, G*H] = seq W_ih^T + b_ih (+ b_hh but for GRU,

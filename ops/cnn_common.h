@@ -25,7 +25,8 @@ static inline bool loom__want_float(const char *op, const char *role, const loom
     return false;
 }
 
-/* Records op on contiguous copies of the n inputs (n <= 4). */
+/* Records op on contiguous copies of the n inputs (n <= LOOM__CONTIG_MAX). */
+#define LOOM__CONTIG_MAX 10
 loom_tensor *loom__record_contig(loom__op op, const loom__attrs *attrs, int n, loom_tensor *const *in, int ndim,
                                  const int64_t *shape);
 

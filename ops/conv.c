@@ -15,8 +15,8 @@
 loom_tensor *loom__record_contig(loom__op op, const loom__attrs *attrs, int n, loom_tensor *const *in, int ndim,
                                  const int64_t *shape)
 {
-    LOOM_ASSERT(n <= 5);
-    loom_tensor *c[5] = {NULL, NULL, NULL, NULL, NULL};
+    LOOM_ASSERT(n <= LOOM__CONTIG_MAX);
+    loom_tensor *c[LOOM__CONTIG_MAX] = {NULL};
     bool ok = true;
     for (int i = 0; i < n; i++) ok = ok && (c[i] = loom__contig(in[i])) != NULL;
     loom_tensor *r = ok ? loom__record(op, attrs, n, c, LOOM_FLOAT32, ndim, shape) : NULL;

@@ -43,7 +43,8 @@ bool loom__op_differentiable(loom__op op)
     case LOOM_OP_SGD_STEP:
     case LOOM_OP_HOST_CALL:
     case LOOM_OP_LSTM_CELL_BWD:
-    case LOOM_OP_GRU_CELL_BWD: return false;
+    case LOOM_OP_GRU_CELL_BWD:
+    case LOOM_OP_RNN_LAYER_BWD: return false;
     default: return true;
     }
 }
@@ -350,6 +351,7 @@ loom_status loom__grad_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
     case LOOM_OP_LOG_SOFTMAX: st = cnn_rule(t, g, gin); break;
     case LOOM_OP_LSTM_CELL:
     case LOOM_OP_GRU_CELL: st = loom__rnn_cell_rule(t, g, gin); break;
+    case LOOM_OP_RNN_LAYER: st = loom__rnn_layer_rule(t, g, gin); break;
     default: st = unary_rule(t, g, gin); break;
     }
     if (st != LOOM_OK) return st;

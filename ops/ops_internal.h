@@ -118,6 +118,8 @@ loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy,
  * LSTM_CELL or GRU_CELL node, g the gradient of its output; sets gin[i]
  * for the inputs that need one. */
 loom_status loom__rnn_cell_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
+/* The same for RNN_LAYER: one RNN_LAYER_BWD node. */
+loom_status loom__rnn_layer_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
 
 /* ops/random.c: the kinds of fill, and the fill itself (a
  * loom__rand_fill_fn of graph/capture.h). */

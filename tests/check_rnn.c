@@ -8,6 +8,8 @@
  * dropout between layers; bitwise agreement of the scheduler's parallel
  * directions with one thread; errors.
  */
+#include "config.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,35 @@
 
 #include "tests/check_suites.h"
 #include "tests/fixtures/rnn_cases.h"
+
+#ifdef LOOM_HAVE_ONEDNN
+#include "backends/onednn/onednn.h"
+#endif
+
+/* The configurations the PyTorch parity runs under: cfg_ctx's three (one
+ * thread, two with the scheduler, the portable backend; layers as one
+ * fused node each way), then the "onednn" backend (oneDNN's RNN
+ * primitives; without oneDNN, auto again), then the step-by-step graph
+ * (LOOM_RNN_STEPS=1, set by rnn_cfg_begin and cleared by rnn_cfg_end). */
+#define RNN_NCFG (NCFG + 2)
+static loom_ctx *rnn_cfg_begin(int cfg)
+{
+    if (cfg < NCFG) return cfg_ctx(cfg);
+    if (cfg == NCFG + 1) {
+        setenv("LOOM_RNN_STEPS", "1", 1);
+        return test_ctx(2, NULL);
+    }
+#ifdef LOOM_HAVE_ONEDNN
+    return test_ctx(2, "onednn");
+#else
+    return test_ctx(2, NULL);
+#endif
+}
+static void rnn_cfg_end(loom_ctx *ctx)
+{
+    unsetenv("LOOM_RNN_STEPS");
+    loom_ctx_free(ctx);
+}
 
 #define NCASES ((int)(sizeof RNN_CASES / sizeof RNN_CASES[0]))
 
@@ -46,9 +77,9 @@ static loom_module *case_module(loom_ctx *ctx, const rnn_case *c)
 
 START_TEST(test_pytorch_parity)
 {
-    const rnn_case *c = &RNN_CASES[_i / NCFG];
-    int cfg = _i % NCFG;
-    loom_ctx *ctx = cfg_ctx(cfg);
+    const rnn_case *c = &RNN_CASES[_i / RNN_NCFG];
+    int cfg = _i % RNN_NCFG;
+    loom_ctx *ctx = rnn_cfg_begin(cfg);
     loom_module *m = case_module(ctx, c);
     char label[160];
 
@@ -131,7 +162,7 @@ START_TEST(test_pytorch_parity)
         test_assert_f32(loom_tensor_grad(ps[i]), c->gparams[i], loom_tensor_numel(ps[i]), 1e-4, label, 0);
     }
     loom_module_free(m);
-    loom_ctx_free(ctx);
+    rnn_cfg_end(ctx);
 }
 END_TEST
 
@@ -483,14 +514,183 @@ START_TEST(test_fused_cells)
 }
 END_TEST
 
+/* ---- the fused layer on each backend ------------------------------------------ */
+
+/* Deterministic values in [-1, 1) (the same for every context). */
+static void fill_lcg(float *v, int64_t n, uint32_t seed)
+{
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        v[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+}
+
+enum { WAY_REF, WAY_ONEDNN, WAY_STEPS, WAY_CROSS, NWAYS };
+#define LAYER_MAX_OUT 16
+
+/* One layer module (1 layer, bidirectional or not) run one way: outputs
+ * and every gradient, flattened into res[0..*nres). */
+static void layer_way(int way, loom_rnn_mode mode, bool bidir, bool bias, float **res, int64_t *len, int *nres)
+{
+    const int64_t T = 7, N = 5, I = 3, H = 6, D = bidir ? 2 : 1;
+    loom_ctx *ctx;
+    if (way == WAY_STEPS) setenv("LOOM_RNN_STEPS", "1", 1);
+#ifdef LOOM_HAVE_ONEDNN
+    if (way == WAY_CROSS) loom__onednn_set_ops("rnn_layer,-rnn_layer_backward");
+    ctx = test_ctx(2, way == WAY_REF ? "ref" : way == WAY_ONEDNN ? "onednn" : NULL);
+#else
+    ctx = test_ctx(2, way == WAY_REF ? "ref" : NULL);
+#endif
+    loom_rnn_opts o = {.bidirectional = bidir, .no_bias = !bias};
+    loom_module *m = loom_rnn_module(ctx, mode, I, H, &o);
+    ck_assert_ptr_nonnull(m);
+    loom_tensor *ps[8];
+    int np = loom_module_parameters(m, ps, NULL, 8);
+    float buf[4096];
+    for (int i = 0; i < np; i++) {
+        int64_t sh[LOOM_MAX_DIMS];
+        loom_tensor_shape(ps[i], sh);
+        fill_lcg(buf, loom_tensor_numel(ps[i]), 100u + (uint32_t)i);
+        loom_tensor *v = loom_tensor_from_array(ctx, LOOM_FLOAT32, buf, loom_tensor_ndim(ps[i]), sh);
+        ck_assert_int_eq(loom_tensor_assign(ps[i], v), LOOM_OK);
+        loom_tensor_free(v);
+    }
+    bool lstm = mode == LOOM_LSTM;
+    loom_tensor *in[3];
+    const int64_t xs[3] = {T, N, I}, ss[3] = {D, N, H};
+    for (int k = 0; k < (lstm ? 3 : 2); k++) {
+        fill_lcg(buf, k ? D * N * H : T * N * I, 7u + (uint32_t)k);
+        in[k] = loom_tensor_from_array(ctx, LOOM_FLOAT32, buf, 3, k ? ss : xs);
+        ck_assert_int_eq(loom_tensor_set_requires_grad(in[k], true), LOOM_OK);
+    }
+    loom_tensor *y = NULL, *hn = NULL, *cn = NULL;
+    ck_assert_msg(loom_rnn_forward(m, in[0], in[1], lstm ? in[2] : NULL, &y, &hn, lstm ? &cn : NULL) == LOOM_OK,
+                  "way %d: %s", way, loom_last_error());
+    loom_tensor *outs[3] = {y, hn, cn};
+    loom_tensor *loss = NULL;
+    for (int k = 0; k < (lstm ? 3 : 2); k++) {
+        int64_t sh[LOOM_MAX_DIMS];
+        loom_tensor_shape(outs[k], sh);
+        fill_lcg(buf, loom_tensor_numel(outs[k]), 55u + (uint32_t)k);
+        loom_tensor *u = loom_tensor_from_array(ctx, LOOM_FLOAT32, buf, loom_tensor_ndim(outs[k]), sh);
+        loom_tensor *term = loom_sum(loom_mul(outs[k], u), 0, NULL, false);
+        loss = loss ? loom_add(loss, term) : term;
+    }
+    ck_assert_msg(loom_backward(loss, NULL, NULL) == LOOM_OK, "way %d: %s", way, loom_last_error());
+    int n = 0;
+    for (int k = 0; k < (lstm ? 3 : 2); k++) {
+        res[n] = copy_out_f32(outs[k]);
+        len[n++] = loom_tensor_numel(outs[k]);
+    }
+    for (int k = 0; k < (lstm ? 3 : 2); k++) {
+        res[n] = copy_out_f32(loom_tensor_grad(in[k]));
+        len[n++] = loom_tensor_numel(in[k]);
+    }
+    for (int i = 0; i < np; i++) {
+        res[n] = copy_out_f32(loom_tensor_grad(ps[i]));
+        len[n++] = loom_tensor_numel(ps[i]);
+    }
+    *nres = n;
+    loom_module_free(m);
+    loom_ctx_free(ctx);
+    unsetenv("LOOM_RNN_STEPS");
+#ifdef LOOM_HAVE_ONEDNN
+    loom__onednn_set_ops(NULL);
+#endif
+}
+
+/* Every mode, one direction or both, with and without biases, odd sizes:
+ * the fused layer on ref, on oneDNN, and with a oneDNN forward whose
+ * workspace ref's backward cannot read (it recomputes the forward), all
+ * agree with the step-by-step graph: outputs, states and every gradient. */
+START_TEST(test_layer_backends)
+{
+    const loom_rnn_mode mode = (loom_rnn_mode)(_i % 4);
+    const bool bidir = (_i / 4) % 2, bias = _i / 8 == 0;
+    float *res[NWAYS][LAYER_MAX_OUT];
+    int64_t len[NWAYS][LAYER_MAX_OUT];
+    int nres[NWAYS];
+    for (int w = 0; w < NWAYS; w++) layer_way(w, mode, bidir, bias, res[w], len[w], &nres[w]);
+    for (int w = 0; w < NWAYS; w++) {
+        if (w == WAY_STEPS) continue;
+        ck_assert_int_eq(nres[w], nres[WAY_STEPS]);
+        for (int k = 0; k < nres[w]; k++) {
+            ck_assert_int_eq(len[w][k], len[WAY_STEPS][k]);
+            for (int64_t e = 0; e < len[w][k]; e++) {
+                const float a = res[w][k][e], b = res[WAY_STEPS][k][e];
+                ck_assert_msg(fabsf(a - b) <= 1e-4f * (1.0f + fabsf(b)),
+                              "mode %d bidir %d bias %d way %d result %d [%lld]: %g, steps %g", (int)mode, bidir,
+                              bias, w, k, (long long)e, a, b);
+            }
+        }
+    }
+    for (int w = 0; w < NWAYS; w++)
+        for (int k = 0; k < nres[w]; k++) free(res[w][k]);
+}
+END_TEST
+
+/* The layer op's own checks and a gradient check through it. */
+static loom_tensor *layer_fn(loom_tensor *const *in, int n, void *user)
+{
+    (void)n;
+    const int mode = *(const int *)user;
+    loom_tensor *y = NULL, *hn = NULL, *cn = NULL;
+    if (loom_rnn_layer(mode, in[0], in[1], mode == 2 ? in[2] : NULL, in[3], in[4], in[5], in[6], true, &y, &hn,
+                       mode == 2 ? &cn : NULL) != LOOM_OK)
+        return NULL;
+    loom_tensor *parts[3] = {loom_flatten(y, 0, -1), loom_flatten(hn, 0, -1), cn ? loom_flatten(cn, 0, -1) : NULL};
+    return loom_cat(parts, mode == 2 ? 3 : 2, 0);
+}
+
+START_TEST(test_layer_op)
+{
+    loom_ctx *ctx = cfg_ctx(_i % NCFG);
+    int mode = _i / NCFG;
+    const int64_t T = 4, N = 3, I = 2, H = 3, G = mode == 2 ? 4 : mode == 3 ? 3 : 1;
+    loom_tensor *in[7] = {
+        loom_randn(ctx, LOOM_SHAPE(T, N, I)), loom_randn(ctx, LOOM_SHAPE(N, H)),      loom_randn(ctx, LOOM_SHAPE(N, H)),
+        loom_randn(ctx, LOOM_SHAPE(G * H, I)), loom_randn(ctx, LOOM_SHAPE(G * H, H)), loom_randn(ctx, LOOM_SHAPE(G * H)),
+        loom_randn(ctx, LOOM_SHAPE(G * H))};
+    for (int i = 0; i < 7; i++) {
+        ck_assert_int_eq(loom_tensor_eval(in[i]), LOOM_OK);
+        in[i] = loom_detach(loom_mul_scalar(in[i], 0.5));
+        ck_assert_int_eq(loom_tensor_set_requires_grad(in[i], true), LOOM_OK);
+    }
+    loom_gradcheck_options go = {.eps = 1e-2, .atol = 2e-3, .rtol = 2e-2};
+    ck_assert_msg(loom_gradcheck(layer_fn, 7, in, &mode, &go) == LOOM_OK, "mode %d: %s", mode, loom_last_error());
+    /* errors, each naming the problem */
+    loom_tensor *y = NULL;
+    ck_assert_int_eq(loom_rnn_layer(mode, in[0], NULL, NULL, in[4], in[4], NULL, NULL, false, &y, NULL, NULL),
+                     LOOM_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "w_ih is"));
+    ck_assert_int_eq(loom_rnn_layer(mode, in[0], NULL, NULL, in[3], in[4], in[5], NULL, false, &y, NULL, NULL),
+                     LOOM_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "both biases or neither"));
+    ck_assert_int_eq(loom_rnn_layer(7, in[0], NULL, NULL, in[3], in[4], NULL, NULL, false, &y, NULL, NULL),
+                     LOOM_ERR_INVALID_ARG);
+    ck_assert_int_eq(loom_rnn_layer(mode, in[1], NULL, NULL, in[3], in[4], NULL, NULL, false, &y, NULL, NULL),
+                     LOOM_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "x must be [T, N, I]"));
+    if (mode != 2) {
+        ck_assert_int_eq(loom_rnn_layer(mode, in[0], NULL, in[2], in[3], in[4], NULL, NULL, false, &y, NULL, NULL),
+                         LOOM_ERR_INVALID_ARG);
+        ck_assert_ptr_nonnull(strstr(loom_last_error(), "cell state"));
+    }
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 Suite *loom_suite_rnn(void)
 {
     Suite *s = suite_create("rnn");
     TCase *tc = test_tcase(s, "pytorch_parity", 60);
-    tcase_add_loop_test(tc, test_pytorch_parity, 0, NCASES * NCFG);
+    tcase_add_loop_test(tc, test_pytorch_parity, 0, NCASES * RNN_NCFG);
     tc = test_tcase(s, "gradcheck", 120);
     tcase_add_loop_test(tc, test_gradcheck, 0, 4);
     tcase_add_loop_test(tc, test_fused_cells, 0, NCFG);
+    tcase_add_loop_test(tc, test_layer_op, 0, 4 * NCFG);
+    tc = test_tcase(s, "layer_backends", 60);
+    tcase_add_loop_test(tc, test_layer_backends, 0, 16);
     tc = test_tcase(s, "structure", 30);
     tcase_add_test(tc, test_names_and_shapes);
     tcase_add_test(tc, test_dropout_between_layers);

@@ -411,7 +411,7 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
         if (!base) return loom_last_status();
     }
     void *slots[LOOM__ONEDNN_NSLOTS] = {0};
-    for (int i = 0; i < call->n_in && i < 4; i++) slots[LOOM__ONEDNN_SLOT_IN0 + i] = call->in[i].data;
+    for (int i = 0; i < call->n_in && i < LOOM__ONEDNN_MAX_INS; i++) slots[LOOM__ONEDNN_SLOT_IN0 + i] = call->in[i].data;
     slots[LOOM__ONEDNN_SLOT_OUT] = call->out.data;
     for (int t = 0; t < p->ntmps; t++) slots[LOOM__ONEDNN_SLOT_TMP0 + t] = base + p->tmp_offset[t];
     if (p->prep) p->prep(call, slots);

@@ -128,15 +128,16 @@ dnnl_primitive_attr_t loom__onednn_attr(const loom__kcall *call, bool relu);
 
 /* Slots a step argument can bind: the call's inputs, its output, temporaries. */
 enum {
-    LOOM__ONEDNN_SLOT_IN0 = 0, /* in[0] .. in[3] */
-    LOOM__ONEDNN_SLOT_OUT = 4,
-    LOOM__ONEDNN_SLOT_TMP0 = 5, /* temporaries 0 .. LOOM__ONEDNN_MAX_TMPS - 1 */
-    LOOM__ONEDNN_MAX_TMPS = 4,
+    LOOM__ONEDNN_SLOT_IN0 = 0, /* in[0] .. in[LOOM__ONEDNN_MAX_INS - 1] */
+    LOOM__ONEDNN_MAX_INS = 10, /* the RNN layer's backward has 9 */
+    LOOM__ONEDNN_SLOT_OUT = LOOM__ONEDNN_MAX_INS,
+    LOOM__ONEDNN_SLOT_TMP0 = LOOM__ONEDNN_SLOT_OUT + 1, /* temporaries 0 .. LOOM__ONEDNN_MAX_TMPS - 1 */
+    LOOM__ONEDNN_MAX_TMPS = 12,
     LOOM__ONEDNN_NSLOTS = LOOM__ONEDNN_SLOT_TMP0 + LOOM__ONEDNN_MAX_TMPS,
 };
 
-#define LOOM__ONEDNN_MAX_STEPS 5
-#define LOOM__ONEDNN_MAX_ARGS 10
+#define LOOM__ONEDNN_MAX_STEPS 8
+#define LOOM__ONEDNN_MAX_ARGS 20
 
 typedef struct loom__onednn_arg {
     int arg;       /* DNNL_ARG_* */
@@ -286,6 +287,14 @@ bool loom__onednn_relu_bwd_supports(const loom__kcall *call);
 loom_status loom__onednn_relu_bwd(const loom__kcall *call);
 bool loom__onednn_softmax_supports(const loom__kcall *call);
 loom_status loom__onednn_softmax(const loom__kcall *call);
+
+/* rnn.c: RNN_LAYER (forward training or inference) and RNN_LAYER_BWD on
+ * oneDNN's vanilla RNN, LSTM and linear-before-reset GRU primitives. */
+bool loom__onednn_rnn_supports(const loom__kcall *call);
+loom_status loom__onednn_rnn(const loom__kcall *call);
+bool loom__onednn_rnn_bwd_supports(const loom__kcall *call);
+loom_status loom__onednn_rnn_bwd(const loom__kcall *call);
+int64_t loom__onednn_rnn_aux(const loom__kcall *call); /* the training workspace, floats */
 
 /* ---- helpers the op files share -------------------------------------------- */
 

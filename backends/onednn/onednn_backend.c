@@ -86,6 +86,9 @@ static const loom__kernel onednn_all_kernels[LOOM_OP_COUNT] = {
     [LOOM_OP_LOG_SOFTMAX_BWD] = {loom__onednn_softmax_supports, loom__onednn_softmax, true},
 
     [LOOM_OP_RELU_BWD] = {loom__onednn_relu_bwd_supports, loom__onednn_relu_bwd, true},
+
+    [LOOM_OP_RNN_LAYER] = {loom__onednn_rnn_supports, loom__onednn_rnn, true, .aux_floats = loom__onednn_rnn_aux},
+    [LOOM_OP_RNN_LAYER_BWD] = {loom__onednn_rnn_bwd_supports, loom__onednn_rnn_bwd, true},
 };
 
 const loom__backend loom__onednn_backend_all = {
@@ -198,6 +201,9 @@ static bool fast(const loom__kcall *call)
         return loom__kcall_has_blocked(call) && (!loom__ref_pool_blocked_ok(call) || call->budget >= MANY_CORES);
     case LOOM_OP_AVG_POOL2D:
     case LOOM_OP_AVG_POOL2D_BWD: return loom__kcall_has_blocked(call);
+    /* A layer's backward goes where its forward went: supports() takes
+     * only a workspace oneDNN wrote. */
+    case LOOM_OP_RNN_LAYER_BWD: return true;
     default: return false;
     }
 }
@@ -228,6 +234,7 @@ static const loom__kernel onednn_auto_kernels[LOOM_OP_COUNT] = {
     AUTO(LOOM_OP_AVG_POOL2D_BWD), AUTO(LOOM_OP_BN_FWD),       AUTO(LOOM_OP_BN_BWD_DATA),
     AUTO(LOOM_OP_BN_BWD_PARAMS), AUTO(LOOM_OP_SOFTMAX),       AUTO(LOOM_OP_LOG_SOFTMAX),
     AUTO(LOOM_OP_SOFTMAX_BWD),   AUTO(LOOM_OP_LOG_SOFTMAX_BWD), AUTO(LOOM_OP_RELU_BWD),
+    AUTO(LOOM_OP_RNN_LAYER),     AUTO(LOOM_OP_RNN_LAYER_BWD),
 };
 
 const loom__backend loom__onednn_backend = {

@@ -56,6 +56,9 @@ loom_status loom__ref_host_call(const loom__kcall *call); /* host.c */
 loom_status loom__ref_lstm_cell(const loom__kcall *call);
 loom_status loom__ref_lstm_cell_bwd(const loom__kcall *call);
 loom_status loom__ref_gru_cell(const loom__kcall *call);
-loom_status loom__ref_gru_cell_bwd(const loom__kcall *call);          /* softmax.c */
+loom_status loom__ref_gru_cell_bwd(const loom__kcall *call);
+loom_status loom__ref_rnn_layer(const loom__kcall *call);     /* rnn_layer.c */
+loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call); /* rnn_layer.c */
+int64_t loom__ref_rnn_layer_aux(const loom__kcall *call);     /* its workspace floats */          /* softmax.c */
 
 #endif /* LOOM_BACKENDS_REF_H */

@@ -151,6 +151,8 @@ static const loom__kernel ref_kernels[] = {
     [LOOM_OP_LSTM_CELL_BWD] = {NULL, loom__ref_lstm_cell_bwd},
     [LOOM_OP_GRU_CELL] = {NULL, loom__ref_gru_cell},
     [LOOM_OP_GRU_CELL_BWD] = {NULL, loom__ref_gru_cell_bwd},
+    [LOOM_OP_RNN_LAYER] = {NULL, loom__ref_rnn_layer, .aux_floats = loom__ref_rnn_layer_aux},
+    [LOOM_OP_RNN_LAYER_BWD] = {NULL, loom__ref_rnn_layer_bwd},
 };
 
 /* The table's size comes from its last entry: an op added after GRU_CELL_BWD

@@ -132,6 +132,22 @@ loom_tensor *loom_lstm_cell_gates(loom_tensor *a, loom_tensor *c);
  * z = sigmoid(xz + hz), n = tanh(xn + r * hn). */
 loom_tensor *loom_gru_cell_gates(loom_tensor *xp, loom_tensor *hp, loom_tensor *h);
 
+/* One recurrent layer in one direction over all T steps, as one node each
+ * way (what loom_rnn_forward records per layer and direction; kernels:
+ * oneDNN's RNN primitives, or a portable loop of GEMMs and fused gates).
+ * mode is a loom_rnn_mode (loom/nn.h): 0 RNN tanh, 1 RNN relu, 2 LSTM,
+ * 3 GRU. x [T, N, I]; w_ih [G*H, I], w_hh [G*H, H], b_ih, b_hh [G*H] (both
+ * or neither), in PyTorch's layouts and gate orders (G = 1, 1, 4, 3); h0
+ * [N, H] or NULL (zeros); c0 [N, H] (LSTM only) or NULL (zeros). reverse
+ * runs t = T-1 down to 0. Sets *y [T, N, H] (h after step t at row t) and,
+ * when not NULL, *h_n [N, H] (the last step's h) and *c_n [N, H] (LSTM).
+ * The results belong to the current scope. With grad mode on and an input
+ * that requires grad, the forward also keeps a workspace for the backward,
+ * as oneDNN's training forward does. */
+loom_status loom_rnn_layer(int mode, loom_tensor *x, loom_tensor *h0, loom_tensor *c0, loom_tensor *w_ih,
+                           loom_tensor *w_hh, loom_tensor *b_ih, loom_tensor *b_hh, bool reverse, loom_tensor **y,
+                           loom_tensor **h_n, loom_tensor **c_n);
+
 #ifdef __cplusplus
 }
 #endif

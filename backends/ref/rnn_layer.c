@@ -1,0 +1,401 @@
+/*
+ * backends/ref/rnn_layer.c - a whole recurrent layer (one direction) as one
+ * kernel: LOOM_OP_RNN_LAYER and LOOM_OP_RNN_LAYER_BWD (kernel.h gives the
+ * packing).
+ *
+ * Forward, T steps of N rows, H hidden, G gates:
+ *   A = x W_ih^T + bias                 one GEMM [T*N, I] x [I, G*H]
+ *   per step t:  A_t += h W_hh^T        GEMM [N, H] x [H, G*H], beta = 1
+ *                gates                  the fused cells' rows (rnn_cells.h)
+ * GRU keeps the hidden projection apart (HP_t = h W_hh^T + b_hh), since its
+ * n gate multiplies it by r.
+ *
+ * Workspace (training), after the header:
+ *   RNN   nothing: tanh' and relu' come from y itself;
+ *   LSTM  A [T,N,4H] (the pre-activations, recurrent part included), then
+ *         C [T,N,H] (c after step t);
+ *   GRU   XP [T,N,3H], then HP [T,N,3H].
+ *
+ * Backward walks the steps in reverse order of the forward, carrying dh
+ * (and dc) [N, H]; each step gives dA_t (LSTM, RNN; dXP_t and dHP_t for GRU)
+ * and dh for the step before it, dA_t W_hh. Everything else is one GEMM
+ * over all steps: dx = dA W_ih, dW_ih = dA^T x, dW_hh = dA^T Hprev (Hprev:
+ * each step's incoming h, which is h0 or a row block of y), and the biases
+ * the column sums of dA. Compared with the step-by-step graph (nn/rnn.c),
+ * this is one node instead of ~4 per step each way, and the weight
+ * gradients' reductions run over T*N rows at once.
+ *
+ * A forward whose workspace another backend wrote (its tag says so) cannot
+ * be read here: the backward then runs this file's forward into a
+ * temporary first.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/ref/fastmath.h"
+#include "backends/ref/nditer.h"
+#include "backends/ref/ref.h"
+#include "backends/ref/rnn_cells.h"
+#include "backends/ref/sgemm.h"
+#include "backends/registry.h"
+#include "runtime/error.h"
+
+enum { MODE_TANH = 0, MODE_RELU = 1, MODE_LSTM = 2, MODE_GRU = 3 };
+
+/* Elements per thread below which an elementwise team does not pay. */
+#define ROW_GRAIN 16384
+
+/* Floats of the ref workspace's data (after the header). */
+static int64_t ws_data_floats(const loom__rnn_layout *L, int mode)
+{
+    const int64_t TN = L->T * L->N;
+    if (mode == MODE_LSTM) return TN * 4 * L->H + TN * L->H;
+    if (mode == MODE_GRU) return 2 * TN * 3 * L->H;
+    return 0;
+}
+
+int64_t loom__ref_rnn_layer_aux(const loom__kcall *call)
+{
+    loom__rnn_layout L;
+    loom__rnn_layout_call(call, &L);
+    return ws_data_floats(&L, call->attrs->rnn.mode);
+}
+
+static bool valid(const loom__kcall *call, int n_in)
+{
+    if (call->n_in != n_in || call->out.dtype != LOOM_FLOAT32) return false;
+    for (int i = 0; i < n_in; i++)
+        if (call->in[i].dtype != LOOM_FLOAT32) return false;
+    return call->in[0].ndim == 3 && call->in[3].ndim == 2;
+}
+
+static void *alloc_floats(int64_t n)
+{
+    size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+/* One GEMM with a workspace sized once per kernel call (gemm_ws). */
+typedef struct gemm_ctx {
+    void *ws;
+    size_t size;
+    int nt;
+} gemm_ctx;
+
+static void gemm_need(gemm_ctx *g, int64_t m, int64_t n, int64_t k)
+{
+    size_t s = loom__sgemm_workspace_size(m, n, k, g->nt);
+    if (s > g->size) g->size = s;
+}
+
+static loom_status gemm_alloc(gemm_ctx *g)
+{
+    if (!g->size) return LOOM_OK;
+    g->ws = aligned_alloc(64, (g->size + 63) & ~(size_t)63);
+    return g->ws ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory (%zu bytes)", g->size);
+}
+
+static loom_status gemm(gemm_ctx *g, int64_t m, int64_t n, int64_t k, const float *a, int64_t rsa, int64_t csa,
+                        const float *b, int64_t rsb, int64_t csb, float beta, float *c, int64_t rsc)
+{
+    return loom__sgemm(m, n, k, 1.0f, a, rsa, csa, b, rsb, csb, beta, c, rsc, g->nt, g->ws, g->size);
+}
+
+/* rows x cols: c[r, :] = bias (+ bias2) for every row. */
+static void fill_rows(float *c, int64_t rows, int64_t cols, const float *bias, const float *bias2)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        float *cr = c + r * cols;
+        if (!bias)
+            memset(cr, 0, (size_t)cols * sizeof *cr);
+        else if (bias2)
+            for (int64_t j = 0; j < cols; j++) cr[j] = bias[j] + bias2[j];
+        else
+            memcpy(cr, bias, (size_t)cols * sizeof *cr);
+    }
+}
+
+/* ---- elementwise steps, rows split over a team ------------------------------ */
+
+#define ROWS_TEAM(nthreads, rows, H, BODY)                                                      \
+    do {                                                                                         \
+        const int nt_ = loom__ref_team((nthreads), (rows) * (H), ROW_GRAIN);                     \
+        if (nt_ <= 1) {                                                                          \
+            const int64_t r0 = 0, r1 = (rows);                                                   \
+            BODY;                                                                                \
+        } else {                                                                                 \
+            LOOM__OMP_PARALLEL(nt_)                                                              \
+            {                                                                                    \
+                int64_t r0, r1;                                                                  \
+                loom__nditer_part((rows), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1); \
+                BODY;                                                                            \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
+static void act_rows(int mode, const float *restrict a, float *restrict h, int64_t n)
+{
+    if (mode == MODE_TANH)
+        for (int64_t i = 0; i < n; i++) h[i] = tanh_f32(a[i]);
+    else
+        for (int64_t i = 0; i < n; i++) h[i] = (a[i] > 0.0f || a[i] != a[i]) ? a[i] : 0.0f;
+}
+
+/* da = (dy + dh) * act'(y): tanh' = 1 - y^2, relu' = y > 0. */
+static void act_bwd_rows(int mode, const float *restrict y, const float *restrict dy, const float *restrict dh,
+                         float *restrict da, int64_t n)
+{
+    if (mode == MODE_TANH)
+        for (int64_t i = 0; i < n; i++) da[i] = (dy[i] + dh[i]) * (1.0f - y[i] * y[i]);
+    else
+        for (int64_t i = 0; i < n; i++) da[i] = y[i] > 0.0f ? dy[i] + dh[i] : 0.0f;
+}
+
+static void add_rows(const float *restrict a, const float *restrict b, float *restrict out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* ---- forward ------------------------------------------------------------------- */
+
+/* The forward into y [T,N,H], cn [N,H] (LSTM) and ws (ref workspace data,
+ * or NULL for inference). */
+static loom_status forward(const loom__kcall *call, const loom__rnn_layout *L, float *y, float *cn, float *ws)
+{
+    const int mode = call->attrs->rnn.mode;
+    const bool rev = call->attrs->rnn.reverse;
+    const int64_t T = L->T, N = L->N, I = L->I, H = L->H, G = L->G, GH = G * H, TN = T * N;
+    const float *x = call->in[L->x].data, *wih = call->in[L->w_ih].data, *whh = call->in[L->w_hh].data;
+    const float *h0 = call->in[L->h0].data, *c0 = L->lstm ? call->in[L->c0].data : NULL;
+    const float *bih = L->bias ? call->in[L->b_ih].data : NULL, *bhh = L->bias ? call->in[L->b_hh].data : NULL;
+    const int nt = call->nthreads;
+
+    /* A (or XP for GRU) [T,N,GH]; C [T,N,H] (LSTM); HP [N,GH] per step (GRU).
+     * In the workspace when training (but RNN's A, which the backward does
+     * not read), else in a temporary: A, and two rolling [N,H] buffers for
+     * LSTM's c or one [N,GH] for GRU's HP. */
+    float *A = NULL, *C = NULL, *HP = NULL, *own = NULL;
+    const bool keep = ws && mode != MODE_TANH && mode != MODE_RELU;
+    if (keep) {
+        A = ws;
+        if (mode == MODE_LSTM) C = ws + TN * GH;
+        if (mode == MODE_GRU) HP = ws + TN * GH;
+    } else {
+        own = alloc_floats(TN * GH + (mode == MODE_LSTM ? 2 * N * H : 0) + (mode == MODE_GRU ? N * GH : 0));
+        if (!own) return loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory");
+        A = own;
+        if (mode == MODE_LSTM) C = own + TN * GH;
+        if (mode == MODE_GRU) HP = own + TN * GH;
+    }
+    gemm_ctx g = {.nt = nt};
+    gemm_need(&g, TN, GH, I);
+    gemm_need(&g, N, GH, H);
+    loom_status st = gemm_alloc(&g);
+    if (st != LOOM_OK) goto out;
+
+    /* A = bias rows, then += x W_ih^T. W_ih^T's (p, j) is w_ih[j*I + p]. */
+    fill_rows(A, TN, GH, bih, mode == MODE_GRU ? NULL : bhh);
+    st = gemm(&g, TN, GH, I, x, I, 1, wih, 1, I, 1.0f, A, GH);
+    for (int64_t s = 0; st == LOOM_OK && s < T; s++) {
+        const int64_t t = rev ? T - 1 - s : s, tp = rev ? t + 1 : t - 1;
+        const float *hprev = s == 0 ? h0 : y + tp * N * H;
+        float *At = A + t * N * GH, *yt = y + t * N * H;
+        if (mode == MODE_GRU) {
+            float *HPt = keep ? HP + t * N * GH : HP;
+            fill_rows(HPt, N, GH, bhh, NULL);
+            st = gemm(&g, N, GH, H, hprev, H, 1, whh, 1, H, 1.0f, HPt, GH);
+            if (st != LOOM_OK) break;
+            ROWS_TEAM(nt, N, H, loom__gru_rows(At, HPt, hprev, yt, H, r0, r1));
+            continue;
+        }
+        st = gemm(&g, N, GH, H, hprev, H, 1, whh, 1, H, 1.0f, At, GH);
+        if (st != LOOM_OK) break;
+        if (mode == MODE_LSTM) {
+            const float *cprev;
+            float *ct;
+            if (keep) {
+                cprev = s == 0 ? c0 : C + tp * N * H;
+                ct = C + t * N * H;
+            } else {
+                cprev = s == 0 ? c0 : C + ((s - 1) & 1) * N * H;
+                ct = C + (s & 1) * N * H;
+            }
+            ROWS_TEAM(nt, N, H, loom__lstm_rows(At, cprev, yt, ct, H, r0, r1));
+            if (s == T - 1) memcpy(cn, ct, (size_t)(N * H) * sizeof *cn);
+        } else {
+            ROWS_TEAM(nt, N, H, act_rows(mode, At + r0 * H, yt + r0 * H, (r1 - r0) * H));
+        }
+    }
+out:
+    free(g.ws);
+    free(own);
+    return st;
+}
+
+loom_status loom__ref_rnn_layer(const loom__kcall *call)
+{
+    loom__rnn_layout L;
+    if (call->n_in < 4 || !valid(call, call->n_in)) goto bad;
+    loom__rnn_layout_call(call, &L);
+    if (L.n_fwd_in != call->n_in) goto bad;
+    float *out = call->out.data, *ws = NULL;
+    if (call->attrs->rnn.training) {
+        if (loom__tview_numel(&call->out) < L.ws + LOOM__RNN_WS_HEADER + ws_data_floats(&L, call->attrs->rnn.mode))
+            goto bad;
+        loom__rnn_ws_set_tag(out + L.ws, LOOM__RNN_WS_REF);
+        ws = out + L.ws + LOOM__RNN_WS_HEADER;
+    }
+    return forward(call, &L, out + L.y, L.lstm ? out + L.c_n : NULL, ws);
+bad:
+    return loom__set_error(LOOM_ERR_INVALID_ARG, "rnn_layer: inputs or output do not match kernel.h's packing");
+}
+
+/* ---- backward ------------------------------------------------------------------ */
+
+/* out[j] = sum over rows of d[r * cols + j], in double, rows in order (so
+ * the bits do not depend on the team): each thread takes blocks of columns
+ * and walks the rows once per block. */
+#define COL_BLOCK 256
+static void col_sums(const float *d, int64_t rows, int64_t cols, float *out, int nt)
+{
+    const int64_t nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
+    int team = loom__ref_team(nt, rows * cols, ROW_GRAIN * 4);
+    if (team > nblk) team = (int)nblk;
+    LOOM__OMP_PARALLEL(team)
+    {
+        int64_t b0 = 0, b1 = nblk;
+        if (team > 1) loom__nditer_part(nblk, loom__omp_thread(), loom__omp_nthreads(), 1, &b0, &b1);
+        double acc[COL_BLOCK];
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t j0 = b * COL_BLOCK, nj = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
+            for (int64_t j = 0; j < nj; j++) acc[j] = 0.0;
+            for (int64_t r = 0; r < rows; r++) {
+                const float *dr = d + r * cols + j0;
+                for (int64_t j = 0; j < nj; j++) acc[j] += dr[j];
+            }
+            for (int64_t j = 0; j < nj; j++) out[j0 + j] = (float)acc[j];
+        }
+    }
+}
+
+/* dW [GH, K] = D^T [GH, T*N] x Hprev [T*N, K], where step t's incoming h
+ * is h0 for the first step processed and y's row block of the step before
+ * it otherwise: two GEMMs. D is [T, N, GH]. */
+static loom_status dw_hh(gemm_ctx *g, const loom__rnn_layout *L, bool rev, const float *D, const float *h0,
+                         const float *y, float *dw)
+{
+    const int64_t T = L->T, N = L->N, H = L->H, GH = L->G * H;
+    const int64_t first = rev ? T - 1 : 0; /* the step that reads h0 */
+    loom_status st = gemm(g, GH, H, N, D + first * N * GH, 1, GH, h0, H, 1, 0.0f, dw, H);
+    if (st != LOOM_OK || T == 1) return st;
+    /* Forward: steps 1..T-1 read y[0..T-2]; reverse: steps 0..T-2 read y[1..T-1]. */
+    const float *Ds = rev ? D : D + N * GH, *Ys = rev ? y + N * H : y;
+    return gemm(g, GH, H, (T - 1) * N, Ds, 1, GH, Ys, H, 1, 1.0f, dw, H);
+}
+
+loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
+{
+    loom__rnn_layout L;
+    if (call->n_in < 6 || !valid(call, call->n_in)) goto bad;
+    loom__rnn_layout_call(call, &L);
+    if (L.n_fwd_in + 2 != call->n_in || loom__tview_numel(&call->out) != L.bwd_floats) goto bad;
+    const int mode = call->attrs->rnn.mode;
+    const bool rev = call->attrs->rnn.reverse;
+    const int64_t T = L.T, N = L.N, I = L.I, H = L.H, GH = L.G * H, TN = T * N, NH = N * H;
+    const int nt = call->nthreads;
+    const float *fwd = call->in[L.n_fwd_in].data, *grad = call->in[L.n_fwd_in + 1].data;
+    const int64_t ws_floats = ws_data_floats(&L, mode);
+    /* The gradient covers y and c_n at least (graph/autograd.c stops it
+     * before the workspace). */
+    if (loom__tview_numel(&call->in[L.n_fwd_in]) < L.ws + LOOM__RNN_WS_HEADER + ws_floats ||
+        loom__tview_numel(&call->in[L.n_fwd_in + 1]) < L.fwd_base)
+        goto bad;
+    const float *x = call->in[L.x].data, *wih = call->in[L.w_ih].data, *whh = call->in[L.w_hh].data;
+    const float *h0 = call->in[L.h0].data, *c0 = L.lstm ? call->in[L.c0].data : NULL;
+    const float *y = fwd + L.y, *dy = grad + L.y, *dcn = L.lstm ? grad + L.c_n : NULL;
+    float *out = call->out.data;
+
+    /* The workspace: this backend's, or recomputed when another wrote it. */
+    const float *ws = fwd + L.ws + LOOM__RNN_WS_HEADER;
+    float *own_fwd = NULL;
+    if (loom__rnn_ws_tag(fwd + L.ws) != LOOM__RNN_WS_REF) {
+        own_fwd = alloc_floats(L.fwd_base + ws_floats);
+        if (!own_fwd) return loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
+        loom_status st = forward(call, &L, own_fwd + L.y, L.lstm ? own_fwd + L.c_n : NULL, own_fwd + L.fwd_base);
+        if (st != LOOM_OK) {
+            free(own_fwd);
+            return st;
+        }
+        y = own_fwd + L.y;
+        ws = own_fwd + L.fwd_base;
+    }
+
+    /* D [T,N,GH]: dA (LSTM, RNN) or dXP (GRU); DH [T,N,GH]: dHP (GRU);
+     * dh, dc, dc2, tmp [N,H] (dc and dc2 swap: the cell reads one and
+     * writes the other). */
+    const int64_t nD = TN * GH * (mode == MODE_GRU ? 2 : 1);
+    float *buf = alloc_floats(nD + 4 * NH);
+    gemm_ctx g = {.nt = nt};
+    gemm_need(&g, N, H, GH);
+    gemm_need(&g, TN, I, GH);
+    gemm_need(&g, GH, I, TN);
+    gemm_need(&g, GH, H, N);
+    gemm_need(&g, GH, H, (T - 1) * N);
+    loom_status st = buf ? gemm_alloc(&g) : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
+    if (st != LOOM_OK) goto done;
+    float *D = buf, *DH = mode == MODE_GRU ? buf + TN * GH : NULL;
+    float *dh = buf + nD, *dc = dh + NH, *dc2 = dc + NH, *tmp = dc2 + NH;
+    memset(dh, 0, (size_t)NH * sizeof *dh); /* h_n's gradient is part of dy */
+    if (L.lstm) memcpy(dc, dcn, (size_t)NH * sizeof *dc);
+
+    for (int64_t s = T - 1; st == LOOM_OK && s >= 0; s--) {
+        const int64_t t = rev ? T - 1 - s : s, tp = rev ? t + 1 : t - 1;
+        const float *hprev = s == 0 ? h0 : y + tp * NH;
+        const float *dyt = dy + t * NH;
+        float *Dt = D + t * N * GH;
+        if (mode == MODE_LSTM) {
+            const float *A = ws, *C = ws + TN * GH;
+            const float *cprev = s == 0 ? c0 : C + tp * NH;
+            ROWS_TEAM(nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            ROWS_TEAM(nt, N, H, loom__lstm_bwd_rows(A + t * N * GH, cprev, tmp, dc, Dt, dc2, H, r0, r1));
+            float *sw = dc;
+            dc = dc2;
+            dc2 = sw;
+            st = gemm(&g, N, H, GH, Dt, GH, 1, whh, H, 1, 0.0f, dh, H);
+        } else if (mode == MODE_GRU) {
+            const float *XP = ws, *HP = ws + TN * GH;
+            float *DHt = DH + t * N * GH;
+            ROWS_TEAM(nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            /* dh = the direct path z * dh', then += dHP_t W_hh. */
+            ROWS_TEAM(nt, N, H,
+                      loom__gru_bwd_rows(XP + t * N * GH, HP + t * N * GH, hprev, tmp, Dt, DHt, dh, H, r0, r1));
+            st = gemm(&g, N, H, GH, DHt, GH, 1, whh, H, 1, 1.0f, dh, H);
+        } else {
+            ROWS_TEAM(nt, N, H,
+                      act_bwd_rows(mode, y + t * NH + r0 * H, dyt + r0 * H, dh + r0 * H, Dt + r0 * H, (r1 - r0) * H));
+            st = gemm(&g, N, H, GH, Dt, GH, 1, whh, H, 1, 0.0f, dh, H);
+        }
+    }
+    if (st != LOOM_OK) goto done;
+    memcpy(out + L.dh0, dh, (size_t)NH * sizeof *dh);
+    if (L.lstm) memcpy(out + L.dc0, dc, (size_t)NH * sizeof *dc);
+    /* dx = D W_ih; dW_ih = D^T x; dW_hh = (D or DH)^T Hprev. */
+    st = gemm(&g, TN, I, GH, D, GH, 1, wih, I, 1, 0.0f, out + L.dx, I);
+    if (st == LOOM_OK) st = gemm(&g, GH, I, TN, D, 1, GH, x, I, 1, 0.0f, out + L.dw_ih, I);
+    if (st == LOOM_OK) st = dw_hh(&g, &L, rev, mode == MODE_GRU ? DH : D, h0, y, out + L.dw_hh);
+    if (st == LOOM_OK && L.bias) {
+        col_sums(D, TN, GH, out + L.db_ih, nt);
+        if (mode == MODE_GRU)
+            col_sums(DH, TN, GH, out + L.db_hh, nt);
+        else
+            memcpy(out + L.db_hh, out + L.db_ih, (size_t)GH * sizeof(float));
+    }
+done:
+    free(g.ws);
+    free(buf);
+    free(own_fwd);
+    return st;
+bad:
+    return loom__set_error(LOOM_ERR_INVALID_ARG,
+                           "rnn_layer_backward: inputs or output do not match kernel.h's packing");
+}
