@@ -29,6 +29,7 @@
  * be read here: the backward then runs this file's forward into a
  * temporary first.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,78 +157,177 @@ static void add_rows(const float *restrict a, const float *restrict b, float *re
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+/* ---- splitting the recurrence over batch rows ------------------------------------ */
+
+/* The batch rows of a recurrent layer never mix: row n of step t needs
+ * only row n of step t-1. So a team can take the whole time loop in one
+ * parallel region, each thread its own rows with a one-thread GEMM per
+ * step, instead of two regions (and barriers) per step. That pays when each
+ * thread's rows are a good GEMM on their own (the sine RNN: N = 990, H = 50,
+ * 2T regions of ~0.1 ms cost about as much as the work); with few rows the
+ * step's GEMM is better split by columns (the large LSTM: N = 64, where
+ * each thread would otherwise stream all of W_hh every step). Every row's
+ * arithmetic is the same either way (the GEMM's blocking depends on k, not
+ * on m or the team), so results do not depend on the team. */
+#define SPLIT_MIN_ROWS 64
+
+static int row_team(int nthreads, int64_t N)
+{
+    int team = nthreads;
+    while (team > 1 && N / team < SPLIT_MIN_ROWS) team--;
+    return team;
+}
+
+/* Per-thread GEMM workspaces for a row-split team. */
+typedef struct team_ws {
+    char *buf;
+    size_t each;
+} team_ws;
+
+static loom_status team_ws_alloc(team_ws *w, int team, int64_t rows, int64_t n, int64_t k, int64_t n2, int64_t k2)
+{
+    size_t a = loom__sgemm_workspace_size(rows, n, k, 1), b = loom__sgemm_workspace_size(rows, n2, k2, 1);
+    w->each = ((a > b ? a : b) + 63) & ~(size_t)63;
+    w->buf = NULL;
+    if (!w->each) return LOOM_OK;
+    w->buf = aligned_alloc(64, w->each * (size_t)team);
+    return w->buf ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory");
+}
+
+/* Runs body(r0, r1, g) over rows [0, N): one call with the whole team's
+ * GEMMs (g0), or, when the rows split, one call per thread with its rows
+ * and a one-thread GEMM context. The first error wins. */
+#define OVER_ROWS(team, N, g0, tws, st, BODY)                                                          \
+    do {                                                                                              \
+        if ((team) <= 1) {                                                                            \
+            const int64_t r0 = 0, r1 = (N);                                                           \
+            gemm_ctx *g = (g0);                                                                       \
+            const int cell_nt = g->nt;                                                                \
+            (st) = BODY;                                                                              \
+        } else {                                                                                      \
+            _Atomic int err_ = LOOM_OK;                                                               \
+            LOOM__OMP_PARALLEL(team)                                                                  \
+            {                                                                                         \
+                int64_t r0, r1;                                                                       \
+                loom__nditer_part((N), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1);         \
+                gemm_ctx gt = {.ws = (tws).buf ? (tws).buf + (tws).each * (size_t)loom__omp_thread() : NULL, \
+                               .size = (tws).each, .nt = 1};                                          \
+                gemm_ctx *g = &gt;                                                                    \
+                const int cell_nt = 1;                                                                \
+                loom_status s_ = BODY;                                                                \
+                if (s_ != LOOM_OK) {                                                                  \
+                    int ok_ = LOOM_OK;                                                                \
+                    atomic_compare_exchange_strong(&err_, &ok_, (int)s_);                             \
+                }                                                                                     \
+            }                                                                                         \
+            (st) = (loom_status)err_;                                                                 \
+        }                                                                                             \
+    } while (0)
+
 /* ---- forward ------------------------------------------------------------------- */
+
+typedef struct fwd_state {
+    int mode;
+    bool rev, keep;
+    int64_t T, N, H, GH;
+    float *A, *C, *HP, *y, *cn;
+    const float *h0, *c0, *whh, *bhh;
+} fwd_state;
+
+/* Rows [r0, r1) of the whole time loop; cells with cell_nt threads (then
+ * r0 = 0, r1 = N). */
+static loom_status fwd_steps(const fwd_state *f, gemm_ctx *g, int cell_nt, int64_t r0, int64_t r1)
+{
+    const int mode = f->mode;
+    const int64_t T = f->T, N = f->N, H = f->H, GH = f->GH, rows = r1 - r0;
+    for (int64_t s = 0; s < T; s++) {
+        const int64_t t = f->rev ? T - 1 - s : s, tp = f->rev ? t + 1 : t - 1;
+        const float *hprev = s == 0 ? f->h0 : f->y + tp * N * H;
+        float *At = f->A + t * N * GH, *yt = f->y + t * N * H;
+        loom_status st;
+        if (mode == MODE_GRU) {
+            float *HPt = f->keep ? f->HP + t * N * GH : f->HP;
+            fill_rows(HPt + r0 * GH, rows, GH, f->bhh, NULL);
+            st = gemm(g, rows, GH, H, hprev + r0 * H, H, 1, f->whh, 1, H, 1.0f, HPt + r0 * GH, GH);
+            if (st != LOOM_OK) return st;
+            if (cell_nt > 1)
+                ROWS_TEAM(cell_nt, N, H, loom__gru_rows(At, HPt, hprev, yt, H, r0, r1));
+            else
+                loom__gru_rows(At, HPt, hprev, yt, H, r0, r1);
+            continue;
+        }
+        st = gemm(g, rows, GH, H, hprev + r0 * H, H, 1, f->whh, 1, H, 1.0f, At + r0 * GH, GH);
+        if (st != LOOM_OK) return st;
+        if (mode == MODE_LSTM) {
+            const float *cprev;
+            float *ct;
+            if (f->keep) {
+                cprev = s == 0 ? f->c0 : f->C + tp * N * H;
+                ct = f->C + t * N * H;
+            } else { /* two rolling buffers */
+                cprev = s == 0 ? f->c0 : f->C + ((s - 1) & 1) * N * H;
+                ct = f->C + (s & 1) * N * H;
+            }
+            if (cell_nt > 1)
+                ROWS_TEAM(cell_nt, N, H, loom__lstm_rows(At, cprev, yt, ct, H, r0, r1));
+            else
+                loom__lstm_rows(At, cprev, yt, ct, H, r0, r1);
+            if (s == T - 1) memcpy(f->cn + r0 * H, ct + r0 * H, (size_t)(rows * H) * sizeof(float));
+        } else if (cell_nt > 1) {
+            ROWS_TEAM(cell_nt, N, H, act_rows(mode, At + r0 * H, yt + r0 * H, (r1 - r0) * H));
+        } else {
+            act_rows(mode, At + r0 * H, yt + r0 * H, rows * H);
+        }
+    }
+    return LOOM_OK;
+}
 
 /* The forward into y [T,N,H], cn [N,H] (LSTM) and ws (ref workspace data,
  * or NULL for inference). */
 static loom_status forward(const loom__kcall *call, const loom__rnn_layout *L, float *y, float *cn, float *ws)
 {
     const int mode = call->attrs->rnn.mode;
-    const bool rev = call->attrs->rnn.reverse;
     const int64_t T = L->T, N = L->N, I = L->I, H = L->H, G = L->G, GH = G * H, TN = T * N;
-    const float *x = call->in[L->x].data, *wih = call->in[L->w_ih].data, *whh = call->in[L->w_hh].data;
-    const float *h0 = call->in[L->h0].data, *c0 = L->lstm ? call->in[L->c0].data : NULL;
+    const float *x = call->in[L->x].data, *wih = call->in[L->w_ih].data;
     const float *bih = L->bias ? call->in[L->b_ih].data : NULL, *bhh = L->bias ? call->in[L->b_hh].data : NULL;
     const int nt = call->nthreads;
+    fwd_state f = {.mode = mode, .rev = call->attrs->rnn.reverse, .T = T, .N = N, .H = H, .GH = GH, .y = y,
+                   .cn = cn, .h0 = call->in[L->h0].data, .c0 = L->lstm ? call->in[L->c0].data : NULL,
+                   .whh = call->in[L->w_hh].data, .bhh = bhh};
 
     /* A (or XP for GRU) [T,N,GH]; C [T,N,H] (LSTM); HP [N,GH] per step (GRU).
      * In the workspace when training (but RNN's A, which the backward does
      * not read), else in a temporary: A, and two rolling [N,H] buffers for
      * LSTM's c or one [N,GH] for GRU's HP. */
-    float *A = NULL, *C = NULL, *HP = NULL, *own = NULL;
-    const bool keep = ws && mode != MODE_TANH && mode != MODE_RELU;
-    if (keep) {
-        A = ws;
-        if (mode == MODE_LSTM) C = ws + TN * GH;
-        if (mode == MODE_GRU) HP = ws + TN * GH;
+    float *own = NULL;
+    f.keep = ws && mode != MODE_TANH && mode != MODE_RELU;
+    if (f.keep) {
+        f.A = ws;
+        if (mode == MODE_LSTM) f.C = ws + TN * GH;
+        if (mode == MODE_GRU) f.HP = ws + TN * GH;
     } else {
         own = alloc_floats(TN * GH + (mode == MODE_LSTM ? 2 * N * H : 0) + (mode == MODE_GRU ? N * GH : 0));
         if (!own) return loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory");
-        A = own;
-        if (mode == MODE_LSTM) C = own + TN * GH;
-        if (mode == MODE_GRU) HP = own + TN * GH;
+        f.A = own;
+        if (mode == MODE_LSTM) f.C = own + TN * GH;
+        if (mode == MODE_GRU) f.HP = own + TN * GH;
     }
-    gemm_ctx g = {.nt = nt};
-    gemm_need(&g, TN, GH, I);
-    gemm_need(&g, N, GH, H);
-    loom_status st = gemm_alloc(&g);
+    const int team = row_team(nt, N);
+    gemm_ctx gm = {.nt = nt};
+    team_ws tws = {0};
+    gemm_need(&gm, TN, GH, I);
+    gemm_need(&gm, N, GH, H);
+    loom_status st = gemm_alloc(&gm);
+    if (st == LOOM_OK && team > 1) st = team_ws_alloc(&tws, team, (N + team - 1) / team, GH, H, GH, H);
     if (st != LOOM_OK) goto out;
 
     /* A = bias rows, then += x W_ih^T. W_ih^T's (p, j) is w_ih[j*I + p]. */
-    fill_rows(A, TN, GH, bih, mode == MODE_GRU ? NULL : bhh);
-    st = gemm(&g, TN, GH, I, x, I, 1, wih, 1, I, 1.0f, A, GH);
-    for (int64_t s = 0; st == LOOM_OK && s < T; s++) {
-        const int64_t t = rev ? T - 1 - s : s, tp = rev ? t + 1 : t - 1;
-        const float *hprev = s == 0 ? h0 : y + tp * N * H;
-        float *At = A + t * N * GH, *yt = y + t * N * H;
-        if (mode == MODE_GRU) {
-            float *HPt = keep ? HP + t * N * GH : HP;
-            fill_rows(HPt, N, GH, bhh, NULL);
-            st = gemm(&g, N, GH, H, hprev, H, 1, whh, 1, H, 1.0f, HPt, GH);
-            if (st != LOOM_OK) break;
-            ROWS_TEAM(nt, N, H, loom__gru_rows(At, HPt, hprev, yt, H, r0, r1));
-            continue;
-        }
-        st = gemm(&g, N, GH, H, hprev, H, 1, whh, 1, H, 1.0f, At, GH);
-        if (st != LOOM_OK) break;
-        if (mode == MODE_LSTM) {
-            const float *cprev;
-            float *ct;
-            if (keep) {
-                cprev = s == 0 ? c0 : C + tp * N * H;
-                ct = C + t * N * H;
-            } else {
-                cprev = s == 0 ? c0 : C + ((s - 1) & 1) * N * H;
-                ct = C + (s & 1) * N * H;
-            }
-            ROWS_TEAM(nt, N, H, loom__lstm_rows(At, cprev, yt, ct, H, r0, r1));
-            if (s == T - 1) memcpy(cn, ct, (size_t)(N * H) * sizeof *cn);
-        } else {
-            ROWS_TEAM(nt, N, H, act_rows(mode, At + r0 * H, yt + r0 * H, (r1 - r0) * H));
-        }
-    }
+    fill_rows(f.A, TN, GH, bih, mode == MODE_GRU ? NULL : bhh);
+    st = gemm(&gm, TN, GH, I, x, I, 1, wih, 1, I, 1.0f, f.A, GH);
+    if (st == LOOM_OK) OVER_ROWS(team, N, &gm, tws, st, fwd_steps(&f, g, cell_nt, r0, r1));
 out:
-    free(g.ws);
+    free(gm.ws);
+    free(tws.buf);
     free(own);
     return st;
 }
@@ -293,6 +393,59 @@ static loom_status dw_hh(gemm_ctx *g, const loom__rnn_layout *L, bool rev, const
     return gemm(g, GH, H, (T - 1) * N, Ds, 1, GH, Ys, H, 1, 1.0f, dw, H);
 }
 
+typedef struct bwd_state {
+    int mode;
+    bool rev;
+    int64_t T, N, H, GH;
+    const float *y, *dy, *ws, *h0, *c0, *whh;
+    float *D, *DH, *dh, *dc, *dc2, *tmp;
+} bwd_state;
+
+/* Rows [r0, r1) of the backward time loop (as fwd_steps). */
+static loom_status bwd_steps(const bwd_state *b, gemm_ctx *g, int cell_nt, int64_t r0, int64_t r1)
+{
+    const int mode = b->mode;
+    const int64_t T = b->T, N = b->N, H = b->H, GH = b->GH, NH = N * H, TN = T * N, rows = r1 - r0;
+    float *dh = b->dh, *dc = b->dc, *dc2 = b->dc2, *tmp = b->tmp;
+    for (int64_t s = T - 1; s >= 0; s--) {
+        const int64_t t = b->rev ? T - 1 - s : s, tp = b->rev ? t + 1 : t - 1;
+        const float *hprev = s == 0 ? b->h0 : b->y + tp * NH;
+        const float *dyt = b->dy + t * NH;
+        float *Dt = b->D + t * N * GH;
+        loom_status st;
+#define CELL(CALL)                                  \
+    do {                                            \
+        if (cell_nt > 1)                            \
+            ROWS_TEAM(cell_nt, N, H, CALL);         \
+        else                                        \
+            CALL;                                   \
+    } while (0)
+        if (mode == MODE_LSTM) {
+            const float *A = b->ws, *C = b->ws + TN * GH;
+            const float *cprev = s == 0 ? b->c0 : C + tp * NH;
+            CELL(add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            CELL(loom__lstm_bwd_rows(A + t * N * GH, cprev, tmp, dc, Dt, dc2, H, r0, r1));
+            float *sw = dc;
+            dc = dc2;
+            dc2 = sw;
+            st = gemm(g, rows, H, GH, Dt + r0 * GH, GH, 1, b->whh, H, 1, 0.0f, dh + r0 * H, H);
+        } else if (mode == MODE_GRU) {
+            const float *XP = b->ws, *HP = b->ws + TN * GH;
+            float *DHt = b->DH + t * N * GH;
+            CELL(add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            /* dh = the direct path z * dh', then += dHP_t W_hh. */
+            CELL(loom__gru_bwd_rows(XP + t * N * GH, HP + t * N * GH, hprev, tmp, Dt, DHt, dh, H, r0, r1));
+            st = gemm(g, rows, H, GH, DHt + r0 * GH, GH, 1, b->whh, H, 1, 1.0f, dh + r0 * H, H);
+        } else {
+            CELL(act_bwd_rows(mode, b->y + t * NH + r0 * H, dyt + r0 * H, dh + r0 * H, Dt + r0 * H, (r1 - r0) * H));
+            st = gemm(g, rows, H, GH, Dt + r0 * GH, GH, 1, b->whh, H, 1, 0.0f, dh + r0 * H, H);
+        }
+#undef CELL
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
 loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
 {
     loom__rnn_layout L;
@@ -335,54 +488,36 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
      * writes the other). */
     const int64_t nD = TN * GH * (mode == MODE_GRU ? 2 : 1);
     float *buf = alloc_floats(nD + 4 * NH);
-    gemm_ctx g = {.nt = nt};
-    gemm_need(&g, N, H, GH);
-    gemm_need(&g, TN, I, GH);
-    gemm_need(&g, GH, I, TN);
-    gemm_need(&g, GH, H, N);
-    gemm_need(&g, GH, H, (T - 1) * N);
-    loom_status st = buf ? gemm_alloc(&g) : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
+    gemm_ctx gm = {.nt = nt};
+    gemm_need(&gm, N, H, GH);
+    gemm_need(&gm, TN, I, GH);
+    gemm_need(&gm, GH, I, TN);
+    gemm_need(&gm, GH, H, N);
+    gemm_need(&gm, GH, H, (T - 1) * N);
+    loom_status st = buf ? gemm_alloc(&gm) : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
     if (st != LOOM_OK) goto done;
     float *D = buf, *DH = mode == MODE_GRU ? buf + TN * GH : NULL;
     float *dh = buf + nD, *dc = dh + NH, *dc2 = dc + NH, *tmp = dc2 + NH;
     memset(dh, 0, (size_t)NH * sizeof *dh); /* h_n's gradient is part of dy */
     if (L.lstm) memcpy(dc, dcn, (size_t)NH * sizeof *dc);
 
-    for (int64_t s = T - 1; st == LOOM_OK && s >= 0; s--) {
-        const int64_t t = rev ? T - 1 - s : s, tp = rev ? t + 1 : t - 1;
-        const float *hprev = s == 0 ? h0 : y + tp * NH;
-        const float *dyt = dy + t * NH;
-        float *Dt = D + t * N * GH;
-        if (mode == MODE_LSTM) {
-            const float *A = ws, *C = ws + TN * GH;
-            const float *cprev = s == 0 ? c0 : C + tp * NH;
-            ROWS_TEAM(nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
-            ROWS_TEAM(nt, N, H, loom__lstm_bwd_rows(A + t * N * GH, cprev, tmp, dc, Dt, dc2, H, r0, r1));
-            float *sw = dc;
-            dc = dc2;
-            dc2 = sw;
-            st = gemm(&g, N, H, GH, Dt, GH, 1, whh, H, 1, 0.0f, dh, H);
-        } else if (mode == MODE_GRU) {
-            const float *XP = ws, *HP = ws + TN * GH;
-            float *DHt = DH + t * N * GH;
-            ROWS_TEAM(nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
-            /* dh = the direct path z * dh', then += dHP_t W_hh. */
-            ROWS_TEAM(nt, N, H,
-                      loom__gru_bwd_rows(XP + t * N * GH, HP + t * N * GH, hprev, tmp, Dt, DHt, dh, H, r0, r1));
-            st = gemm(&g, N, H, GH, DHt, GH, 1, whh, H, 1, 1.0f, dh, H);
-        } else {
-            ROWS_TEAM(nt, N, H,
-                      act_bwd_rows(mode, y + t * NH + r0 * H, dyt + r0 * H, dh + r0 * H, Dt + r0 * H, (r1 - r0) * H));
-            st = gemm(&g, N, H, GH, Dt, GH, 1, whh, H, 1, 0.0f, dh, H);
-        }
-    }
+    bwd_state b = {.mode = mode, .rev = rev, .T = T, .N = N, .H = H, .GH = GH, .y = y, .dy = dy, .ws = ws, .h0 = h0,
+                   .c0 = c0, .whh = whh, .D = D, .DH = DH, .dh = dh, .dc = dc, .dc2 = dc2, .tmp = tmp};
+    const int team = row_team(nt, N);
+    team_ws tws = {0};
+    if (team > 1) st = team_ws_alloc(&tws, team, (N + team - 1) / team, H, GH, H, GH);
+    if (st == LOOM_OK) OVER_ROWS(team, N, &gm, tws, st, bwd_steps(&b, g, cell_nt, r0, r1));
+    free(tws.buf);
+    /* dc and dc2 swapped once per step: after T steps dc0 is in dc2 when
+     * T is odd. */
+    if (T % 2) dc = dc2;
     if (st != LOOM_OK) goto done;
     memcpy(out + L.dh0, dh, (size_t)NH * sizeof *dh);
     if (L.lstm) memcpy(out + L.dc0, dc, (size_t)NH * sizeof *dc);
     /* dx = D W_ih; dW_ih = D^T x; dW_hh = (D or DH)^T Hprev. */
-    st = gemm(&g, TN, I, GH, D, GH, 1, wih, I, 1, 0.0f, out + L.dx, I);
-    if (st == LOOM_OK) st = gemm(&g, GH, I, TN, D, 1, GH, x, I, 1, 0.0f, out + L.dw_ih, I);
-    if (st == LOOM_OK) st = dw_hh(&g, &L, rev, mode == MODE_GRU ? DH : D, h0, y, out + L.dw_hh);
+    st = gemm(&gm, TN, I, GH, D, GH, 1, wih, I, 1, 0.0f, out + L.dx, I);
+    if (st == LOOM_OK) st = gemm(&gm, GH, I, TN, D, 1, GH, x, I, 1, 0.0f, out + L.dw_ih, I);
+    if (st == LOOM_OK) st = dw_hh(&gm, &L, rev, mode == MODE_GRU ? DH : D, h0, y, out + L.dw_hh);
     if (st == LOOM_OK && L.bias) {
         col_sums(D, TN, GH, out + L.db_ih, nt);
         if (mode == MODE_GRU)
@@ -391,7 +526,7 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
             memcpy(out + L.db_hh, out + L.db_ih, (size_t)GH * sizeof(float));
     }
 done:
-    free(g.ws);
+    free(gm.ws);
     free(buf);
     free(own_fwd);
     return st;
