@@ -133,26 +133,33 @@ static const loom__kernel *try_backend(const loom__backend *b, const loom__kcall
     return k;
 }
 
-const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom__kcall *call,
-                                        const char **backend_name)
+/* The backends a choice tries, in order. */
+static const loom__backend *const *choice_list(loom__backend_choice choice, size_t *n)
 {
-    LOOM_ASSERT(call->op > LOOM_OP_NONE && call->op < LOOM_OP_COUNT);
-    const loom__backend *const *list = auto_order;
-    size_t n = sizeof auto_order / sizeof auto_order[0];
     static const loom__backend *const ref_only[] = {&loom__ref_backend};
     if (choice == LOOM__BACKEND_REF) {
-        list = ref_only;
-        n = 1;
+        *n = 1;
+        return ref_only;
     }
 #ifdef LOOM_HAVE_ONEDNN
     /* "onednn": oneDNN for every call it computes exactly (auto's table
      * also skips the calls where ref is faster). */
     static const loom__backend *const onednn_first[] = {&loom__onednn_backend_all, &loom__ref_backend};
     if (choice == LOOM__BACKEND_ONEDNN) {
-        list = onednn_first;
-        n = 2;
+        *n = 2;
+        return onednn_first;
     }
 #endif
+    *n = sizeof auto_order / sizeof auto_order[0];
+    return auto_order;
+}
+
+const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom__kcall *call,
+                                        const char **backend_name)
+{
+    LOOM_ASSERT(call->op > LOOM_OP_NONE && call->op < LOOM_OP_COUNT);
+    size_t n;
+    const loom__backend *const *list = choice_list(choice, &n);
     for (size_t i = 0; i < n; i++) {
         const loom__kernel *k = try_backend(list[i], call);
         if (k) {
@@ -173,20 +180,16 @@ const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom_
     return NULL;
 }
 
-int64_t loom__registry_aux_floats(const loom__kcall *call)
+int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall *call)
 {
-    static const loom__backend *const all[] = {
-#ifdef LOOM_HAVE_ONEDNN
-        &loom__onednn_backend_all,
-#endif
-        &loom__ref_backend,
-    };
+    size_t n;
+    const loom__backend *const *list = choice_list(choice, &n);
     int64_t most = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        const loom__kernel *k = &all[i]->kernels[call->op];
+    for (size_t i = 0; i < n; i++) {
+        const loom__kernel *k = &list[i]->kernels[call->op];
         if (!k->run || !k->aux_floats) continue;
-        const int64_t n = k->aux_floats(call);
-        if (n > most) most = n;
+        const int64_t f = k->aux_floats(call);
+        if (f > most) most = f;
     }
     return most;
 }

@@ -30,10 +30,11 @@ const loom__kernel *loom__registry_pick(loom__backend_choice choice, const loom_
 const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom__kcall *call,
                                         const char **backend_name);
 
-/* The most workspace floats any compiled-in backend's kernel for the call
- * asks (kernel.aux_floats; only shapes and attrs are read): ops/ sizes an
- * RNN_LAYER's output by it, so whichever backend runs the node fits. */
-int64_t loom__registry_aux_floats(const loom__kcall *call);
+/* The most workspace floats a kernel for the call asks (kernel.aux_floats;
+ * only shapes and attrs are read) among the backends `choice` may run it
+ * on: ops/ sizes an RNN_LAYER's output by it, so whichever of them runs
+ * the node fits. A backend that would not take the call asks 0. */
+int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall *call);
 
 /* The op's name ("add"), for messages. */
 const char *loom__op_name(loom__op op);

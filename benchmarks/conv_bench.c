@@ -241,6 +241,66 @@ static double loom_bwd_rep(void *p)
     return st == LOOM_OK ? t1 - t0 : -1.0;
 }
 
+/* The conv node's own kernel time, as in a network: its activation
+ * inputs arrive in the layout the previous oneDNN node leaves (blocked
+ * where oneDNN blocks them), its output stays in the node's layout, and
+ * what loom_backward adds around the node (the first gradient's copy into
+ * .grad) is not counted. Read from the context's profile (loom_profile_op). */
+typedef struct node_state {
+    loom_state *ls;
+    loom_ctx *ctx;
+    loom_tensor *xb, *dyb; /* x and dy as a convolution node leaves them */
+    const char *op;
+    int pass;
+} node_state;
+
+static double op_seconds(node_state *s)
+{
+    int64_t ns = 0;
+    if (loom_profile_op(s->ctx, s->op, NULL, &ns, NULL) != LOOM_OK) return -1e9;
+    return (double)ns * 1e-9;
+}
+
+static double node_rep(void *p)
+{
+    node_state *s = p;
+    double t0 = 0;
+    if (s->pass == 0) t0 = op_seconds(s);
+    loom_tensor *y = loom_conv2d(s->xb, s->ls->w, NULL, &s->ls->opts);
+    if (!y || loom_tensor_eval(y) != LOOM_OK) {
+        loom_tensor_free(y);
+        return -1.0;
+    }
+    loom_status st = LOOM_OK;
+    if (s->pass != 0) {
+        t0 = op_seconds(s);
+        st = loom_backward(y, s->dyb, NULL);
+        loom_tensor_zero_grad(s->pass == 1 ? s->xb : s->ls->w);
+    }
+    const double t1 = op_seconds(s);
+    loom_tensor_free(y);
+    return st == LOOM_OK && t1 >= t0 ? t1 - t0 : -1.0;
+}
+
+/* t as the output of a 3x3 convolution node (a delta kernel, so the
+ * values are t's): in oneDNN's blocked layout where that node writes one,
+ * detached into a leaf. NULL on failure. */
+static loom_tensor *as_conv_output(loom_ctx *ctx, loom_tensor *t)
+{
+    const int64_t C = loom_tensor_size(t, 1);
+    float *d = calloc((size_t)(C * C * 9), sizeof *d);
+    if (!d) return NULL;
+    for (int64_t c = 0; c < C; c++) d[(c * C + c) * 9 + 4] = 1.0f;
+    loom_tensor *w = loom_tensor_from_array(ctx, LOOM_FLOAT32, d, LOOM_SHAPE(C, C, 3, 3));
+    free(d);
+    loom_conv2d_opts o = {.padding = {1, 1}};
+    loom_tensor *y = w ? loom_conv2d(t, w, NULL, &o) : NULL;
+    loom_tensor *r = y && loom_tensor_eval(y) == LOOM_OK ? loom_detach(y) : NULL;
+    loom_tensor_free(y);
+    loom_tensor_free(w);
+    return r;
+}
+
 /* ---- oneDNN ------------------------------------------------------------------ */
 
 #ifdef LOOM_HAVE_ONEDNN
@@ -545,6 +605,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *bk = loom_ctx_backend(ctx);
+    loom_profile_start(ctx); /* the loom_node runner reads the conv ops' kernel time */
 
 #ifdef LOOM_HAVE_ONEDNN
     dnn_state base;
@@ -582,9 +643,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "conv_bench: %s: creating the inputs: %s\n", sh->name, loom_last_error());
             status = 1;
         }
+        loom_tensor *xb = status ? NULL : as_conv_output(ctx, ls.x);
+        loom_tensor *dyb = status || !ls.dy ? NULL : as_conv_output(ctx, ls.dy);
+        if (status == 0 && (!xb || (ls.dy && !dyb))) {
+            fprintf(stderr, "conv_bench: %s: the blocked inputs: %s\n", sh->name, loom_last_error());
+            status = 1;
+        }
         for (int pass = 0; pass < NPASSES && status == 0; pass++) {
             if (pass != PASS_FWD && sh->fwd_only) break;
-            runner rs[3];
+            runner rs[4];
             memset(rs, 0, sizeof rs);
             int nr = 0;
             ls.target = pass == PASS_BWD_DATA ? ls.x : pass == PASS_BWD_WEIGHT ? ls.w : NULL;
@@ -595,6 +662,10 @@ int main(int argc, char **argv)
             }
             rs[nr++] = (runner){.impl = "loom", .rep = pass == PASS_FWD ? loom_fwd_rep : loom_bwd_rep,
                                 .state = &ls, .threads = threads};
+            static const char *const OPS[NPASSES] = {"conv2d", "conv2d_backward_data", "conv2d_backward_weight"};
+            node_state ns = {.ls = &ls, .ctx = ctx, .xb = xb, .dyb = dyb, .op = OPS[pass], .pass = pass};
+            if (pass == PASS_BWD_DATA && loom_tensor_set_requires_grad(xb, true) != LOOM_OK) status = 1;
+            rs[nr++] = (runner){.impl = "loom_node", .rep = node_rep, .state = &ns, .threads = threads};
 #ifdef LOOM_HAVE_ONEDNN
             dnn_state ds[2];
             ds[0] = ds[1] = base;
@@ -617,6 +688,7 @@ int main(int argc, char **argv)
                 char extra[160];
                 snprintf(extra, sizeof extra, ", \"backend\": \"%s\"", bk);
                 const double gl = print_runner(&rs[0], sh, pass, threads, extra);
+                const double gn = print_runner(&rs[1], sh, pass, threads, extra);
 #ifdef LOOM_HAVE_ONEDNN
                 double go[2];
                 for (int b = 0; b < 2; b++) {
@@ -624,26 +696,31 @@ int main(int argc, char **argv)
                              ", \"onednn_impl\": \"%s\", \"data_layout\": \"%s\", \"weights_layout\": \"%s\"",
                              ds[b].impl_info ? ds[b].impl_info : "?", ds[b].data_layout ? ds[b].data_layout : "?",
                              ds[b].weights_layout ? ds[b].weights_layout : "?");
-                    go[b] = print_runner(&rs[1 + b], sh, pass, threads, extra);
+                    go[b] = print_runner(&rs[2 + b], sh, pass, threads, extra);
                 }
                 printf("{");
                 print_shape_fields(sh, pass);
-                printf(", \"ratio_loom_over_onednn_blocked\": %.3f, \"ratio_loom_over_onednn_nchw\": %.3f}\n",
-                       gl / go[0], gl / go[1]);
+                printf(", \"ratio_loom_over_onednn_blocked\": %.3f, \"ratio_loom_over_onednn_nchw\": %.3f, "
+                       "\"ratio_loom_node_over_onednn_blocked\": %.3f}\n",
+                       gl / go[0], gl / go[1], gn / go[0]);
                 fflush(stdout);
 #else
                 (void)gl;
+                (void)gn;
 #endif
             }
 #ifdef LOOM_HAVE_ONEDNN
             for (int b = 0; b < 2; b++) dnn_free(&ds[b]);
 #endif
-            for (int i = 0; i < 3; i++) free(rs[i].t);
+            for (int i = 0; i < 4; i++) free(rs[i].t);
             if (ls.target) loom_tensor_set_requires_grad(ls.target, false);
+            if (pass == PASS_BWD_DATA && xb) loom_tensor_set_requires_grad(xb, false);
         }
         loom_tensor_free(ls.x);
         loom_tensor_free(ls.w);
         loom_tensor_free(ls.dy);
+        loom_tensor_free(xb);
+        loom_tensor_free(dyb);
     }
 #ifdef LOOM_HAVE_ONEDNN
     dnnl_stream_destroy(base.stream);

@@ -421,6 +421,20 @@ loom_status loom_profile_stop(loom_ctx *ctx)
     return LOOM_OK;
 }
 
+loom_status loom_profile_op(loom_ctx *ctx, const char *op, int64_t *calls, int64_t *ns, int64_t *flops)
+{
+    if (!ctx || !op) return loom__set_error(LOOM_ERR_INVALID_ARG, "profile_op: NULL %s", ctx ? "op name" : "context");
+    for (int o = LOOM_OP_NONE + 1; o < LOOM_OP_COUNT; o++) {
+        if (strcmp(loom__op_name((loom__op)o), op) != 0) continue;
+        if (calls) *calls = atomic_load_explicit(&ctx->prof_calls[o], memory_order_relaxed);
+        if (ns) *ns = atomic_load_explicit(&ctx->prof_ns[o], memory_order_relaxed);
+        if (flops) *flops = atomic_load_explicit(&ctx->prof_flops[o], memory_order_relaxed);
+        return LOOM_OK;
+    }
+    return loom__set_error(LOOM_ERR_INVALID_ARG, "profile_op: no op named \"%s\" (names as the profile prints them)",
+                           op);
+}
+
 char *loom_profile_report(loom_ctx *ctx)
 {
     if (!ctx) {

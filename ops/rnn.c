@@ -180,7 +180,8 @@ loom_status loom_rnn_layer(int mode, loom_tensor *x, loom_tensor *h0, loom_tenso
     a.rnn.training = grad;
     int64_t total = L.fwd_base;
     if (grad) {
-        /* The workspace: the most any backend's forward writes. */
+        /* The workspace: the most any backend the context may run it on
+         * writes. */
         loom__tview v[7];
         memset(v, 0, sizeof v);
         for (int i = 0; i < L.n_fwd_in; i++) {
@@ -189,7 +190,7 @@ loom_status loom_rnn_layer(int mode, loom_tensor *x, loom_tensor *h0, loom_tenso
             for (int d = 0; d < in[i]->ndim; d++) v[i].shape[d] = in[i]->shape[d];
         }
         loom__kcall call = {.op = LOOM_OP_RNN_LAYER, .attrs = &a, .n_in = L.n_fwd_in, .in = v, .nthreads = 1};
-        total = L.ws + LOOM__RNN_WS_HEADER + loom__registry_aux_floats(&call);
+        total = L.ws + LOOM__RNN_WS_HEADER + loom__registry_aux_floats(ctx->backend, &call);
     }
     loom_tensor *p = loom__record_contig(LOOM_OP_RNN_LAYER, &a, L.n_fwd_in, in, 1, &total);
     if (zeros) loom_tensor_free(zeros);

@@ -221,6 +221,14 @@ static bool auto_supports(const loom__kcall *call)
 
 static loom_status auto_run(const loom__kcall *call) { return onednn_all_kernels[call->op].run(call); }
 
+/* The RNN layer's workspace only when "auto" would take the call. */
+static int64_t auto_aux(const loom__kcall *call)
+{
+    const unsigned o = override_of(call->op);
+    if (o == OVR_OFF || (o == OVR_DEFAULT && !fast(call))) return 0;
+    return onednn_all_kernels[call->op].aux_floats(call);
+}
+
 /* layouts: auto_supports passes blocked calls only to kernels that take them. */
 #define AUTO(op) [op] = {auto_supports, auto_run, true, true}
 
@@ -234,7 +242,7 @@ static const loom__kernel onednn_auto_kernels[LOOM_OP_COUNT] = {
     AUTO(LOOM_OP_AVG_POOL2D_BWD), AUTO(LOOM_OP_BN_FWD),       AUTO(LOOM_OP_BN_BWD_DATA),
     AUTO(LOOM_OP_BN_BWD_PARAMS), AUTO(LOOM_OP_SOFTMAX),       AUTO(LOOM_OP_LOG_SOFTMAX),
     AUTO(LOOM_OP_SOFTMAX_BWD),   AUTO(LOOM_OP_LOG_SOFTMAX_BWD), AUTO(LOOM_OP_RELU_BWD),
-    AUTO(LOOM_OP_RNN_LAYER),     AUTO(LOOM_OP_RNN_LAYER_BWD),
+    [LOOM_OP_RNN_LAYER] = {auto_supports, auto_run, true, true, auto_aux}, AUTO(LOOM_OP_RNN_LAYER_BWD),
 };
 
 const loom__backend loom__onednn_backend = {

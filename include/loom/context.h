@@ -153,6 +153,11 @@ void loom_ctx_empty_cache(loom_ctx *ctx);
 loom_status loom_profile_start(loom_ctx *ctx);
 loom_status loom_profile_stop(loom_ctx *ctx);
 char *loom_profile_report(loom_ctx *ctx);
+/* One op's totals since loom_profile_start, by the name the table prints
+ * ("conv2d", "conv2d_backward_data", ...): calls, kernel nanoseconds and
+ * FLOPs (any pointer may be NULL). LOOM_ERR_INVALID_ARG names an unknown
+ * op. For benchmarks that time one op inside a bigger call. */
+loom_status loom_profile_op(loom_ctx *ctx, const char *op, int64_t *calls, int64_t *ns, int64_t *flops);
 
 /* Timeline tracing: from loom_trace_start until loom_trace_stop, every node
  * the context runs is recorded (op, backend, output shape, thread, start
