@@ -167,6 +167,16 @@ static bool innermost_axis(const loom__kcall *call)
  * and 16 threads, SimpleCNN training 10-15% faster; ref's at 2. */
 #define MANY_CORES 8
 
+/* A 1x1 convolution's backward-weight on blocked data: ref would convert
+ * x and dy to plain first, which costs more than the product itself
+ * (conv_bench's loom_node, [32,256,28,28] -> 64, 2 threads: ref with the
+ * copies 9.8 ms against oneDNN's blocked jit_1x1 6.8 ms; 3x3 layers stay
+ * on ref, 59 against 71 ms on [32,64,56,56]). */
+static bool blocked_1x1(const loom__kcall *call)
+{
+    return loom__kcall_has_blocked(call) && call->out.ndim == 4 && call->out.shape[2] == 1 && call->out.shape[3] == 1;
+}
+
 static bool fast(const loom__kcall *call)
 {
     switch (call->op) {
@@ -182,7 +192,8 @@ static bool fast(const loom__kcall *call)
      * (SimpleCNN training, 2 threads), and tied on ResNet-18 training.
      * On many cores oneDNN's wins: 1.40 ms against 3.02 (conv2) and 0.08
      * against 0.29 (conv1), 16 threads (docs/runtime.md section 9). */
-    case LOOM_OP_CONV2D_BWD_WEIGHT: return call->attrs->conv.groups > 1 || call->budget >= MANY_CORES;
+    case LOOM_OP_CONV2D_BWD_WEIGHT:
+        return call->attrs->conv.groups > 1 || call->budget >= MANY_CORES || blocked_1x1(call);
     case LOOM_OP_SOFTMAX: return innermost_axis(call);
     /* On blocked inputs oneDNN's pooling is JIT code (and ref would need
      * them converted first). Its JIT batch norm is not taken: ref's, which
