@@ -257,6 +257,37 @@ static loom_status assemble_pieces(loom_tensor *t)
     return st;
 }
 
+/* A permute whose gradient is slice pieces alone passes them on as pieces
+ * of its input: each the same slice, permuted back (a view). Its input's
+ * gradient is then assembled once, in its own layout, instead of being
+ * assembled here and copied back through the permute (a batch_first RNN
+ * output's last step: a [N, 1, H] piece of [N, T, H] becomes a [1, N, H]
+ * piece of the time-major [T, N, H], with no transposed copy). */
+static bool pieces_pass_permute(const loom_tensor *t)
+{
+    if (t->node.op != LOOM_OP_VIEW_PERMUTE || t->gacc || !t->n_gpieces || !t->node.in[0]->requires_grad)
+        return false;
+    for (int i = 0; i < t->n_gpieces; i++)
+        if (t->gpieces[i].a) return false;
+    return true;
+}
+
+static loom_status permute_pieces(loom_tensor *t)
+{
+    const int *perm = t->node.attrs.permute.perm;
+    int inv[LOOM_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) inv[perm[d]] = d;
+    loom_tensor *in = t->node.in[0];
+    loom_status st = LOOM_OK;
+    for (int i = 0; i < t->n_gpieces && st == LOOM_OK; i++) {
+        const loom__gpiece *p = &t->gpieces[i];
+        loom_tensor *src = loom_permute(p->src, t->ndim, inv);
+        st = src ? add_piece(in, src, perm[p->dim], p->start) : loom_last_status();
+    }
+    drop_pieces(t);
+    return st;
+}
+
 static void drop_gacc(loom_tensor **order, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -340,6 +371,10 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
     size_t nleaves = 0, lcap = 16;
     for (size_t k = n; k-- > 0 && st == LOOM_OK;) {
         loom_tensor *t = order[k];
+        if (pieces_pass_permute(t)) {
+            if ((st = permute_pieces(t)) != LOOM_OK) break;
+            continue;
+        }
         if ((st = assemble_pieces(t)) != LOOM_OK) break;
         loom_tensor *g = t->gacc;
         if (!g) continue; /* no gradient reached it */

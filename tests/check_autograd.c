@@ -1534,6 +1534,46 @@ END_TEST
  * y_k = a_k @ w with a_k of 3, 1 and 2 rows, loss = sum_k (k+1) sum(y_k)
  * + 10 sum(w[0, :]); dw[i][j] = sum_k (k+1) colsum_i(a_k) + 10 [i == 0],
  * da_k[r][i] = (k+1) (w[i][0] + w[i][1]). */
+/* Slices of a permuted tensor: their gradients pass through the permute
+ * as pieces of its input (graph/autograd.c), so x's gradient is assembled
+ * once in x's layout, with no transposed copy. x [2, 3, 4]; y = x^T(0,1)
+ * [3, 2, 4]; loss = sum(y[:, 1, :] * w) + 2 * sum(y[1:3, 0, 0:2]):
+ * dx[1, i, k] = w[i, k]; dx[0, i, k] = 2 for i in 1..2, k in 0..1. A
+ * second use of y whole (overlapping) falls back to the summed form. Also
+ * loom_profile_op's lookups. */
+START_TEST(test_permute_pieces)
+{
+    loom_ctx *ctx = cfg_ctx(_i % NCFG);
+    const bool whole = _i >= NCFG;
+    float xv[24], wv[12];
+    for (int i = 0; i < 24; i++) xv[i] = (float)i;
+    for (int i = 0; i < 12; i++) wv[i] = (float)(i + 1);
+    loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, xv, LOOM_SHAPE(2, 3, 4));
+    loom_tensor *w = loom_tensor_from_array(ctx, LOOM_FLOAT32, wv, LOOM_SHAPE(3, 4));
+    ck_assert_int_eq(loom_tensor_set_requires_grad(x, true), LOOM_OK);
+    loom_tensor *y = loom_transpose(x, 0, 1);
+    loom_tensor *loss = loom_sum(loom_mul(loom_select(y, 1, 1), w), 0, NULL, false);
+    loom_tensor *part = loom_slice(loom_slice(loom_select(y, 1, 0), 0, 1, 3, 1), 1, 0, 2, 1);
+    loss = loom_add(loss, loom_mul_scalar(loom_sum(part, 0, NULL, false), 2));
+    if (whole) loss = loom_add(loss, loom_sum(y, 0, NULL, false)); /* +1 everywhere */
+    ck_assert_int_eq(loom_profile_start(ctx), LOOM_OK);
+    ck_assert_int_eq(loom_backward(loss, NULL, NULL), LOOM_OK);
+    float want[24];
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 4; k++) {
+            want[0 * 12 + i * 4 + k] = (i >= 1 && k < 2 ? 2.0f : 0.0f) + (whole ? 1.0f : 0.0f);
+            want[1 * 12 + i * 4 + k] = wv[i * 4 + k] + (whole ? 1.0f : 0.0f);
+        }
+    assert_values_f32(loom_tensor_grad(x), want, 24, 0.0);
+    int64_t calls = -1;
+    ck_assert_int_eq(loom_profile_op(ctx, "cat", &calls, NULL, NULL), LOOM_OK);
+    ck_assert_int_ge(calls, 1); /* the pieces were concatenated */
+    ck_assert_int_eq(loom_profile_op(ctx, "no_such_op", NULL, NULL, NULL), LOOM_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "no op named"));
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_matmul_gradients_assembled)
 {
     loom_ctx *ctx = cfg_ctx(_i);
@@ -1581,6 +1621,7 @@ Suite *loom_suite_autograd(void)
     tcase_add_loop_test(tc, test_accumulate, 0, NCFG);
     tcase_add_loop_test(tc, test_slice_gradients_assembled, 0, NCFG);
     tcase_add_loop_test(tc, test_matmul_gradients_assembled, 0, NCFG);
+    tcase_add_loop_test(tc, test_permute_pieces, 0, 2 * NCFG);
     tcase_add_test(tc, test_freed_graph);
     tcase_add_loop_test(tc, test_backward_args, 0, NCFG);
     tcase_add_test(tc, test_no_grad);
