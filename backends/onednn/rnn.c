@@ -223,25 +223,58 @@ static void add_tmps(loom__onednn_prim *p, const rnn_tmps *t, const size_t *byte
 
 static int tslot(int idx) { return LOOM__ONEDNN_SLOT_TMP0 + idx; }
 
+/* The arguments the forward and backward share: the layer's inputs, the
+ * weights in the chosen layouts (slots wl, wi), the bias, and y, h_n and
+ * c_n as the forward wrote them at slot `out` (kernel.h's packing). */
+static int data_args(const rnn_params *q, const loom__rnn_layout *L, const rnn_tmps *t, int wl, int wi, int out,
+                     loom__onednn_arg *a)
+{
+    const size_t f = sizeof(float);
+    const bool lstm = q->mode == MODE_LSTM;
+    int n = 0;
+    a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_LAYER, LOOM__ONEDNN_SLOT_IN0 + L->x, 0};
+    a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER, LOOM__ONEDNN_SLOT_IN0 + L->h0, 0};
+    if (lstm) a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER_C, LOOM__ONEDNN_SLOT_IN0 + L->c0, 0};
+    a[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_LAYER, wl, 0};
+    a[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_ITER, wi, 0};
+    a[n++] = (loom__onednn_arg){DNNL_ARG_BIAS, tslot(t->bias), 0};
+    a[n++] = (loom__onednn_arg){DNNL_ARG_DST_LAYER, out, (size_t)L->y * f};
+    if (lstm) {
+        /* h_n is y's last row: the forward's dst_iter writes it there a
+         * second time. */
+        const int64_t last = q->reverse ? 0 : (q->T - 1) * q->N * q->H;
+        a[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER, out, (size_t)last * f};
+        a[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER_C, out, (size_t)L->c_n * f};
+    }
+    return n;
+}
+
+/* What both builders start with: the packing and the memory descriptors. */
+static loom_status build_begin(const loom__kcall *call, const rnn_params *q, loom__rnn_layout *L, rnn_mds *m)
+{
+    loom__rnn_layout_of(q->mode, q->bias, q->T, q->N, q->I, q->H, L);
+    dnnl_status_t s = make_mds(q, m);
+    return s == dnnl_success ? LOOM_OK : loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", s);
+}
+
 /* ---- forward ------------------------------------------------------------------ */
 
 static loom_status build_fwd(const loom__kcall *call, const void *params, loom__onednn_prim *p)
 {
     const rnn_params *q = params;
     loom__rnn_layout L;
-    loom__rnn_layout_of(q->mode, q->bias, q->T, q->N, q->I, q->H, &L);
     rnn_mds m;
-    dnnl_status_t s = make_mds(q, &m);
-    if (s != dnnl_success) return loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", s);
+    loom_status st = build_begin(call, q, &L, &m);
+    if (st != LOOM_OK) return st;
     dnnl_primitive_desc_t pd = NULL;
-    loom_status st = fwd_pd(call, q, &m, q->training ? dnnl_forward_training : dnnl_forward_inference, &pd);
+    st = fwd_pd(call, q, &m, q->training ? dnnl_forward_training : dnnl_forward_inference, &pd);
     if (st != LOOM_OK) return st;
     rnn_tmps t;
     size_t bytes[LOOM__ONEDNN_MAX_TMPS];
     plan_tmps(q, false, NULL, &t, bytes);
     add_tmps(p, &t, bytes);
 
-    const bool gru = q->mode == MODE_GRU, lstm = q->mode == MODE_LSTM;
+    const bool gru = q->mode == MODE_GRU;
     /* GRU's weights are swapped into temporaries first (no caching then). */
     const int wl = gru ? loom__onednn_input_slot(call, p, tslot(t.w_layer_sw), &m.w_layer_user,
                                                  arg_md(pd, DNNL_ARG_WEIGHTS_LAYER))
@@ -258,20 +291,7 @@ static loom_status build_fwd(const loom__kcall *call, const void *params, loom__
     }
     const size_t f = sizeof(float);
     loom__onednn_arg args[LOOM__ONEDNN_MAX_ARGS];
-    int n = 0;
-    args[n++] = (loom__onednn_arg){DNNL_ARG_SRC_LAYER, LOOM__ONEDNN_SLOT_IN0 + L.x, 0};
-    args[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER, LOOM__ONEDNN_SLOT_IN0 + L.h0, 0};
-    if (lstm) args[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER_C, LOOM__ONEDNN_SLOT_IN0 + L.c0, 0};
-    args[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_LAYER, wl, 0};
-    args[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_ITER, wi, 0};
-    args[n++] = (loom__onednn_arg){DNNL_ARG_BIAS, tslot(t.bias), 0};
-    args[n++] = (loom__onednn_arg){DNNL_ARG_DST_LAYER, LOOM__ONEDNN_SLOT_OUT, (size_t)L.y * f};
-    if (lstm) {
-        /* h_n is y's last row: dst_iter writes it there a second time. */
-        const int64_t last = q->reverse ? 0 : (q->T - 1) * q->N * q->H;
-        args[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER, LOOM__ONEDNN_SLOT_OUT, (size_t)last * f};
-        args[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER_C, LOOM__ONEDNN_SLOT_OUT, (size_t)L.c_n * f};
-    }
+    int n = data_args(q, &L, &t, wl, wi, LOOM__ONEDNN_SLOT_OUT, args);
     if (q->training)
         args[n++] = (loom__onednn_arg){DNNL_ARG_WORKSPACE, LOOM__ONEDNN_SLOT_OUT,
                                        (size_t)(L.ws + LOOM__RNN_WS_HEADER) * f};
@@ -434,15 +454,14 @@ static loom_status build_bwd(const loom__kcall *call, const void *params, loom__
 {
     const rnn_params *q = params;
     loom__rnn_layout L;
-    loom__rnn_layout_of(q->mode, q->bias, q->T, q->N, q->I, q->H, &L);
     rnn_mds m;
-    dnnl_status_t s = make_mds(q, &m);
-    if (s != dnnl_success) return loom__onednn_error(call, "dnnl_memory_desc_init_by_tag", s);
+    loom_status st = build_begin(call, q, &L, &m);
+    if (st != LOOM_OK) return st;
     dnnl_primitive_desc_t hint = NULL, pd = NULL;
-    loom_status st = fwd_pd(call, q, &m, dnnl_forward_training, &hint);
+    st = fwd_pd(call, q, &m, dnnl_forward_training, &hint);
     if (st != LOOM_OK) return st;
     dnnl_rnn_desc_t d;
-    s = bwd_desc(&d, q, &m);
+    dnnl_status_t s = bwd_desc(&d, q, &m);
     dnnl_primitive_attr_t attr = s == dnnl_success ? loom__onednn_attr(call, false) : NULL;
     if (s == dnnl_success && attr) s = dnnl_primitive_desc_create(&pd, &d, attr, loom__onednn_engine(), hint);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -467,19 +486,7 @@ static loom_status build_bwd(const loom__kcall *call, const void *params, loom__
     }
     const size_t f = sizeof(float);
     loom__onednn_arg a[LOOM__ONEDNN_MAX_ARGS];
-    int n = 0;
-    a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_LAYER, LOOM__ONEDNN_SLOT_IN0 + L.x, 0};
-    a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER, LOOM__ONEDNN_SLOT_IN0 + L.h0, 0};
-    if (lstm) a[n++] = (loom__onednn_arg){DNNL_ARG_SRC_ITER_C, LOOM__ONEDNN_SLOT_IN0 + L.c0, 0};
-    a[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_LAYER, wl, 0};
-    a[n++] = (loom__onednn_arg){DNNL_ARG_WEIGHTS_ITER, wi, 0};
-    a[n++] = (loom__onednn_arg){DNNL_ARG_BIAS, tslot(t.bias), 0};
-    a[n++] = (loom__onednn_arg){DNNL_ARG_DST_LAYER, fwd, (size_t)L.y * f};
-    if (lstm) {
-        const int64_t last = q->reverse ? 0 : (q->T - 1) * q->N * q->H;
-        a[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER, fwd, (size_t)last * f};
-        a[n++] = (loom__onednn_arg){DNNL_ARG_DST_ITER_C, fwd, (size_t)L.c_n * f};
-    }
+    int n = data_args(q, &L, &t, wl, wi, fwd, a);
     a[n++] = (loom__onednn_arg){DNNL_ARG_WORKSPACE, fwd, (size_t)(L.ws + LOOM__RNN_WS_HEADER) * f};
     a[n++] = (loom__onednn_arg){DNNL_ARG_DIFF_SRC_LAYER, LOOM__ONEDNN_SLOT_OUT, (size_t)L.dx * f};
     a[n++] = (loom__onednn_arg){DNNL_ARG_DIFF_SRC_ITER, LOOM__ONEDNN_SLOT_OUT, (size_t)L.dh0 * f};

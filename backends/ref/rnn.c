@@ -39,21 +39,7 @@ static bool shape_of(const loom__kcall *call, int n_in, int hidx, int64_t *rows,
 }
 
 /* The team for rows x H elements, and row range [r0, r1) of thread t. */
-#define ROWS_PARALLEL(call, rows, H, BODY)                                                          \
-    do {                                                                                         \
-        const int nt_ = loom__ref_team((call)->nthreads, (rows) * (H), CELL_GRAIN);               \
-        if (nt_ <= 1) {                                                                          \
-            const int64_t r0 = 0, r1 = (rows);                                                   \
-            BODY;                                                                                \
-        } else {                                                                                 \
-            LOOM__OMP_PARALLEL(nt_)                                                              \
-            {                                                                                    \
-                int64_t r0, r1;                                                                  \
-                loom__nditer_part((rows), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1); \
-                BODY;                                                                            \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
+#define ROWS_PARALLEL(call, rows, H, BODY) LOOM__ROWS_TEAM((call)->nthreads, rows, H, CELL_GRAIN, BODY)
 
 /* ---- LSTM ---------------------------------------------------------------- */
 

@@ -9,6 +9,26 @@
 #include <stdint.h>
 
 #include "backends/ref/fastmath.h"
+#include "backends/ref/nditer.h"
+
+/* Runs BODY over rows [r0, r1) of `rows`: on the calling thread, or split
+ * over a team when rows x H elements pay for one (grain: elements per
+ * thread at least). */
+#define LOOM__ROWS_TEAM(nthreads, rows, H, grain, BODY)                                          \
+    do {                                                                                         \
+        const int nt_ = loom__ref_team((nthreads), (rows) * (H), (grain));                       \
+        if (nt_ <= 1) {                                                                          \
+            const int64_t r0 = 0, r1 = (rows);                                                   \
+            BODY;                                                                                \
+        } else {                                                                                 \
+            LOOM__OMP_PARALLEL(nt_)                                                              \
+            {                                                                                    \
+                int64_t r0, r1;                                                                  \
+                loom__nditer_part((rows), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1); \
+                BODY;                                                                            \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
 
 static inline void loom__lstm_rows(const float *restrict a, const float *restrict c, float *restrict ho, float *restrict co,
                       int64_t H, int64_t r0, int64_t r1)

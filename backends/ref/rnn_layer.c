@@ -118,21 +118,7 @@ static void fill_rows(float *c, int64_t rows, int64_t cols, const float *bias, c
 
 /* ---- elementwise steps, rows split over a team ------------------------------ */
 
-#define ROWS_TEAM(nthreads, rows, H, BODY)                                                      \
-    do {                                                                                         \
-        const int nt_ = loom__ref_team((nthreads), (rows) * (H), ROW_GRAIN);                     \
-        if (nt_ <= 1) {                                                                          \
-            const int64_t r0 = 0, r1 = (rows);                                                   \
-            BODY;                                                                                \
-        } else {                                                                                 \
-            LOOM__OMP_PARALLEL(nt_)                                                              \
-            {                                                                                    \
-                int64_t r0, r1;                                                                  \
-                loom__nditer_part((rows), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1); \
-                BODY;                                                                            \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
+#define ROWS_TEAM(nthreads, rows, H, BODY) LOOM__ROWS_TEAM(nthreads, rows, H, ROW_GRAIN, BODY)
 
 static void act_rows(int mode, const float *restrict a, float *restrict h, int64_t n)
 {
