@@ -231,6 +231,18 @@ static loom_status assemble_pieces(loom_tensor *t)
                                 x->shape[2], t->node.in[2]->shape[1], &L);
             end = L.fwd_base;
         }
+        if (n == 1 && (p[0].start > 0 || p[0].start + p[0].src->shape[d] < end)) {
+            /* One piece with zeros around it (a sequence's last step): one
+             * node that writes the zeros and the piece, not a zeros tensor
+             * and a concatenation that copies it. */
+            shape[d] = end;
+            full = loom__slice_scatter(p[0].src, t->ndim, shape, d, p[0].start, 1);
+            if (parts != local) free(parts);
+            if (!full) return loom_last_status();
+            loom_status st = accumulate(t, full);
+            drop_pieces(t);
+            return st;
+        }
         for (int i = 0; i <= n && parts; i++) {
             int64_t next = i < n ? p[i].start : end;
             if (next > pos) { /* a gap: zeros */
