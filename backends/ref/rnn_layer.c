@@ -83,9 +83,25 @@ typedef struct gemm_ctx {
     int nt;
 } gemm_ctx;
 
+/* The workspace any GEMM of at most m x n x k needs: loom__sgemm's
+ * blocks are balanced (a smaller m or k can mean a larger block), so the
+ * sizes at the block limits count too. */
+static size_t ws_bound(int64_t m, int64_t n, int64_t k, int nt)
+{
+    const loom__sgemm_blocking b = loom__sgemm_get_blocking();
+    size_t most = 0;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            const int64_t mm = i && m > b.mc ? b.mc : m, kk = j && k > b.kc ? b.kc : k;
+            const size_t s = loom__sgemm_workspace_size(mm, n, kk, nt);
+            if (s > most) most = s;
+        }
+    return most;
+}
+
 static void gemm_need(gemm_ctx *g, int64_t m, int64_t n, int64_t k)
 {
-    size_t s = loom__sgemm_workspace_size(m, n, k, g->nt);
+    size_t s = ws_bound(m, n, k, g->nt);
     if (s > g->size) g->size = s;
 }
 
@@ -172,7 +188,7 @@ typedef struct team_ws {
 
 static loom_status team_ws_alloc(team_ws *w, int team, int64_t rows, int64_t n, int64_t k, int64_t n2, int64_t k2)
 {
-    size_t a = loom__sgemm_workspace_size(rows, n, k, 1), b = loom__sgemm_workspace_size(rows, n2, k2, 1);
+    size_t a = ws_bound(rows, n, k, 1), b = ws_bound(rows, n2, k2, 1);
     w->each = ((a > b ? a : b) + 63) & ~(size_t)63;
     w->buf = NULL;
     if (!w->each) return LOOM_OK;
@@ -211,6 +227,42 @@ static loom_status team_ws_alloc(team_ws *w, int team, int64_t rows, int64_t n, 
     } while (0)
 
 /* ---- forward ------------------------------------------------------------------- */
+
+/* Inputs this narrow (the sine program's I = 1) are projected by a loop:
+ * a GEMM with k = 1 spends its time packing and storing. */
+#define SMALL_I 4
+
+/* Rows [r0, r1) of project_small: bw holds the bias, then W_ih^T. */
+static void project_rows(const float *x, const float *bw, float *A, int64_t GH, int64_t I, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        float *restrict ar = A + r * GH;
+        const float *xr = x + r * I;
+        const float x0 = xr[0], *restrict b = bw, *restrict w0 = bw + GH;
+        for (int64_t j = 0; j < GH; j++) ar[j] = b[j] + x0 * w0[j];
+        for (int64_t i = 1; i < I; i++) {
+            const float xi = xr[i], *restrict wi = bw + (i + 1) * GH;
+            for (int64_t j = 0; j < GH; j++) ar[j] += xi * wi[j];
+        }
+    }
+}
+
+/* A [rows, GH] = bias (+ bias2) + x [rows, I] W_ih^T, one pass over A:
+ * the bias summed and W_ih transposed first ([I, GH], row i the weights
+ * of input i), so the row loop is unit-stride. */
+static loom_status project_small(const float *x, const float *w, const float *bias, const float *bias2, float *A,
+                                 int64_t rows, int64_t GH, int64_t I, int nt)
+{
+    float *bw = alloc_floats(GH * (I + 1));
+    if (!bw) return loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory");
+    for (int64_t j = 0; j < GH; j++) {
+        bw[j] = bias ? bias[j] + (bias2 ? bias2[j] : 0.0f) : 0.0f;
+        for (int64_t i = 0; i < I; i++) bw[(i + 1) * GH + j] = w[j * I + i];
+    }
+    ROWS_TEAM(nt, rows, GH, project_rows(x, bw, A, GH, I, r0, r1));
+    free(bw);
+    return LOOM_OK;
+}
 
 typedef struct fwd_state {
     int mode;
@@ -308,8 +360,12 @@ static loom_status forward(const loom__kcall *call, const loom__rnn_layout *L, f
     if (st != LOOM_OK) goto out;
 
     /* A = bias rows, then += x W_ih^T. W_ih^T's (p, j) is w_ih[j*I + p]. */
-    fill_rows(f.A, TN, GH, bih, mode == MODE_GRU ? NULL : bhh);
-    st = gemm(&gm, TN, GH, I, x, I, 1, wih, 1, I, 1.0f, f.A, GH);
+    if (I <= SMALL_I) {
+        st = project_small(x, wih, bih, mode == MODE_GRU ? NULL : bhh, f.A, TN, GH, I, nt);
+    } else {
+        fill_rows(f.A, TN, GH, bih, mode == MODE_GRU ? NULL : bhh);
+        st = gemm(&gm, TN, GH, I, x, I, 1, wih, 1, I, 1.0f, f.A, GH);
+    }
     if (st == LOOM_OK) OVER_ROWS(team, N, &gm, tws, st, fwd_steps(&f, g, cell_nt, r0, r1));
 out:
     free(gm.ws);
@@ -366,17 +422,97 @@ static void col_sums(const float *d, int64_t rows, int64_t cols, float *out, int
 
 /* dW [GH, K] = D^T [GH, T*N] x Hprev [T*N, K], where step t's incoming h
  * is h0 for the first step processed and y's row block of the step before
- * it otherwise: two GEMMs. D is [T, N, GH]. */
-static loom_status dw_hh(gemm_ctx *g, const loom__rnn_layout *L, bool rev, const float *D, const float *h0,
-                         const float *y, float *dw)
+ * it otherwise. Rows [a, b) of D only (a part of the sum); beta 0 starts
+ * dw, 1 adds to it. D is [T, N, GH]. At most two GEMMs: rows paired with
+ * h0, and rows paired with a contiguous run of y. */
+static loom_status dw_hh_rows(gemm_ctx *g, const loom__rnn_layout *L, bool rev, const float *D, const float *h0,
+                              const float *y, int64_t a, int64_t b, float beta, float *dw)
 {
-    const int64_t T = L->T, N = L->N, H = L->H, GH = L->G * H;
-    const int64_t first = rev ? T - 1 : 0; /* the step that reads h0 */
-    loom_status st = gemm(g, GH, H, N, D + first * N * GH, 1, GH, h0, H, 1, 0.0f, dw, H);
-    if (st != LOOM_OK || T == 1) return st;
-    /* Forward: steps 1..T-1 read y[0..T-2]; reverse: steps 0..T-2 read y[1..T-1]. */
-    const float *Ds = rev ? D : D + N * GH, *Ys = rev ? y + N * H : y;
-    return gemm(g, GH, H, (T - 1) * N, Ds, 1, GH, Ys, H, 1, 1.0f, dw, H);
+    const int64_t N = L->N, H = L->H, GH = L->G * H, TN = L->T * N;
+    /* Rows of D that read h0: [0, N) forward, [TN - N, TN) reverse. */
+    const int64_t h0a = rev ? TN - N : 0, h0b = h0a + N;
+    int64_t seg[2][2] = {{a, b < h0a ? b : h0a}, {a > h0b ? a : h0b, b}}; /* rows before / after h0's */
+    const int64_t ha = a > h0a ? a : h0a, hb = b < h0b ? b : h0b;
+    if (ha < hb) {
+        loom_status st = gemm(g, GH, H, hb - ha, D + ha * GH, 1, GH, h0 + (ha - h0a) * H, H, 1, beta, dw, H);
+        if (st != LOOM_OK) return st;
+        beta = 1.0f;
+    }
+    for (int k = 0; k < 2; k++) {
+        const int64_t s0 = seg[k][0], s1 = seg[k][1];
+        if (s0 >= s1) continue;
+        /* Forward: row r >= N reads y's row r - N; reverse: row r < TN - N reads y's row r + N. */
+        const float *Ys = y + (rev ? s0 + N : s0 - N) * H;
+        loom_status st = gemm(g, GH, H, s1 - s0, D + s0 * GH, 1, GH, Ys, H, 1, beta, dw, H);
+        if (st != LOOM_OK) return st;
+        beta = 1.0f;
+    }
+    return LOOM_OK;
+}
+
+/* The weight gradients dW_ih = D^T x and dW_hh = DH^T Hprev (DH = D but
+ * for GRU) reduce over all T*N rows, while their M and N (G*H and I or H)
+ * are small: SGEMM, which splits M and N only, gets little from a team
+ * there. Small ones are cut instead into `wg_chunks` row chunks, fixed by
+ * the shapes (so the bits do not depend on the team), each one-thread
+ * products into its own buffer, summed in order; large ones are two GEMMs
+ * with the whole team. */
+#define WG_SMALL (64 * 1024) /* elements of dW_ih + dW_hh */
+#define WG_ROWS 1024         /* rows per chunk at least */
+#define WG_MAX_CHUNKS 4
+
+static int64_t wg_chunks(const loom__rnn_layout *L)
+{
+    const int64_t GH = L->G * L->H, TN = L->T * L->N;
+    if (GH * (L->H + L->I) > WG_SMALL) return 1;
+    const int64_t c = TN / WG_ROWS;
+    return c < 1 ? 1 : c > WG_MAX_CHUNKS ? WG_MAX_CHUNKS : c;
+}
+
+static loom_status weight_grads(gemm_ctx *g, const loom__rnn_layout *L, bool rev, const float *D, const float *DH,
+                                const float *x, const float *h0, const float *y, float *dwih, float *dwhh, int nt)
+{
+    const int64_t GH = L->G * L->H, TN = L->T * L->N, I = L->I, H = L->H, chunks = wg_chunks(L);
+    if (chunks == 1) {
+        loom_status st = gemm(g, GH, I, TN, D, 1, GH, x, I, 1, 0.0f, dwih, I);
+        return st == LOOM_OK ? dw_hh_rows(g, L, rev, DH, h0, y, 0, TN, 0.0f, dwhh) : st;
+    }
+    /* Chunk c's dW_ih and dW_hh: c == 0 into the output, others into parts. */
+    const int64_t each = GH * (I + H);
+    const int team = nt < chunks ? nt : (int)chunks;
+    float *parts = alloc_floats((chunks - 1) * each);
+    team_ws tws = {0};
+    loom_status st = parts ? team_ws_alloc(&tws, team, GH, I, (TN + chunks - 1) / chunks + 1, H, (TN + chunks - 1) / chunks + 1)
+                           : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
+    _Atomic int err = st;
+    if (st == LOOM_OK) {
+        LOOM__OMP_PARALLEL(team)
+        {
+            const int t = loom__omp_thread();
+            gemm_ctx gt = {.ws = tws.buf ? tws.buf + tws.each * (size_t)t : NULL, .size = tws.each, .nt = 1};
+            for (int64_t c = t; c < chunks; c += loom__omp_nthreads()) {
+                int64_t a, b;
+                loom__nditer_part(TN, (int)c, (int)chunks, 1, &a, &b);
+                float *wi = c == 0 ? dwih : parts + (c - 1) * each, *wh = c == 0 ? dwhh : wi + GH * I;
+                loom_status s1 = gemm(&gt, GH, I, b - a, D + a * GH, 1, GH, x + a * I, I, 1, 0.0f, wi, I);
+                if (s1 == LOOM_OK) s1 = dw_hh_rows(&gt, L, rev, DH, h0, y, a, b, 0.0f, wh);
+                if (s1 != LOOM_OK) {
+                    int ok = LOOM_OK;
+                    atomic_compare_exchange_strong(&err, &ok, (int)s1);
+                }
+            }
+        }
+        st = (loom_status)err;
+    }
+    if (st == LOOM_OK)
+        for (int64_t c = 1; c < chunks; c++) { /* in order */
+            const float *wi = parts + (c - 1) * each, *wh = wi + GH * I;
+            for (int64_t e = 0; e < GH * I; e++) dwih[e] += wi[e];
+            for (int64_t e = 0; e < GH * H; e++) dwhh[e] += wh[e];
+        }
+    free(parts);
+    free(tws.buf);
+    return st;
 }
 
 typedef struct bwd_state {
@@ -479,7 +615,7 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
     gemm_need(&gm, TN, I, GH);
     gemm_need(&gm, GH, I, TN);
     gemm_need(&gm, GH, H, N);
-    gemm_need(&gm, GH, H, (T - 1) * N);
+    gemm_need(&gm, GH, H, TN);
     loom_status st = buf ? gemm_alloc(&gm) : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
     if (st != LOOM_OK) goto done;
     float *D = buf, *DH = mode == MODE_GRU ? buf + TN * GH : NULL;
@@ -502,8 +638,8 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
     if (L.lstm) memcpy(out + L.dc0, dc, (size_t)NH * sizeof *dc);
     /* dx = D W_ih; dW_ih = D^T x; dW_hh = (D or DH)^T Hprev. */
     st = gemm(&gm, TN, I, GH, D, GH, 1, wih, I, 1, 0.0f, out + L.dx, I);
-    if (st == LOOM_OK) st = gemm(&gm, GH, I, TN, D, 1, GH, x, I, 1, 0.0f, out + L.dw_ih, I);
-    if (st == LOOM_OK) st = dw_hh(&gm, &L, rev, mode == MODE_GRU ? DH : D, h0, y, out + L.dw_hh);
+    if (st == LOOM_OK)
+        st = weight_grads(&gm, &L, rev, D, mode == MODE_GRU ? DH : D, x, h0, y, out + L.dw_ih, out + L.dw_hh, nt);
     if (st == LOOM_OK && L.bias) {
         col_sums(D, TN, GH, out + L.db_ih, nt);
         if (mode == MODE_GRU)
