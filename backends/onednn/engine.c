@@ -414,7 +414,7 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
     for (int i = 0; i < call->n_in && i < LOOM__ONEDNN_MAX_INS; i++) slots[LOOM__ONEDNN_SLOT_IN0 + i] = call->in[i].data;
     slots[LOOM__ONEDNN_SLOT_OUT] = call->out.data;
     for (int t = 0; t < p->ntmps; t++) slots[LOOM__ONEDNN_SLOT_TMP0 + t] = base + p->tmp_offset[t];
-    if (p->prep) p->prep(call, slots);
+    if (p->prep) p->prep(call, p, slots);
 
     /* Weight reorders the weight cache serves or fills (wcache.c). */
     loom__onednn_wentry *pinned[LOOM__ONEDNN_MAX_STEPS] = {0};
@@ -464,6 +464,7 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
         dnnl_status_t st = dnnl_stream_wait(stream);
         if (st != dnnl_success) result = loom__onednn_error(call, "dnnl_stream_wait", st);
     }
+    if (result == LOOM_OK && p->finish) p->finish(call, p, slots);
     /* Every step ran (or was served from the cache): the copies are made. */
     for (int i = 0; i < p->nsteps; i++) loom__onednn_wcache_release(pinned[i], result == LOOM_OK);
     return result;

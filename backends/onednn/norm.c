@@ -103,8 +103,9 @@ bool loom__onednn_bn_supports(const loom__kcall *call)
 
 /* BN_BWD_PARAMS: gamma = 1 (dx is thrown away; dgamma and dbeta do not
  * depend on gamma). */
-static void unit_gamma(const loom__kcall *call, void *const *slots)
+static void unit_gamma(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots)
 {
+    (void)p;
     float *g = slots[LOOM__ONEDNN_SLOT_TMP0];
     const int64_t c = call->in[0].shape[1];
     for (int64_t i = 0; i < c; i++) g[i] = 1.0f;

@@ -168,8 +168,12 @@ typedef struct loom__onednn_prim {
      * blocked only when built for a call with out_layout set. */
     int out_layout;
     /* Optional: fills temporaries before the steps run (batch norm's unit
-     * gamma). slots[] holds every slot's address. */
-    void (*prep)(const loom__kcall *call, void *const *slots);
+     * gamma, the RNN's summed biases and zeroed gradient buffers), and
+     * finishes the output after they all ran (the RNN's gate orders and
+     * split biases). slots[] holds every slot's address (temporaries' sizes
+     * are in tmp_bytes). */
+    void (*prep)(const loom__kcall *call, const struct loom__onednn_prim *p, void *const *slots);
+    void (*finish)(const loom__kcall *call, const struct loom__onednn_prim *p, void *const *slots);
 } loom__onednn_prim;
 
 /* Appends a step running pd's primitive (created here); the step takes

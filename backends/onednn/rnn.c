@@ -249,6 +249,12 @@ static int data_args(const rnn_params *q, const loom__rnn_layout *L, const rnn_t
     return n;
 }
 
+/* The programs' hooks (below): inputs converted before the steps run,
+ * gradients finished after. */
+static void prep_fwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots);
+static void prep_bwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots);
+static void finish_bwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots);
+
 /* What both builders start with: the packing and the memory descriptors. */
 static loom_status build_begin(const loom__kcall *call, const rnn_params *q, loom__rnn_layout *L, rnn_mds *m)
 {
@@ -296,6 +302,7 @@ static loom_status build_fwd(const loom__kcall *call, const void *params, loom__
         args[n++] = (loom__onednn_arg){DNNL_ARG_WORKSPACE, LOOM__ONEDNN_SLOT_OUT,
                                        (size_t)(L.ws + LOOM__RNN_WS_HEADER) * f};
     p->main_step = p->nsteps;
+    p->prep = prep_fwd;
     st = loom__onednn_add_step(call, p, pd, n, args);
     dnnl_primitive_desc_destroy(pd);
     if (st == LOOM_OK) loom__onednn_prim_layout(p);
@@ -341,68 +348,62 @@ static void prep_inputs(const loom__kcall *call, const rnn_params *q, const loom
     }
 }
 
-typedef void (*rnn_hook)(const loom__kcall *call, const rnn_params *q, const loom__rnn_layout *L,
-                         const rnn_tmps *t, char *const *tmp);
+/* What the program's hooks (prep, finish) work with: the call's
+ * parameters and packing, and the temporaries by name. */
+typedef struct rnn_hook_ctx {
+    rnn_params q;
+    loom__rnn_layout L;
+    rnn_tmps t;
+    char *tmp[LOOM__ONEDNN_MAX_TMPS];
+} rnn_hook_ctx;
 
-/* Gets (or builds) the program, runs before(), the program, after(). */
-static loom_status run(const loom__kcall *call, const rnn_params *q, const loom__rnn_layout *L, bool bwd,
-                       loom__onednn_build_fn build, rnn_hook before, rnn_hook after)
+static void hook_ctx(const loom__kcall *call, bool bwd, void *const *slots, rnn_hook_ctx *h)
 {
+    params_of(call, &h->q, &h->L); /* checked when the kernel started */
+    plan_tmps(&h->q, bwd, NULL, &h->t, NULL);
+    for (int i = 0; i < h->t.count; i++) h->tmp[i] = slots[tslot(i)];
+}
+
+/* The kernel: the program for the call's parameters, built on a miss. */
+static loom_status run(const loom__kcall *call, loom__onednn_build_fn build)
+{
+    rnn_params q;
+    loom__rnn_layout L;
+    if (!params_of(call, &q, &L)) return loom__onednn_error(call, "checking the arguments", dnnl_invalid_arguments);
     loom__onednn_key key;
     loom__onednn_key_init(&key, call, 0);
-    loom__onednn_key_add(&key, q, sizeof *q);
-    const int prev = loom__onednn_threads_enter(call->nthreads);
-    const loom__onednn_prim *p = NULL;
-    loom_status st = loom__onednn_cache_get(&key, call, build, q, &p);
-    if (st == LOOM_OK) {
-        rnn_tmps t;
-        plan_tmps(q, bwd, NULL, &t, NULL);
-        /* The same scratch buffer loom__onednn_execute takes (it grows only
-         * for a larger size). */
-        char *base = p->scratch_bytes ? loom__onednn_scratch(call, p->scratch_bytes) : NULL;
-        if (p->scratch_bytes && !base) st = loom_last_status();
-        char *tmp[LOOM__ONEDNN_MAX_TMPS] = {0};
-        for (int i = 0; base && i < t.count; i++) tmp[i] = base + p->tmp_offset[i];
-        if (st == LOOM_OK) {
-            before(call, q, L, &t, tmp);
-            /* oneDNN 2.6 accumulates into the weight gradients: zero the
-             * temporaries they go to (sizes of the chosen layouts). */
-            if (t.dw_layer >= 0) memset(tmp[t.dw_layer], 0, p->tmp_bytes[t.dw_layer]);
-            if (t.dw_iter >= 0) memset(tmp[t.dw_iter], 0, p->tmp_bytes[t.dw_iter]);
-            st = loom__onednn_execute(call, p);
-        }
-        if (st == LOOM_OK && after) after(call, q, L, &t, tmp);
-        loom__onednn_cache_release(p);
-    }
-    loom__onednn_threads_leave(prev);
-    return st;
+    loom__onednn_key_add(&key, &q, sizeof q);
+    return loom__onednn_run(call, &key, build, &q);
 }
 
-static void before_fwd(const loom__kcall *call, const rnn_params *q, const loom__rnn_layout *L, const rnn_tmps *t,
-                       char *const *tmp)
-{
-    prep_inputs(call, q, L, t, tmp);
-    if (q->training) loom__rnn_ws_set_tag((float *)call->out.data + L->ws, LOOM__RNN_WS_ONEDNN);
-}
-
-bool loom__onednn_rnn_supports(const loom__kcall *call)
+/* Every input float32 and plain (the ops/ contract; checked anyway). */
+static bool inputs_ok(const loom__kcall *call)
 {
     if (!loom__onednn_available() || call->out.dtype != LOOM_FLOAT32) return false;
     for (int i = 0; i < call->n_in; i++)
         if (call->in[i].dtype != LOOM_FLOAT32 || !loom__onednn_plain_f32(&call->in[i])) return false;
+    return true;
+}
+
+static void prep_fwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots)
+{
+    (void)p;
+    rnn_hook_ctx h;
+    hook_ctx(call, false, slots, &h);
+    prep_inputs(call, &h.q, &h.L, &h.t, h.tmp);
+    if (h.q.training) loom__rnn_ws_set_tag((float *)call->out.data + h.L.ws, LOOM__RNN_WS_ONEDNN);
+}
+
+bool loom__onednn_rnn_supports(const loom__kcall *call)
+{
+    if (!inputs_ok(call)) return false;
     rnn_params q;
     loom__rnn_layout L;
     if (!params_of(call, &q, &L) || L.n_fwd_in != call->n_in) return false;
     return !q.training || loom__tview_numel(&call->out) >= L.ws + LOOM__RNN_WS_HEADER + loom__onednn_rnn_aux(call);
 }
 
-loom_status loom__onednn_rnn(const loom__kcall *call)
-{
-    rnn_params q;
-    loom__rnn_layout L;
-    if (!params_of(call, &q, &L)) return loom__onednn_error(call, "checking the arguments", dnnl_invalid_arguments);
-    return run(call, &q, &L, false, build_fwd, before_fwd, NULL);
-}
+loom_status loom__onednn_rnn(const loom__kcall *call) { return run(call, build_fwd); }
 
 /* ---- the workspace's size -------------------------------------------------------- */
 
@@ -500,6 +501,8 @@ static loom_status build_bwd(const loom__kcall *call, const void *params, loom__
         a[n++] = (loom__onednn_arg){DNNL_ARG_DIFF_DST_ITER_C, grad, (size_t)L.c_n * f};
     }
     p->main_step = p->nsteps;
+    p->prep = prep_bwd;
+    p->finish = finish_bwd;
     st = loom__onednn_add_step(call, p, pd, n, a);
     /* The weight gradients, from the chosen layout into PyTorch's (GRU:
      * oneDNN's gate order, swapped back afterwards). */
@@ -525,25 +528,35 @@ static loom_status build_bwd(const loom__kcall *call, const void *params, loom__
     return st;
 }
 
-static void before_bwd(const loom__kcall *call, const rnn_params *q, const loom__rnn_layout *L, const rnn_tmps *t,
-                       char *const *tmp)
+/* oneDNN 2.6 accumulates into the weight and bias gradients: their
+ * temporaries (and LSTM's zero diff_dst_iter) start at zero. */
+static void prep_bwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots)
 {
-    prep_inputs(call, q, L, t, tmp);
-    if (t->zero_dh >= 0) memset(tmp[t->zero_dh], 0, (size_t)(q->N * q->H) * sizeof(float));
-    if (t->dbias >= 0) memset(tmp[t->dbias], 0, (size_t)(bias_gates(q->mode) * q->H) * sizeof(float));
+    rnn_hook_ctx h;
+    hook_ctx(call, true, slots, &h);
+    prep_inputs(call, &h.q, &h.L, &h.t, h.tmp);
+    const int zeroed[4] = {h.t.zero_dh, h.t.dbias, h.t.dw_layer, h.t.dw_iter};
+    for (int k = 0; k < 4; k++)
+        if (zeroed[k] >= 0) memset(h.tmp[zeroed[k]], 0, p->tmp_bytes[zeroed[k]]);
 }
 
-static void after_bwd(const loom__kcall *call, const rnn_params *q, const loom__rnn_layout *L, const rnn_tmps *t,
-                      char *const *tmp)
+/* GRU's weight gradients back in PyTorch's gate order; the bias gradient
+ * split into b_ih's and b_hh's. */
+static void finish_bwd(const loom__kcall *call, const loom__onednn_prim *p, void *const *slots)
 {
+    (void)p;
+    rnn_hook_ctx h;
+    hook_ctx(call, true, slots, &h);
+    const rnn_params *q = &h.q;
+    const loom__rnn_layout *L = &h.L;
     float *out = call->out.data;
     const int64_t H = q->H, GH = gates(q->mode) * H;
     if (q->mode == MODE_GRU) {
-        gate_rows(out + L->dw_ih, (const float *)tmp[t->dw_layer_user], GRU_SWAP, 3, H, q->I);
-        gate_rows(out + L->dw_hh, (const float *)tmp[t->dw_iter_user], GRU_SWAP, 3, H, H);
+        gate_rows(out + L->dw_ih, (const float *)h.tmp[h.t.dw_layer_user], GRU_SWAP, 3, H, q->I);
+        gate_rows(out + L->dw_hh, (const float *)h.tmp[h.t.dw_iter_user], GRU_SWAP, 3, H, H);
     }
     if (!q->bias) return;
-    const float *db = (const float *)tmp[t->dbias];
+    const float *db = (const float *)h.tmp[h.t.dbias];
     float *bi = out + L->db_ih, *bh = out + L->db_hh;
     if (q->mode == MODE_GRU) {
         for (int64_t j = 0; j < H; j++) {
@@ -560,9 +573,7 @@ static void after_bwd(const loom__kcall *call, const rnn_params *q, const loom__
 
 bool loom__onednn_rnn_bwd_supports(const loom__kcall *call)
 {
-    if (!loom__onednn_available() || call->out.dtype != LOOM_FLOAT32) return false;
-    for (int i = 0; i < call->n_in; i++)
-        if (call->in[i].dtype != LOOM_FLOAT32 || !loom__onednn_plain_f32(&call->in[i])) return false;
+    if (!inputs_ok(call)) return false;
     rnn_params q;
     loom__rnn_layout L;
     if (!params_of(call, &q, &L) || L.n_fwd_in + 2 != call->n_in || !q.training) return false;
@@ -572,10 +583,4 @@ bool loom__onednn_rnn_bwd_supports(const loom__kcall *call)
            loom__tview_numel(&call->in[L.n_fwd_in + 1]) >= L.fwd_base;
 }
 
-loom_status loom__onednn_rnn_bwd(const loom__kcall *call)
-{
-    rnn_params q;
-    loom__rnn_layout L;
-    if (!params_of(call, &q, &L)) return loom__onednn_error(call, "checking the arguments", dnnl_invalid_arguments);
-    return run(call, &q, &L, true, build_bwd, before_bwd, after_bwd);
-}
+loom_status loom__onednn_rnn_bwd(const loom__kcall *call) { return run(call, build_bwd); }
