@@ -83,25 +83,9 @@ typedef struct gemm_ctx {
     int nt;
 } gemm_ctx;
 
-/* The workspace any GEMM of at most m x n x k needs: loom__sgemm's
- * blocks are balanced (a smaller m or k can mean a larger block), so the
- * sizes at the block limits count too. */
-static size_t ws_bound(int64_t m, int64_t n, int64_t k, int nt)
-{
-    const loom__sgemm_blocking b = loom__sgemm_get_blocking();
-    size_t most = 0;
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            const int64_t mm = i && m > b.mc ? b.mc : m, kk = j && k > b.kc ? b.kc : k;
-            const size_t s = loom__sgemm_workspace_size(mm, n, kk, nt);
-            if (s > most) most = s;
-        }
-    return most;
-}
-
 static void gemm_need(gemm_ctx *g, int64_t m, int64_t n, int64_t k)
 {
-    size_t s = ws_bound(m, n, k, g->nt);
+    size_t s = loom__sgemm_workspace_bound(m, n, k, g->nt);
     if (s > g->size) g->size = s;
 }
 
@@ -135,6 +119,16 @@ static void fill_rows(float *c, int64_t rows, int64_t cols, const float *bias, c
 /* ---- elementwise steps, rows split over a team ------------------------------ */
 
 #define ROWS_TEAM(nthreads, rows, H, BODY) LOOM__ROWS_TEAM(nthreads, rows, H, ROW_GRAIN, BODY)
+
+/* A cell's rows inside a time loop (fwd_steps, bwd_steps): with the whole
+ * team over all N rows (cell_nt > 1), or the calling thread's [r0, r1). */
+#define CELL_ROWS(cell_nt, N, H, CALL)          \
+    do {                                        \
+        if ((cell_nt) > 1)                      \
+            ROWS_TEAM(cell_nt, N, H, CALL);     \
+        else                                    \
+            CALL;                               \
+    } while (0)
 
 static void act_rows(int mode, const float *restrict a, float *restrict h, int64_t n)
 {
@@ -188,12 +182,19 @@ typedef struct team_ws {
 
 static loom_status team_ws_alloc(team_ws *w, int team, int64_t rows, int64_t n, int64_t k, int64_t n2, int64_t k2)
 {
-    size_t a = ws_bound(rows, n, k, 1), b = ws_bound(rows, n2, k2, 1);
+    size_t a = loom__sgemm_workspace_bound(rows, n, k, 1), b = loom__sgemm_workspace_bound(rows, n2, k2, 1);
     w->each = ((a > b ? a : b) + 63) & ~(size_t)63;
     w->buf = NULL;
     if (!w->each) return LOOM_OK;
     w->buf = aligned_alloc(64, w->each * (size_t)team);
     return w->buf ? LOOM_OK : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer: out of memory");
+}
+
+/* Keeps the first error a team reports. */
+static void first_error(_Atomic int *err, loom_status s)
+{
+    int ok = LOOM_OK;
+    if (s != LOOM_OK) atomic_compare_exchange_strong(err, &ok, (int)s);
 }
 
 /* Runs body(r0, r1, g) over rows [0, N): one call with the whole team's
@@ -216,11 +217,7 @@ static loom_status team_ws_alloc(team_ws *w, int team, int64_t rows, int64_t n, 
                                .size = (tws).each, .nt = 1};                                          \
                 gemm_ctx *g = &gt;                                                                    \
                 const int cell_nt = 1;                                                                \
-                loom_status s_ = BODY;                                                                \
-                if (s_ != LOOM_OK) {                                                                  \
-                    int ok_ = LOOM_OK;                                                                \
-                    atomic_compare_exchange_strong(&err_, &ok_, (int)s_);                             \
-                }                                                                                     \
+                first_error(&err_, BODY);                                                             \
             }                                                                                         \
             (st) = (loom_status)err_;                                                                 \
         }                                                                                             \
@@ -288,10 +285,7 @@ static loom_status fwd_steps(const fwd_state *f, gemm_ctx *g, int cell_nt, int64
             fill_rows(HPt + r0 * GH, rows, GH, f->bhh, NULL);
             st = gemm(g, rows, GH, H, hprev + r0 * H, H, 1, f->whh, 1, H, 1.0f, HPt + r0 * GH, GH);
             if (st != LOOM_OK) return st;
-            if (cell_nt > 1)
-                ROWS_TEAM(cell_nt, N, H, loom__gru_rows(At, HPt, hprev, yt, H, r0, r1));
-            else
-                loom__gru_rows(At, HPt, hprev, yt, H, r0, r1);
+            CELL_ROWS(cell_nt, N, H, loom__gru_rows(At, HPt, hprev, yt, H, r0, r1));
             continue;
         }
         st = gemm(g, rows, GH, H, hprev + r0 * H, H, 1, f->whh, 1, H, 1.0f, At + r0 * GH, GH);
@@ -306,15 +300,10 @@ static loom_status fwd_steps(const fwd_state *f, gemm_ctx *g, int cell_nt, int64
                 cprev = s == 0 ? f->c0 : f->C + ((s - 1) & 1) * N * H;
                 ct = f->C + (s & 1) * N * H;
             }
-            if (cell_nt > 1)
-                ROWS_TEAM(cell_nt, N, H, loom__lstm_rows(At, cprev, yt, ct, H, r0, r1));
-            else
-                loom__lstm_rows(At, cprev, yt, ct, H, r0, r1);
+            CELL_ROWS(cell_nt, N, H, loom__lstm_rows(At, cprev, yt, ct, H, r0, r1));
             if (s == T - 1) memcpy(f->cn + r0 * H, ct + r0 * H, (size_t)(rows * H) * sizeof(float));
-        } else if (cell_nt > 1) {
-            ROWS_TEAM(cell_nt, N, H, act_rows(mode, At + r0 * H, yt + r0 * H, (r1 - r0) * H));
         } else {
-            act_rows(mode, At + r0 * H, yt + r0 * H, rows * H);
+            CELL_ROWS(cell_nt, N, H, act_rows(mode, At + r0 * H, yt + r0 * H, (r1 - r0) * H));
         }
     }
     return LOOM_OK;
@@ -495,11 +484,7 @@ static loom_status weight_grads(gemm_ctx *g, const loom__rnn_layout *L, bool rev
                 loom__nditer_part(TN, (int)c, (int)chunks, 1, &a, &b);
                 float *wi = c == 0 ? dwih : parts + (c - 1) * each, *wh = c == 0 ? dwhh : wi + GH * I;
                 loom_status s1 = gemm(&gt, GH, I, b - a, D + a * GH, 1, GH, x + a * I, I, 1, 0.0f, wi, I);
-                if (s1 == LOOM_OK) s1 = dw_hh_rows(&gt, L, rev, DH, h0, y, a, b, 0.0f, wh);
-                if (s1 != LOOM_OK) {
-                    int ok = LOOM_OK;
-                    atomic_compare_exchange_strong(&err, &ok, (int)s1);
-                }
+                first_error(&err, s1 == LOOM_OK ? dw_hh_rows(&gt, L, rev, DH, h0, y, a, b, 0.0f, wh) : s1);
             }
         }
         st = (loom_status)err;
@@ -521,6 +506,7 @@ typedef struct bwd_state {
     int64_t T, N, H, GH;
     const float *y, *dy, *ws, *h0, *c0, *whh;
     float *D, *DH, *dh, *dc, *dc2, *tmp;
+    float *dh0, *dc0; /* the output's rows for them */
 } bwd_state;
 
 /* Rows [r0, r1) of the backward time loop (as fwd_steps). */
@@ -535,18 +521,11 @@ static loom_status bwd_steps(const bwd_state *b, gemm_ctx *g, int cell_nt, int64
         const float *dyt = b->dy + t * NH;
         float *Dt = b->D + t * N * GH;
         loom_status st;
-#define CELL(CALL)                                  \
-    do {                                            \
-        if (cell_nt > 1)                            \
-            ROWS_TEAM(cell_nt, N, H, CALL);         \
-        else                                        \
-            CALL;                                   \
-    } while (0)
         if (mode == MODE_LSTM) {
             const float *A = b->ws, *C = b->ws + TN * GH;
             const float *cprev = s == 0 ? b->c0 : C + tp * NH;
-            CELL(add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
-            CELL(loom__lstm_bwd_rows(A + t * N * GH, cprev, tmp, dc, Dt, dc2, H, r0, r1));
+            CELL_ROWS(cell_nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            CELL_ROWS(cell_nt, N, H, loom__lstm_bwd_rows(A + t * N * GH, cprev, tmp, dc, Dt, dc2, H, r0, r1));
             float *sw = dc;
             dc = dc2;
             dc2 = sw;
@@ -554,17 +533,19 @@ static loom_status bwd_steps(const bwd_state *b, gemm_ctx *g, int cell_nt, int64
         } else if (mode == MODE_GRU) {
             const float *XP = b->ws, *HP = b->ws + TN * GH;
             float *DHt = b->DH + t * N * GH;
-            CELL(add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
+            CELL_ROWS(cell_nt, N, H, add_rows(dyt + r0 * H, dh + r0 * H, tmp + r0 * H, (r1 - r0) * H));
             /* dh = the direct path z * dh', then += dHP_t W_hh. */
-            CELL(loom__gru_bwd_rows(XP + t * N * GH, HP + t * N * GH, hprev, tmp, Dt, DHt, dh, H, r0, r1));
+            CELL_ROWS(cell_nt, N, H, loom__gru_bwd_rows(XP + t * N * GH, HP + t * N * GH, hprev, tmp, Dt, DHt, dh, H, r0, r1));
             st = gemm(g, rows, H, GH, DHt + r0 * GH, GH, 1, b->whh, H, 1, 1.0f, dh + r0 * H, H);
         } else {
-            CELL(act_bwd_rows(mode, b->y + t * NH + r0 * H, dyt + r0 * H, dh + r0 * H, Dt + r0 * H, (r1 - r0) * H));
+            CELL_ROWS(cell_nt, N, H, act_bwd_rows(mode, b->y + t * NH + r0 * H, dyt + r0 * H, dh + r0 * H, Dt + r0 * H, (r1 - r0) * H));
             st = gemm(g, rows, H, GH, Dt + r0 * GH, GH, 1, b->whh, H, 1, 0.0f, dh + r0 * H, H);
         }
-#undef CELL
         if (st != LOOM_OK) return st;
     }
+    /* After the first step: dh0, dc0 (dc holds the last one written). */
+    memcpy(b->dh0 + r0 * H, dh + r0 * H, (size_t)(rows * H) * sizeof(float));
+    if (mode == MODE_LSTM) memcpy(b->dc0 + r0 * H, dc + r0 * H, (size_t)(rows * H) * sizeof(float));
     return LOOM_OK;
 }
 
@@ -614,7 +595,6 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
     gemm_need(&gm, N, H, GH);
     gemm_need(&gm, TN, I, GH);
     gemm_need(&gm, GH, I, TN);
-    gemm_need(&gm, GH, H, N);
     gemm_need(&gm, GH, H, TN);
     loom_status st = buf ? gemm_alloc(&gm) : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
     if (st != LOOM_OK) goto done;
@@ -624,18 +604,14 @@ loom_status loom__ref_rnn_layer_bwd(const loom__kcall *call)
     if (L.lstm) memcpy(dc, dcn, (size_t)NH * sizeof *dc);
 
     bwd_state b = {.mode = mode, .rev = rev, .T = T, .N = N, .H = H, .GH = GH, .y = y, .dy = dy, .ws = ws, .h0 = h0,
-                   .c0 = c0, .whh = whh, .D = D, .DH = DH, .dh = dh, .dc = dc, .dc2 = dc2, .tmp = tmp};
+                   .c0 = c0, .whh = whh, .D = D, .DH = DH, .dh = dh, .dc = dc, .dc2 = dc2, .tmp = tmp,
+                   .dh0 = out + L.dh0, .dc0 = L.lstm ? out + L.dc0 : NULL};
     const int team = row_team(nt, N);
     team_ws tws = {0};
     if (team > 1) st = team_ws_alloc(&tws, team, (N + team - 1) / team, H, GH, H, GH);
     if (st == LOOM_OK) OVER_ROWS(team, N, &gm, tws, st, bwd_steps(&b, g, cell_nt, r0, r1));
     free(tws.buf);
-    /* dc and dc2 swapped once per step: after T steps dc0 is in dc2 when
-     * T is odd. */
-    if (T % 2) dc = dc2;
     if (st != LOOM_OK) goto done;
-    memcpy(out + L.dh0, dh, (size_t)NH * sizeof *dh);
-    if (L.lstm) memcpy(out + L.dc0, dc, (size_t)NH * sizeof *dc);
     /* dx = D W_ih; dW_ih = D^T x; dW_hh = (D or DH)^T Hprev. */
     st = gemm(&gm, TN, I, GH, D, GH, 1, wih, I, 1, 0.0f, out + L.dx, I);
     if (st == LOOM_OK)

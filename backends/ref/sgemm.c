@@ -766,6 +766,19 @@ size_t loom__sgemm_workspace_size(int64_t m, int64_t n, int64_t k, int nthreads)
     return packed > small ? packed : small;
 }
 
+size_t loom__sgemm_workspace_bound(int64_t m, int64_t n, int64_t k, int nthreads)
+{
+    /* A balanced block of a size up to len is at most min(len, cap). */
+    const int64_t ms[2] = {m, sg_min(m, LOOM_SGEMM_MC)}, ns[2] = {n, sg_min(n, LOOM_SGEMM_NC)},
+                  ks[2] = {k, sg_min(k, LOOM_SGEMM_KC)};
+    size_t most = 0;
+    for (int i = 0; i < 8; i++) {
+        const size_t s = loom__sgemm_workspace_size(ms[i & 1], ns[(i >> 1) & 1], ks[i >> 2], nthreads);
+        if (s > most) most = s;
+    }
+    return most;
+}
+
 loom__sgemm_blocking loom__sgemm_get_blocking(void)
 {
     loom__sgemm_blocking bl;

@@ -29,6 +29,13 @@ extern "C" {
  * 4.2 MB per thread at most with the AVX2 / AVX-512 blocking. */
 size_t loom__sgemm_workspace_size(int64_t m, int64_t n, int64_t k, int nthreads);
 
+/* Bytes enough for every call with at most m, n and k (and nthreads): the
+ * blocks are balanced, so a smaller size can need a larger block than
+ * these sizes do (k = 752 a larger one than k = 1054); the sizes at the
+ * block limits are counted too. For a workspace shared by GEMMs of
+ * varying shapes. */
+size_t loom__sgemm_workspace_bound(int64_t m, int64_t n, int64_t k, int nthreads);
+
 /* C (m x n) = alpha * A (m x k) * B (k x n) + beta * C.
  * Element (i, p) of A is a[i * rsa + p * csa]; (p, j) of B is b[p * rsb + j * csb]
  * (so transposed or otherwise strided operands need no copy: packing reads them);
