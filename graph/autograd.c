@@ -226,9 +226,7 @@ static loom_status assemble_pieces(loom_tensor *t)
         int64_t end = t->shape[d];
         if (t->node.op == LOOM_OP_RNN_LAYER && d == 0 && t->node.attrs.rnn.training) {
             loom__rnn_layout L;
-            const loom_tensor *x = t->node.in[0];
-            loom__rnn_layout_of(t->node.attrs.rnn.mode, t->node.attrs.rnn.bias, x->shape[0], x->shape[1],
-                                x->shape[2], t->node.in[2]->shape[1], &L);
+            loom__rnn_node_layout(t, &L);
             end = L.fwd_base;
         }
         if (n == 1 && (p[0].start > 0 || p[0].start + p[0].src->shape[d] < end)) {

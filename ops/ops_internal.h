@@ -118,6 +118,8 @@ loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy,
  * LSTM_CELL or GRU_CELL node, g the gradient of its output; sets gin[i]
  * for the inputs that need one. */
 loom_status loom__rnn_cell_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
+/* The packing (backends/kernel.h) of an RNN_LAYER node t. */
+void loom__rnn_node_layout(const loom_tensor *t, loom__rnn_layout *L);
 /* The same for RNN_LAYER: one RNN_LAYER_BWD node. */
 loom_status loom__rnn_layer_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin);
 

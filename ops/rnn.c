@@ -22,15 +22,23 @@ static bool want_state(const char *op, const char *role, loom_tensor *t)
     return false;
 }
 
+/* Checks that t (role) is float32 of exactly shape (ndim dims). */
+static bool want_shape(const char *op, const char *role, loom_tensor *t, int ndim, const int64_t *shape)
+{
+    if (!loom__want_float(op, role, t)) return false;
+    bool ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (ok) return true;
+    char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
+    loom__set_error(LOOM_ERR_SHAPE, "%s: %s is %s, expected %s", op, role, loom__shape_str(s1, sizeof s1, t),
+                    loom__fmt_shape(s2, sizeof s2, ndim, shape));
+    return false;
+}
+
 /* Checks that t is float32 [N, cols]. */
 static bool want_2d(const char *op, const char *role, loom_tensor *t, int64_t N, int64_t cols)
 {
-    if (!loom__want_float(op, role, t)) return false;
-    if (t->ndim == 2 && t->shape[0] == N && t->shape[1] == cols) return true;
-    char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
-    loom__set_error(LOOM_ERR_SHAPE, "%s: %s is %s, expected %s", op, role, loom__shape_str(s1, sizeof s1, t),
-                    loom__fmt_shape(s2, sizeof s2, 2, (const int64_t[]){N, cols}));
-    return false;
+    return want_shape(op, role, t, 2, (const int64_t[]){N, cols});
 }
 
 loom_tensor *loom_lstm_cell_gates(loom_tensor *a, loom_tensor *c)
@@ -94,19 +102,6 @@ loom_status loom__rnn_cell_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gi
 }
 
 /* ---- the fused layer ---------------------------------------------------- */
-
-/* Checks that t (role) is float32 of exactly shape (ndim dims). */
-static bool want_shape(const char *op, const char *role, loom_tensor *t, int ndim, const int64_t *shape)
-{
-    if (!loom__want_float(op, role, t)) return false;
-    bool ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
-    if (ok) return true;
-    char s1[LOOM__SHAPE_STR_MAX], s2[LOOM__SHAPE_STR_MAX];
-    loom__set_error(LOOM_ERR_SHAPE, "%s: %s is %s, expected %s", op, role, loom__shape_str(s1, sizeof s1, t),
-                    loom__fmt_shape(s2, sizeof s2, ndim, shape));
-    return false;
-}
 
 /* Floats [off, off + n) of the flat packed p, viewed with shape. */
 static loom_tensor *packed(loom_tensor *p, int64_t off, int ndim, const int64_t *shape)
@@ -212,13 +207,20 @@ loom_status loom_rnn_layer(int mode, loom_tensor *x, loom_tensor *h0, loom_tenso
     return LOOM_OK;
 }
 
+void loom__rnn_node_layout(const loom_tensor *t, loom__rnn_layout *L)
+{
+    const loom__node *n = &t->node;
+    const loom_tensor *x = n->in[0];
+    loom__rnn_layout_of(n->attrs.rnn.mode, n->attrs.rnn.bias, x->shape[0], x->shape[1], x->shape[2],
+                        n->in[2]->shape[1], L);
+}
+
 loom_status loom__rnn_layer_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
 {
     loom__node *n = &t->node;
     const loom__attrs *a = &n->attrs;
-    loom_tensor *x = n->in[0];
     loom__rnn_layout L;
-    loom__rnn_layout_of(a->rnn.mode, a->rnn.bias, x->shape[0], x->shape[1], x->shape[2], n->in[2]->shape[1], &L);
+    loom__rnn_node_layout(t, &L);
     bool any = false;
     for (int i = 0; i < n->n_in; i++) any = any || n->in[i]->requires_grad;
     if (!any) return LOOM_OK;
