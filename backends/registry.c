@@ -193,3 +193,12 @@ int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall
     }
     return most;
 }
+
+const char *loom__registry_onednn_isa(void)
+{
+#ifdef LOOM_HAVE_ONEDNN
+    return loom__onednn_isa_name();
+#else
+    return NULL;
+#endif
+}

@@ -36,6 +36,10 @@ const loom__kernel *loom__registry_find(loom__backend_choice choice, const loom_
  * the node fits. A backend that would not take the call asks 0. */
 int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall *call);
 
+/* oneDNN's JIT ISA on this CPU ("avx512_core", ...), or NULL when built
+ * without oneDNN; for loom info. */
+const char *loom__registry_onednn_isa(void);
+
 /* The op's name ("add"), for messages. */
 const char *loom__op_name(loom__op op);
 

@@ -280,10 +280,11 @@ char *loom_ctx_describe(loom_ctx *ctx)
         loom__set_error(LOOM_ERR_INVALID_ARG, "ctx_describe: context is NULL");
         return NULL;
     }
+    const char *isa = loom__registry_onednn_isa();
     char head[1024];
     int hn = snprintf(head, sizeof head,
                       "Loom %s\n"
-                      "build:    oneDNN %s, hwloc %s, OpenMP %s, portable kernels %s\n"
+                      "build:    oneDNN %s%s%s%s, hwloc %s, OpenMP %s, portable kernels %s\n"
                       "context:  %d threads, %d worker%s (%s), backend %s\n\n",
                       loom_version(),
 #ifdef LOOM_HAVE_ONEDNN
@@ -291,6 +292,7 @@ char *loom_ctx_describe(loom_ctx *ctx)
 #else
                       "no",
 #endif
+                      isa ? " (JIT ISA " : "", isa ? isa : "", isa ? ")" : "",
 #ifdef LOOM_HAVE_HWLOC
                       "yes",
 #else

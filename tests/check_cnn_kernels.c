@@ -631,6 +631,72 @@ START_TEST(test_sum_blocked)
 }
 END_TEST
 
+/* Batch norm's ref kernels on nChw8c / nChw16c give bitwise the plain
+ * results (statistics, forward, both backward halves, training and frozen),
+ * on 1 and 2 threads: the blocked reductions add each channel's values in
+ * the plain order. Shapes: S odd (the reductions' tails), S above a
+ * reduction piece (16384; two pieces per row), S = 1. */
+START_TEST(test_bn_blocked)
+{
+    const int64_t shapes[][4] = {{3, 32, 5, 7}, {2, 16, 130, 130}, {1, 64, 1, 1}};
+    const int layouts[] = {LOOM__LAYOUT_NCHW8C, LOOM__LAYOUT_NCHW16C};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int64_t *d = shapes[k], C = d[1], n = d[0] * d[1] * d[2] * d[3];
+        float *x = rand_buf(n, 2, 0.5), *dy = rand_buf(n, 1, 0), *g = rand_buf(C, 1, 0), *b = rand_buf(C, 1, 0);
+        loom__attrs at;
+        memset(&at, 0, sizeof at);
+        at.bn.eps = 1e-5;
+        const loom__tview vx = TV(x, d[0], d[1], d[2], d[3]), vdy = TV(dy, d[0], d[1], d[2], d[3]);
+        const loom__tview vst = TV(NULL, 2, C), vg = TV(g, C), vb = TV(b, C);
+        /* Plain results, 1 thread. */
+        float *st = run_kernel(loom__ref_bn_stats, LOOM_OP_BN_STATS, &at, 1, &vx, vst, 1);
+        const loom__tview vs = TV(st, 2, C);
+        float *y = run_kernel(loom__ref_bn_fwd, LOOM_OP_BN_FWD, &at, 4, (loom__tview[]){vx, vs, vg, vb}, vx, 1);
+        at.bn.training = true;
+        const loom__tview inb[4] = {vx, vdy, vs, vg};
+        float *dxt = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inb, vx, 1);
+        float *pr = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 3, inb, vst, 1);
+        at.bn.training = false;
+        float *dxf = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inb, vx, 1);
+        for (int li = 0; li < 2; li++)
+            for (int t = 1; t <= 2; t++) {
+                const int L = layouts[li];
+                float *xb = nan_buf(n), *dyb = nan_buf(n), *plain = nan_buf(n);
+                loom__layout_from_plain(x, xb, L, d, 1);
+                loom__layout_from_plain(dy, dyb, L, d, 1);
+                loom__tview bx = vx, bdy = vdy;
+                bx.data = xb, bx.layout = L;
+                bdy.data = dyb, bdy.layout = L;
+                float *bst = run_kernel(loom__ref_bn_stats, LOOM_OP_BN_STATS, &at, 1, &bx, vst, t);
+                CHECK(memcmp(bst, st, sizeof(float) * 2 * (size_t)C) == 0,
+                      "shape %zu, block %d, %d threads: bn_stats differ from plain", k, L, t);
+                loom__tview by = bx;
+                float *yb = run_kernel(loom__ref_bn_fwd, LOOM_OP_BN_FWD, &at, 4, (loom__tview[]){bx, vs, vg, vb}, by, t);
+                loom__layout_to_plain(yb, plain, L, d, 1);
+                CHECK(memcmp(plain, y, sizeof(float) * (size_t)n) == 0,
+                      "shape %zu, block %d, %d threads: bn_fwd differs from plain", k, L, t);
+                const loom__tview binb[4] = {bx, bdy, vs, vg};
+                at.bn.training = true;
+                float *dxb = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, binb, bx, t);
+                loom__layout_to_plain(dxb, plain, L, d, 1);
+                CHECK(memcmp(plain, dxt, sizeof(float) * (size_t)n) == 0,
+                      "shape %zu, block %d, %d threads: bn_bwd_data (training) differs from plain", k, L, t);
+                float *prb = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 3, binb, vst, t);
+                CHECK(memcmp(prb, pr, sizeof(float) * 2 * (size_t)C) == 0,
+                      "shape %zu, block %d, %d threads: bn_bwd_params differ from plain", k, L, t);
+                at.bn.training = false;
+                free(dxb);
+                dxb = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, binb, bx, t);
+                loom__layout_to_plain(dxb, plain, L, d, 1);
+                CHECK(memcmp(plain, dxf, sizeof(float) * (size_t)n) == 0,
+                      "shape %zu, block %d, %d threads: bn_bwd_data (frozen) differs from plain", k, L, t);
+                free(xb), free(dyb), free(plain), free(bst), free(yb), free(dxb), free(prb);
+            }
+        free(x), free(dy), free(g), free(b), free(st), free(y), free(dxt), free(pr), free(dxf);
+    }
+}
+END_TEST
+
 /* Finite differences of max_pool2d along a random direction (values on a
  * grid spaced well above the step, so no argmax flips). */
 START_TEST(test_max_pool_fd)
@@ -992,6 +1058,7 @@ Suite *loom_suite_cnn_kernels(void)
     tcase_add_test(tc, test_max_pool_ties_nan);
     tcase_add_test(tc, test_max_pool_blocked_windows);
     tcase_add_test(tc, test_sum_blocked);
+    tcase_add_test(tc, test_bn_blocked);
     tcase_add_test(tc, test_max_pool_fd);
     tc = test_tcase(s, "batch_norm", 30);
     tcase_add_loop_test(tc, test_bn, 0, NBN);

@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,46 @@ bool loom__onednn_available(void)
 {
     pthread_once(&engine_once, engine_init);
     return engine != NULL && tls_key_ok;
+}
+
+/* ---- ISA ------------------------------------------------------------------- */
+
+/* oneDNN's JIT ISA on this CPU, read once: dnnl_get_effective_cpu_isa() is
+ * what its kernels dispatch on (DNNL_MAX_CPU_ISA may lower it). The values
+ * are nested bit sets, so "at least X" is (isa & X) == X. */
+static atomic_int isa_read = -1;
+
+static int effective_isa(void)
+{
+    int v = atomic_load_explicit(&isa_read, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)dnnl_get_effective_cpu_isa();
+        atomic_store_explicit(&isa_read, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+bool loom__onednn_isa_avx512(void)
+{
+    const int want = (int)dnnl_cpu_isa_avx512_core;
+    return (effective_isa() & want) == want;
+}
+
+const char *loom__onednn_isa_name(void)
+{
+    static const struct {
+        int isa;
+        const char *name;
+    } names[] = {
+        {dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}, {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
+        {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"}, {dnnl_cpu_isa_avx512_core, "avx512_core"},
+        {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"}, {dnnl_cpu_isa_avx2, "avx2"},
+        {dnnl_cpu_isa_avx, "avx"}, {dnnl_cpu_isa_sse41, "sse41"},
+    };
+    const int isa = effective_isa();
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((isa & names[i].isa) == names[i].isa) return names[i].name;
+    return "none";
 }
 
 static thread_state *state(const loom__kcall *call)

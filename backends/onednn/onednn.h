@@ -98,6 +98,12 @@ dnnl_engine_t loom__onednn_engine(void);
 /* True when the engine exists (supports() functions ask this first). */
 bool loom__onednn_available(void);
 
+/* oneDNN's effective JIT ISA on this CPU (read once): whether it has
+ * avx512_core (auto's choices differ there, onednn_backend.c), and its name
+ * ("avx512_core_amx", "avx2", ...) for loom info. */
+bool loom__onednn_isa_avx512(void);
+const char *loom__onednn_isa_name(void);
+
 /* The calling thread's stream (created on first use), or NULL with the error
  * set. */
 dnnl_stream_t loom__onednn_stream(const loom__kcall *call);

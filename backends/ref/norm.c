@@ -9,9 +9,9 @@
  * dbeta).
  *
  * x and dy may also be in one blocked layout (nChw8c / nChw16c, 4-D): the
- * reductions then read each channel's values B apart, in the same order,
- * so the statistics and sums are bitwise those of the plain layout, and y
- * or dx are written in the input's layout.
+ * reductions then sum a block's B channels side by side, each channel's
+ * values in the plain order, so the statistics and sums are bitwise those
+ * of the plain layout, and y or dx are written in the input's layout.
  *
  * Reductions are deterministic whatever the thread count: each channel's
  * values are cut into fixed pieces (one per image, long rows further into
@@ -122,6 +122,18 @@ static inline void piece(const bn_geom *g, int64_t t, int64_t *start, int64_t *l
     }
 }
 
+/* Blocked layouts reduce a whole channel block at once: unit u is image n,
+ * block cb and piece j (u = (n*C/B + cb) * npiece + j). Its first element
+ * is *start; channel cb*B + jj of it is piece t0 + jj*npiece. */
+static inline void blk_unit(const bn_geom *g, int64_t u, int64_t *start, int64_t *len, int64_t *t0)
+{
+    const int64_t rb = u / g->npiece, j = u % g->npiece, nb = g->C / g->B;
+    const int64_t lo = j * PIECE, hi = lo + PIECE < g->S ? lo + PIECE : g->S;
+    *len = hi - lo;
+    *start = (rb * g->S + lo) * g->B;
+    *t0 = ((rb / nb) * g->C + (rb % nb) * g->B) * g->npiece + j;
+}
+
 /* Sum of x[0..n-1] in double, four interleaved accumulators. */
 static double sum_d(const float *restrict x, int64_t n)
 {
@@ -134,41 +146,6 @@ static double sum_d(const float *restrict x, int64_t n)
         a3 += x[i + 3];
     }
     for (; i < n; i++) a0 += x[i];
-    return (a0 + a1) + (a2 + a3);
-}
-
-/* The same over x[0], x[b], x[2b], ...: the same additions in the same
- * order, so a blocked tensor's statistics are bitwise those of its plain
- * copy. */
-static double sum_ds(const float *restrict x, int64_t n, int64_t b)
-{
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += x[i * b];
-        a1 += x[(i + 1) * b];
-        a2 += x[(i + 2) * b];
-        a3 += x[(i + 3) * b];
-    }
-    for (; i < n; i++) a0 += x[i * b];
-    return (a0 + a1) + (a2 + a3);
-}
-
-static double sumsq_ds(const float *restrict x, int64_t n, double m, int64_t b)
-{
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const double d0 = x[i * b] - m, d1 = x[(i + 1) * b] - m, d2 = x[(i + 2) * b] - m, d3 = x[(i + 3) * b] - m;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
-    }
-    for (; i < n; i++) {
-        const double d = x[i * b] - m;
-        a0 += d * d;
-    }
     return (a0 + a1) + (a2 + a3);
 }
 
@@ -211,25 +188,77 @@ static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t 
     *sdyx = b0 + b1;
 }
 
-/* The same over every b-th element (blocked layouts). */
-static void sum_dy_ds(const float *restrict x, const float *restrict dy, int64_t n, double m, int64_t b,
-                      double *sdy, double *sdyx)
-{
-    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-        a0 += dy[i * b];
-        a1 += dy[(i + 1) * b];
-        b0 += (double)dy[i * b] * (x[i * b] - m);
-        b1 += (double)dy[(i + 1) * b] * (x[(i + 1) * b] - m);
+/* The blocked versions of the sums above, for the B channels of one block
+ * at once: x points at channel 0 of the block at the piece's first
+ * position, element (s, j) is x[s*B + j], and channel j gets exactly the
+ * additions, in the order, of the plain function (so the statistics of a
+ * blocked tensor are bitwise those of its plain copy), but B lanes wide:
+ * vectors across the block's channels instead of one scalar chain per
+ * channel (which, reading every B-th float, ran at ~1/3 of the memory's
+ * speed). BLK_SUMS(B) defines them for a constant B (8 or 16) so that the
+ * j loops vectorize. */
+#define BLK_SUMS(B)                                                                                          \
+    static void sum_blk##B(const float *restrict x, int64_t n, double *restrict out)                         \
+    {                                                                                                        \
+        double a0[B] = {0}, a1[B] = {0}, a2[B] = {0}, a3[B] = {0};                                           \
+        int64_t i = 0;                                                                                       \
+        for (; i + 4 <= n; i += 4)                                                                           \
+            for (int j = 0; j < B; j++) {                                                                    \
+                a0[j] += x[i * B + j];                                                                       \
+                a1[j] += x[(i + 1) * B + j];                                                                 \
+                a2[j] += x[(i + 2) * B + j];                                                                 \
+                a3[j] += x[(i + 3) * B + j];                                                                 \
+            }                                                                                                \
+        for (; i < n; i++)                                                                                   \
+            for (int j = 0; j < B; j++) a0[j] += x[i * B + j];                                               \
+        for (int j = 0; j < B; j++) out[j] = (a0[j] + a1[j]) + (a2[j] + a3[j]);                              \
+    }                                                                                                        \
+    static void sumsq_blk##B(const float *restrict x, int64_t n, const double *restrict m, double *restrict out) \
+    {                                                                                                        \
+        double a0[B] = {0}, a1[B] = {0}, a2[B] = {0}, a3[B] = {0};                                           \
+        int64_t i = 0;                                                                                       \
+        for (; i + 4 <= n; i += 4)                                                                           \
+            for (int j = 0; j < B; j++) {                                                                    \
+                const double d0 = x[i * B + j] - m[j], d1 = x[(i + 1) * B + j] - m[j];                       \
+                const double d2 = x[(i + 2) * B + j] - m[j], d3 = x[(i + 3) * B + j] - m[j];                 \
+                a0[j] += d0 * d0;                                                                            \
+                a1[j] += d1 * d1;                                                                            \
+                a2[j] += d2 * d2;                                                                            \
+                a3[j] += d3 * d3;                                                                            \
+            }                                                                                                \
+        for (; i < n; i++)                                                                                   \
+            for (int j = 0; j < B; j++) {                                                                    \
+                const double d = x[i * B + j] - m[j];                                                        \
+                a0[j] += d * d;                                                                              \
+            }                                                                                                \
+        for (int j = 0; j < B; j++) out[j] = (a0[j] + a1[j]) + (a2[j] + a3[j]);                              \
+    }                                                                                                        \
+    static void sum_dy_blk##B(const float *restrict x, const float *restrict dy, int64_t n,                  \
+                              const double *restrict m, double *restrict sdy, double *restrict sdyx)         \
+    {                                                                                                        \
+        double a0[B] = {0}, a1[B] = {0}, b0[B] = {0}, b1[B] = {0};                                           \
+        int64_t i = 0;                                                                                       \
+        for (; i + 2 <= n; i += 2)                                                                           \
+            for (int j = 0; j < B; j++) {                                                                    \
+                const float d0 = dy[i * B + j], d1 = dy[(i + 1) * B + j];                                    \
+                a0[j] += d0;                                                                                 \
+                a1[j] += d1;                                                                                 \
+                b0[j] += (double)d0 * (x[i * B + j] - m[j]);                                                 \
+                b1[j] += (double)d1 * (x[(i + 1) * B + j] - m[j]);                                           \
+            }                                                                                                \
+        for (; i < n; i++)                                                                                   \
+            for (int j = 0; j < B; j++) {                                                                    \
+                a0[j] += dy[i * B + j];                                                                      \
+                b0[j] += (double)dy[i * B + j] * (x[i * B + j] - m[j]);                                      \
+            }                                                                                                \
+        for (int j = 0; j < B; j++) {                                                                        \
+            sdy[j] = a0[j] + a1[j];                                                                          \
+            sdyx[j] = b0[j] + b1[j];                                                                         \
+        }                                                                                                    \
     }
-    for (; i < n; i++) {
-        a0 += dy[i * b];
-        b0 += (double)dy[i * b] * (x[i * b] - m);
-    }
-    *sdy = a0 + a1;
-    *sdyx = b0 + b1;
-}
+BLK_SUMS(8)
+BLK_SUMS(16)
+#undef BLK_SUMS
 
 /* Runs body(t) for every piece t, split among nt threads. */
 #define FOR_PIECES(nt, total, t, ...)                                                         \
@@ -254,15 +283,32 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
     const int64_t total = g->N * g->C * g->npiece;
     double *part = norm_scratch(call, LOOM__SCRATCH_NORM_PARTS, sizeof(double) * 2 * (size_t)total);
     if (!part) return LOOM_ERR_NOMEM;
-    const int nt = team(call, g->N * g->C * g->S, total);
-    FOR_PIECES(nt, total, t, {
-        int64_t start, len, c;
-        piece(g, t, &start, &len, &c);
-        if (g->B == 1)
+    if (g->B == 1) {
+        const int nt = team(call, g->N * g->C * g->S, total);
+        FOR_PIECES(nt, total, t, {
+            int64_t start, len, c;
+            piece(g, t, &start, &len, &c);
             sum_dy_d(x + start, dy + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
-        else
-            sum_dy_ds(x + start, dy + start, len, mean[c], g->B, &part[2 * t], &part[2 * t + 1]);
-    });
+        });
+    } else {
+        const int64_t units = total / g->B, B = g->B, np = g->npiece;
+        const int nt = team(call, g->N * g->C * g->S, units);
+        FOR_PIECES(nt, units, u, {
+            int64_t start, len, t0;
+            blk_unit(g, u, &start, &len, &t0);
+            double m[16], sdy[16], sdyx[16];
+            const int64_t c0 = t0 / np % g->C;
+            for (int64_t jj = 0; jj < B; jj++) m[jj] = mean[c0 + jj];
+            if (B == 16)
+                sum_dy_blk16(x + start, dy + start, len, m, sdy, sdyx);
+            else
+                sum_dy_blk8(x + start, dy + start, len, m, sdy, sdyx);
+            for (int64_t jj = 0; jj < B; jj++) {
+                part[2 * (t0 + jj * np)] = sdy[jj];
+                part[2 * (t0 + jj * np) + 1] = sdyx[jj];
+            }
+        });
+    }
     for (int64_t c = 0; c < g->C; c++) out[2 * c] = out[2 * c + 1] = 0.0;
     for (int64_t t = 0; t < total; t++) { /* fixed order: n, then piece */
         int64_t start, len, c;
@@ -289,17 +335,37 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
     double *acc = part ? norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C) : NULL;
     if (!acc) return LOOM_ERR_NOMEM;
     memset(acc, 0, sizeof(double) * 2 * (size_t)g.C);
-    const int nt = team(call, g.N * g.C * g.S, total);
-    FOR_PIECES(nt, total, t, {
-        int64_t start, len, c;
-        piece(&g, t, &start, &len, &c);
-        const int64_t b = g.B;
-        const double s = b == 1 ? sum_d(x + start, len) : sum_ds(x + start, len, b);
-        part[2 * t] = s;
-        part[2 * t + 1] = len <= 0 ? 0.0
-                          : b == 1 ? sumsq_d(x + start, len, s / (double)len)
-                                   : sumsq_ds(x + start, len, s / (double)len, b);
-    });
+    if (g.B == 1) {
+        const int nt = team(call, g.N * g.C * g.S, total);
+        FOR_PIECES(nt, total, t, {
+            int64_t start, len, c;
+            piece(&g, t, &start, &len, &c);
+            const double s = sum_d(x + start, len);
+            part[2 * t] = s;
+            part[2 * t + 1] = len <= 0 ? 0.0 : sumsq_d(x + start, len, s / (double)len);
+        });
+    } else {
+        const int64_t units = total / g.B, B = g.B, np = g.npiece;
+        const int nt = team(call, g.N * g.C * g.S, units);
+        FOR_PIECES(nt, units, u, {
+            int64_t start, len, t0;
+            blk_unit(&g, u, &start, &len, &t0);
+            double sm[16], m[16], q[16] = {0};
+            if (B == 16)
+                sum_blk16(x + start, len, sm);
+            else
+                sum_blk8(x + start, len, sm);
+            for (int64_t jj = 0; jj < B; jj++) m[jj] = sm[jj] / (double)len;
+            if (len > 0 && B == 16)
+                sumsq_blk16(x + start, len, m, q);
+            else if (len > 0)
+                sumsq_blk8(x + start, len, m, q);
+            for (int64_t jj = 0; jj < B; jj++) {
+                part[2 * (t0 + jj * np)] = sm[jj];
+                part[2 * (t0 + jj * np) + 1] = q[jj];
+            }
+        });
+    }
     for (int64_t t = 0; t < total; t++) {
         int64_t start, len, c;
         piece(&g, t, &start, &len, &c);
