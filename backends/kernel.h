@@ -248,6 +248,7 @@ typedef struct loom__attrs {
         struct {
             double eps;
             bool training; /* BN_BWD_DATA: the stats are the batch's own */
+            bool relu;     /* BN_FWD: y = relu(bn(x)) as loom_relu gives it (NaN stays) */
         } bn;
         struct {
             double beta1, beta2, step_size, bc2_sqrt, eps;

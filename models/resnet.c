@@ -30,15 +30,16 @@ typedef struct block {
 
 /* out = relu(main(x) + identity(x)); main is conv-bn-relu (x2 or x3) with
  * the last relu after the sum. identity is x or downsample(x): an
- * independent branch of the DAG. */
+ * independent branch of the DAG. Each bn-relu is one node
+ * (loom_module_forward_relu). */
 static loom_tensor *block_forward(loom_module *m, loom_tensor *x, void *user)
 {
     (void)m;
     const block *b = user;
     loom_tensor *h = x;
     for (int i = 0; i < b->nconv; i++) {
-        h = loom_module_forward(b->bn[i], loom_module_forward(b->conv[i], h));
-        if (i + 1 < b->nconv) h = loom_relu(h);
+        loom_tensor *c = loom_module_forward(b->conv[i], h);
+        h = i + 1 < b->nconv ? loom_module_forward_relu(b->bn[i], c) : loom_module_forward(b->bn[i], c);
     }
     loom_tensor *identity = b->downsample ? loom_module_forward(b->downsample, x) : x;
     return loom_relu(loom_add(h, identity));
@@ -128,7 +129,19 @@ static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
     static const char *const order[] = {"conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
                                         "layer3", "layer4", "avgpool"};
     loom_tensor *h = x;
-    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) h = loom_module_forward(loom_module_child(m, order[i]), h);
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        loom_module *c = loom_module_child(m, order[i]), *next = NULL;
+        /* bn1 + relu as one node, unless "relu" was replaced by another
+         * activation. */
+        if (i + 1 < sizeof order / sizeof order[0] && !strcmp(order[i + 1], "relu"))
+            next = loom_module_child(m, "relu");
+        if (next && !strcmp(loom_module_type(next), "ReLU")) {
+            h = loom_module_forward_relu(c, h);
+            i++;
+        } else {
+            h = loom_module_forward(c, h);
+        }
+    }
     return loom_module_forward(loom_module_child(m, "fc"), loom_flatten(h, 1, -1));
 }
 

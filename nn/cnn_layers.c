@@ -168,9 +168,8 @@ typedef struct bn_data {
     double eps, momentum;
 } bn_data;
 
-static loom_tensor *bn_forward(loom_module *m, loom_tensor *x, void *user)
+static loom_tensor *bn_run(loom_module *m, loom_tensor *x, const bn_data *d, bool relu)
 {
-    const bn_data *d = user;
     if (x && loom_tensor_ndim(x) != 4) {
         char s[LOOM__SHAPE_STR_MAX];
         loom__set_error(LOOM_ERR_SHAPE, "BatchNorm2d: expected a 4-D input [N, C, H, W], got %s", loom__nn_shape(s, x));
@@ -186,7 +185,16 @@ static loom_tensor *bn_forward(loom_module *m, loom_tensor *x, void *user)
         loom_tensor_free(next);
         if (st != LOOM_OK) return NULL;
     }
-    return loom_batch_norm(x, d->running_mean, d->running_var, d->weight, d->bias, training, d->momentum, d->eps);
+    return (relu ? loom_batch_norm_relu : loom_batch_norm)(x, d->running_mean, d->running_var, d->weight, d->bias,
+                                                           training, d->momentum, d->eps);
+}
+
+static loom_tensor *bn_forward(loom_module *m, loom_tensor *x, void *user) { return bn_run(m, x, user, false); }
+
+loom_tensor *loom__nn_batch_norm2d_relu_forward(loom_module *bn, loom_tensor *x)
+{
+    if (strcmp(loom_module_type(bn), "BatchNorm2d") != 0) return NULL;
+    return bn_run(bn, x, loom__nn_module_user(bn), true);
 }
 
 loom_module *loom_batch_norm2d_module(loom_ctx *ctx, int64_t num_features, double eps, double momentum, bool affine)

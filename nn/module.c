@@ -594,6 +594,22 @@ loom_tensor *loom_module_forward(loom_module *m, loom_tensor *x)
     return m->forward(m, x, m->user);
 }
 
+loom_tensor *loom_module_forward_relu(loom_module *m, loom_tensor *x)
+{
+    if (!m) {
+        loom__set_error(LOOM_ERR_INVALID_ARG, "module_forward_relu: module is NULL");
+        return NULL;
+    }
+    if (!loom__nn_present("module_forward_relu", "input", x)) return NULL;
+    if (strcmp(m->type, "Conv2d") == 0) return loom__nn_conv2d_relu_forward(m, x);
+    if (strcmp(m->type, "BatchNorm2d") == 0) return loom__nn_batch_norm2d_relu_forward(m, x);
+    loom_tensor *h = loom_module_forward(m, x);
+    if (!h) return NULL;
+    loom_tensor *y = loom_relu(h);
+    if (h != x) loom_tensor_free(h);
+    return y;
+}
+
 void *loom__nn_module_user(loom_module *m) { return m->user; }
 
 /* Chains the children; intermediate handles are freed as soon as the next
@@ -606,11 +622,11 @@ static loom_tensor *sequential_forward(loom_module *m, loom_tensor *x, void *use
     for (int i = 0; i < m->n_children; i++) {
         loom_module *c = m->children[i].m;
         loom_tensor *next;
-        if (i + 1 < m->n_children && strcmp(c->type, "Conv2d") == 0 &&
+        if (i + 1 < m->n_children && (strcmp(c->type, "Conv2d") == 0 || strcmp(c->type, "BatchNorm2d") == 0) &&
             strcmp(m->children[i + 1].m->type, "ReLU") == 0) {
-            /* Conv2d + ReLU: one convolution with the ReLU fused in (one
-             * node, one pass over the output, oneDNN's post-op). */
-            next = loom__nn_conv2d_relu_forward(c, cur);
+            /* Conv2d or BatchNorm2d + ReLU: one node with the ReLU fused
+             * in (one pass over the output; oneDNN's post-op for Conv2d). */
+            next = loom_module_forward_relu(c, cur);
             i++;
         } else {
             next = loom_module_forward(c, cur);

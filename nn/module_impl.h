@@ -82,5 +82,7 @@ void *loom__nn_module_user(loom_module *m);
  * Sequential's Conv2d+ReLU pairs (nn/cnn_layers.c). NULL (no error set)
  * if conv is not a Conv2d. */
 loom_tensor *loom__nn_conv2d_relu_forward(loom_module *conv, loom_tensor *x);
+/* The same for a BatchNorm2d module (loom_batch_norm_relu). */
+loom_tensor *loom__nn_batch_norm2d_relu_forward(loom_module *bn, loom_tensor *x);
 
 #endif /* LOOM_NN_MODULE_IMPL_H */

@@ -12,6 +12,11 @@
  * Autograd: BN_STATS has no gradient rule of its own; BN_FWD's rule in
  * training gives dx through both the normalisation and the statistics (the
  * usual closed form), so the stats node is treated as a constant.
+ *
+ * loom_batch_norm_relu records the same node with a fused ReLU (attrs
+ * bn.relu): y = relu(bn(x)) in one pass, where the pair would write and
+ * read the normalised tensor once more. Its gradient masks g with y > 0
+ * first (RELU_BWD on the node's own output, as a fused convolution does).
  */
 #include <string.h>
 
@@ -38,8 +43,9 @@ static loom_status update_running(loom_tensor *running, loom_tensor *batch, doub
     return v ? loom_tensor_assign(running, v) : loom_last_status();
 }
 
-loom_tensor *loom_batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
-                             loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps)
+static loom_tensor *batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
+                               loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps,
+                               bool relu)
 {
     const char *op = "batch_norm";
     if (!loom__check_inputs(op, 1, &x) || !loom__want_float(op, "input", x)) return NULL;
@@ -83,6 +89,7 @@ loom_tensor *loom_batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_ten
     memset(&a, 0, sizeof a);
     a.bn.eps = eps;
     a.bn.training = training;
+    a.bn.relu = relu;
 
     loom_tensor *stats = NULL, *gamma = weight, *beta = bias;
     if (!gamma) gamma = loom_ones(ctx, LOOM_FLOAT32, 1, &C);
@@ -126,6 +133,18 @@ out:
     if (gamma != weight) loom_tensor_free(gamma);
     if (beta != bias) loom_tensor_free(beta);
     return y;
+}
+
+loom_tensor *loom_batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
+                             loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps)
+{
+    return batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, false);
+}
+
+loom_tensor *loom_batch_norm_relu(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
+                                  loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps)
+{
+    return batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, true);
 }
 
 loom_tensor *loom__bn_bwd_data(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *gamma,

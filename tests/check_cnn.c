@@ -199,6 +199,89 @@ START_TEST(test_fused_relu_matches_unfused)
 }
 END_TEST
 
+/* Grads of ins[0..n) after backward(sum(y * r)), evaluated; zeroes them. */
+static void grads_of(loom_tensor *y, loom_tensor *r, int n, loom_tensor **ins, loom_tensor **out)
+{
+    ck_assert_int_eq(loom_backward(loom_sum(loom_mul(y, r), 0, NULL, false), NULL, NULL), LOOM_OK);
+    for (int j = 0; j < n; j++) {
+        out[j] = loom_tensor_grad(ins[j]);
+        ck_assert_int_eq(loom_tensor_eval(out[j]), LOOM_OK);
+        loom_tensor_zero_grad(ins[j]);
+    }
+}
+
+/* loom_batch_norm_relu gives relu(loom_batch_norm) exactly: values, the
+ * running statistics and every gradient, in training and in evaluation,
+ * behind a convolution (blocked data under auto). loom_module_forward_relu
+ * and Sequential fuse BatchNorm2d + ReLU the same way, and a module with
+ * no fused form (Linear) runs, then ReLUs. Under "onednn" the fused node
+ * runs on ref (oneDNN's would need a workspace): close, not equal. */
+START_TEST(test_fused_bn_relu)
+{
+    loom_ctx *ctx = _i < NCFG ? cfg_ctx(_i) : test_ctx(2, "onednn");
+    const double tol = _i < NCFG ? 0 : 1e-5;
+    for (int training = 1; training >= 0; training--) {
+        loom_tensor *x = need_grad(loom_randn(ctx, LOOM_SHAPE(4, 16, 5, 6)));
+        loom_tensor *w = need_grad(loom_randn(ctx, LOOM_SHAPE(16, 16, 3, 3)));
+        loom_tensor *g = need_grad(loom_rand(ctx, LOOM_SHAPE(16)));
+        loom_tensor *b = need_grad(loom_randn(ctx, LOOM_SHAPE(16)));
+        loom_tensor *rm[2], *rv[2], *ys[2], *gs[2][4];
+        loom_tensor *ins[4] = {x, w, g, b};
+        loom_conv2d_opts o = {.padding = {1, 1}};
+        for (int k = 0; k < 2; k++) {
+            rm[k] = loom_full(ctx, LOOM_FLOAT32, LOOM_SHAPE(16), 0.25);
+            rv[k] = loom_full(ctx, LOOM_FLOAT32, LOOM_SHAPE(16), 4.0);
+            loom_tensor *h = loom_conv2d(x, w, NULL, &o);
+            ys[k] = k == 0 ? loom_batch_norm_relu(h, rm[0], rv[0], g, b, training, 0.1, 1e-5)
+                           : loom_relu(loom_batch_norm(h, rm[1], rv[1], g, b, training, 0.1, 1e-5));
+            ck_assert_msg(ys[k] != NULL, "%s", loom_last_error());
+        }
+        assert_close(ys[0], ys[1], tol, training ? "values (training)" : "values (eval)");
+        assert_close(rm[0], rm[1], tol, "running_mean");
+        assert_close(rv[0], rv[1], tol, "running_var");
+        float *v = copy_out_f32(ys[0]);
+        int zeros = 0;
+        for (int i = 0; i < 4 * 16 * 5 * 6; i++) zeros += v[i] == 0;
+        ck_assert(zeros > 100); /* the ReLU did cut something */
+        free(v);
+        loom_tensor *r = weights_like(ys[0]);
+        for (int k = 0; k < 2; k++) grads_of(ys[k], r, 4, ins, gs[k]);
+        const char *what[4] = {"grad x", "grad weight", "grad gamma", "grad beta"};
+        for (int j = 0; j < 4; j++) assert_close(gs[0][j], gs[1][j], tol, what[j]);
+    }
+    /* Modules: Sequential(Conv2d, BatchNorm2d, ReLU) against the modules
+     * run one by one; loom_module_forward_relu on a Linear. */
+    loom_module *seq = loom_sequential(ctx, 3, (loom_module *[]){loom_conv2d_module(ctx, 3, 8, 3, 3, NULL, false),
+                                                                 loom_batch_norm2d_module(ctx, 8, 1e-5, 0.1, true),
+                                                                 loom_relu_module(ctx)});
+    ck_assert_msg(seq != NULL, "%s", loom_last_error());
+    loom_tensor *x = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 3, 7, 7)));
+    loom_tensor *ya = loom_module_forward(seq, x);
+    loom_tensor *h = loom_module_forward(loom_module_child(seq, "0"), x);
+    loom_tensor *yb = loom_relu(loom_module_forward(loom_module_child(seq, "1"), h));
+    assert_close(ya, yb, tol, "Sequential(Conv2d, BatchNorm2d, ReLU)");
+    loom_tensor *gw[2][2], *pin[2] = {x, loom_module_get(seq, "1.weight")};
+    loom_tensor *r = weights_like(ya);
+    grads_of(ya, r, 2, pin, gw[0]);
+    grads_of(yb, r, 2, pin, gw[1]);
+    assert_close(gw[0][0], gw[1][0], tol, "Sequential: grad x");
+    assert_close(gw[0][1], gw[1][1], tol, "Sequential: grad bn weight");
+    /* Two training forwards of bn: num_batches_tracked counts both. */
+    loom_tensor *nbt = loom_module_get(seq, "1.num_batches_tracked");
+    double count = -1;
+    ck_assert_int_eq(loom_tensor_item(nbt, &count), LOOM_OK);
+    ck_assert(count == 2);
+    loom_module *lin = loom_linear(ctx, 5, 4, true);
+    loom_tensor *xl = loom_randn(ctx, LOOM_SHAPE(3, 5));
+    assert_close(loom_module_forward_relu(lin, xl), loom_relu(loom_module_forward(lin, xl)), 0, "Linear + ReLU");
+    ck_assert_ptr_null(loom_module_forward_relu(NULL, xl));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_INVALID_ARG);
+    loom_module_free(lin);
+    loom_module_free(seq);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 /* Non-contiguous inputs (transposed views) give the values of their
  * contiguous copies. */
 START_TEST(test_noncontiguous_inputs)
@@ -1070,6 +1153,7 @@ Suite *loom_suite_cnn(void)
     TCase *tp = test_tcase(s, "parity", 60);
     tcase_add_loop_test(tp, test_pytorch_parity, 0, CNN_NCASES * NCFG);
     tcase_add_loop_test(tp, test_fused_relu_matches_unfused, 0, NCFG);
+    tcase_add_loop_test(tp, test_fused_bn_relu, 0, NCFG + 1);
     tcase_add_loop_test(tp, test_fuse_conv_bn_eval, 0, NCFG);
     tcase_add_loop_test(tp, test_noncontiguous_inputs, 0, NCFG);
     tcase_add_loop_test(tp, test_hand_values, 0, NCFG);

@@ -287,21 +287,26 @@ static void check_no_alloc(int kind, const char *backend, int workers, bool proc
     /* Warm up: per-thread scratch grows the first time a worker runs a
      * node that needs more (who runs what varies with stealing). */
     for (int i = 0; i < 12; i++) ck_assert_int_eq(loom_graph_replay(g), LOOM_OK);
-    long before = atomic_load(&c.allocs);
     /* No ck_assert inside the window: Check allocates to record one. A
      * worker that runs a node for the first time may still grow its
-     * scratch once: steady state is a window of 20 replays without any
-     * allocation, within a few windows. */
+     * scratch once, and the block cache gains a block the first time two
+     * nodes' layout-conversion copies of one size class run at the same
+     * time (which replay that is depends on the schedule): steady state is
+     * a window of 20 replays without any allocation, within a few windows.
+     * The context's allocator must be quiet in that window even where the
+     * process-wide count is not checked. */
     int failed = 0;
-    long mallocs = -1;
-    for (int w = 0; w < 5 && mallocs != 0; w++) {
+    long mallocs = -1, allocs = -1;
+    for (int w = 0; w < 5 && (mallocs != 0 || allocs != 0); w++) {
+        const long before = atomic_load(&c.allocs);
         loom__malloc_count_start();
         for (int i = 0; i < 20; i++) failed += loom_graph_replay(g) != LOOM_OK;
         mallocs = loom__malloc_count_stop();
+        allocs = atomic_load(&c.allocs) - before;
+        if (!process_wide) mallocs = 0; /* oneDNN's own allocations: not checked */
     }
     ck_assert_int_eq(failed, 0);
-    ck_assert_msg(atomic_load(&c.allocs) == before, "replays called the context's allocator %ld times",
-                  atomic_load(&c.allocs) - before);
+    ck_assert_msg(allocs == 0, "20 replays called the context's allocator %ld times", allocs);
     if (process_wide && loom__malloc_count_works())
         ck_assert_msg(mallocs == 0, "20 replays made %ld heap allocations", mallocs);
     /* The step still trains: the loss went down on this fixed batch. */

@@ -54,7 +54,9 @@ static bool bn_params_of(const loom__kcall *call, bn_params *p)
 {
     memset(p, 0, sizeof *p);
     const loom__attrs *a = call->attrs;
-    if (!a || !(a->bn.eps >= 0.0) || !isfinite(a->bn.eps) || call->n_in < 3) return false;
+    /* A fused ReLU (bn.relu) goes to ref: oneDNN's fuse_norm_relu would
+     * need its own workspace for the backward, which Loom does not use. */
+    if (!a || !(a->bn.eps >= 0.0) || !isfinite(a->bn.eps) || call->n_in < 3 || a->bn.relu) return false;
     const loom__tview *x = &call->in[0];
     if (x->ndim < 2 || x->ndim > 5 || !loom__onednn_plain_f32(x) || !loom__onednn_plain_f32(&call->out)) return false;
     const int64_t c = x->shape[1];

@@ -433,7 +433,28 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         }                                                                                      \
     } while (0)
 
-/* BN_FWD: in[0] x, in[1] stats, in[2] gamma, in[3] beta; out y. */
+/* loom_relu's value (ref's relu_f32): NaN stays. */
+static inline float relu_of(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
+
+/* y = (x - m) * a + b (then relu) over one blocked row of S positions of
+ * B channels each, for a constant B. */
+#define BN_FWD_ROW(B)                                                                                      \
+    static void bn_fwd_row##B(const float *restrict x, float *restrict y, int64_t S, const float *m,          \
+                              const float *a, const float *b, bool relu)                                     \
+    {                                                                                                        \
+        if (relu)                                                                                            \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++) y[s * B + j] = relu_of((x[s * B + j] - m[j]) * a[j] + b[j]);     \
+        else                                                                                                 \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++) y[s * B + j] = (x[s * B + j] - m[j]) * a[j] + b[j];              \
+    }
+BN_FWD_ROW(8)
+BN_FWD_ROW(16)
+#undef BN_FWD_ROW
+
+/* BN_FWD: in[0] x, in[1] stats, in[2] gamma, in[3] beta; out y (relu'd
+ * when attrs bn.relu). */
 loom_status loom__ref_bn_fwd(const loom__kcall *call)
 {
     bn_geom g;
@@ -442,6 +463,7 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
     const float *x = call->in[0].data, *stats = call->in[1].data;
     const float *gamma = call->in[2].data, *beta = call->in[3].data;
     float *y = call->out.data;
+    const bool relu = call->attrs->bn.relu;
     float *coef = norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(float) * 2 * (size_t)g.C);
     if (!coef) return LOOM_ERR_NOMEM;
     for (int64_t c = 0; c < g.C; c++) {
@@ -450,22 +472,52 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
     }
     const bn_geom *gp = &g;
     if (g.B > 1) {
-        const int64_t B = g.B, SB = g.S * g.B;
+        /* Per row, the block's coefficients side by side, so that the j
+         * loop (B = 8 or 16 lanes) vectorizes. */
         FOR_BLOCK_ROWS(call, gp, r, c0, {
-            for (int64_t s = 0; s < gp->S; s++)
-                for (int64_t j = 0; j < B; j++) {
-                    const int64_t i = r * SB + s * B + j, c = c0 + j;
-                    y[i] = (x[i] - coef[2 * c]) * coef[2 * c + 1] + beta[c];
-                }
+            float m[16], a[16], bb[16];
+            for (int64_t j = 0; j < gp->B; j++) {
+                m[j] = coef[2 * (c0 + j)];
+                a[j] = coef[2 * (c0 + j) + 1];
+                bb[j] = beta[c0 + j];
+            }
+            const float *xr = x + r * gp->S * gp->B;
+            float *yr = y + r * gp->S * gp->B;
+            if (gp->B == 16)
+                bn_fwd_row16(xr, yr, gp->S, m, a, bb, relu);
+            else
+                bn_fwd_row8(xr, yr, gp->S, m, a, bb, relu);
         });
     } else {
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float m = coef[2 * c], a = coef[2 * c + 1], bb = beta[c];
-                     for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
+                     if (relu)
+                         for (int64_t i = i0; i < i1; i++) y[i] = relu_of((x[i] - m) * a + bb);
+                     else
+                         for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
                  }));
     }
     return LOOM_OK;
 }
+
+/* dx over one blocked row of S positions, for a constant B: training
+ * k * (dy - mdy - (x - m) * q), frozen dy * k; cf holds m, k, mdy, q. */
+#define BN_BWD_ROW(B)                                                                                      \
+    static void bn_bwd_row##B(const float *restrict x, const float *restrict dy, float *restrict dx,         \
+                              int64_t S, const float (*cf)[16], bool training)                              \
+    {                                                                                                        \
+        const float *m = cf[0], *k = cf[1], *mdy = cf[2], *q = cf[3];                                        \
+        if (training)                                                                                        \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++)                                                                  \
+                    dx[s * B + j] = k[j] * (dy[s * B + j] - mdy[j] - (x[s * B + j] - m[j]) * q[j]);          \
+        else                                                                                                 \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++) dx[s * B + j] = dy[s * B + j] * k[j];                            \
+    }
+BN_BWD_ROW(8)
+BN_BWD_ROW(16)
+#undef BN_BWD_ROW
 
 /* BN_BWD_DATA: in[0] x, in[1] dy, in[2] stats, in[3] gamma; out dx. */
 loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
@@ -496,23 +548,16 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
     }
     const bn_geom *gp = &g;
     if (g.B > 1) {
-        const int64_t B = g.B, SB = g.S * g.B;
-        if (training)
-            FOR_BLOCK_ROWS(call, gp, r, c0, {
-                for (int64_t s = 0; s < gp->S; s++)
-                    for (int64_t j = 0; j < B; j++) {
-                        const int64_t i = r * SB + s * B + j, c = c0 + j;
-                        dx[i] = coef[4 * c + 1] * (dy[i] - coef[4 * c + 2] - (x[i] - coef[4 * c]) * coef[4 * c + 3]);
-                    }
-            });
-        else
-            FOR_BLOCK_ROWS(call, gp, r, c0, {
-                for (int64_t s = 0; s < gp->S; s++)
-                    for (int64_t j = 0; j < B; j++) {
-                        const int64_t i = r * SB + s * B + j;
-                        dx[i] = dy[i] * coef[4 * (c0 + j) + 1];
-                    }
-            });
+        FOR_BLOCK_ROWS(call, gp, r, c0, {
+            float cf[4][16]; /* m, k, mdy, q of the block's channels */
+            for (int k = 0; k < 4; k++)
+                for (int64_t j = 0; j < gp->B; j++) cf[k][j] = coef[4 * (c0 + j) + k];
+            const int64_t o = r * gp->S * gp->B;
+            if (gp->B == 16)
+                bn_bwd_row16(x + o, dy + o, dx + o, gp->S, cf, training);
+            else
+                bn_bwd_row8(x + o, dy + o, dx + o, gp->S, cf, training);
+        });
     } else if (training)
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float m = coef[4 * c], k = coef[4 * c + 1], mdy = coef[4 * c + 2], q = coef[4 * c + 3];

@@ -84,6 +84,13 @@ int loom_module_trainable_parameters(loom_module *m, loom_tensor **params, const
 
 /* Runs the module. x is not consumed. */
 loom_tensor *loom_module_forward(loom_module *m, loom_tensor *x);
+/* relu(loom_module_forward(m, x)), the same values bitwise, with the ReLU
+ * fused into the module's own node where m is a Conv2d (oneDNN's post-op)
+ * or a BatchNorm2d (loom_batch_norm_relu): one pass over the output instead
+ * of two, and one tensor fewer kept for backward. Any other module runs,
+ * then loom_relu. Sequential does this for each Conv2d or BatchNorm2d
+ * followed by a ReLU module. */
+loom_tensor *loom_module_forward_relu(loom_module *m, loom_tensor *x);
 
 const char *loom_module_type(const loom_module *m);
 loom_ctx *loom_module_ctx(const loom_module *m);
@@ -285,6 +292,11 @@ loom_tensor *loom_adaptive_avg_pool2d(loom_tensor *x, int64_t out_h, int64_t out
  * running statistics are used (and required). */
 loom_tensor *loom_batch_norm(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
                              loom_tensor *weight, loom_tensor *bias, bool training, double momentum, double eps);
+/* relu(loom_batch_norm(...)) as one node (bitwise the same values and
+ * gradients): the normalised tensor is neither written nor kept. */
+loom_tensor *loom_batch_norm_relu(loom_tensor *x, loom_tensor *running_mean, loom_tensor *running_var,
+                                  loom_tensor *weight, loom_tensor *bias, bool training, double momentum,
+                                  double eps);
 /* Fraction of rows of logits [N, K] whose argmax equals labels [N] (int64):
  * a float32 scalar. */
 loom_tensor *loom_accuracy(loom_tensor *logits, loom_tensor *labels);
