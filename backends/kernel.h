@@ -139,11 +139,12 @@ typedef enum loom__op {
     LOOM_OP_BN_STATS,      /* in[0] x; out stats [2,C] */
     LOOM_OP_BN_FWD,        /* in[0] x, in[1] stats, in[2] gamma [C], in[3] beta [C];
                               out y = (x - mean) / sqrt(var + eps) * gamma + beta */
-    LOOM_OP_BN_BWD_DATA,   /* in[0] x, in[1] dy, in[2] stats, in[3] gamma; out dx. attrs.bn.training: the
+    LOOM_OP_BN_BWD_DATA,   /* in[0] x, in[1] dy, in[2] stats, in[3] gamma [, y] [, p] (loom__bn_mask_input);
+                              out dx. attrs.bn.training: the
                               stats are x's batch statistics and dx includes their dependence on x
                               (dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), M = N*spatial);
                               else dx = dy * gamma * invstd */
-    LOOM_OP_BN_BWD_PARAMS, /* in[0] x, in[1] dy, in[2] stats; out [2,C]: row 0 dgamma = sum(dy * xhat),
+    LOOM_OP_BN_BWD_PARAMS, /* in[0] x, in[1] dy, in[2] stats [, y]; out [2,C]: row 0 dgamma = sum(dy * xhat),
                               row 1 dbeta = sum(dy) */
 
     /* Softmax family over attrs.axis.dim (x viewed as [outer, D, inner]). */
@@ -248,7 +249,8 @@ typedef struct loom__attrs {
         struct {
             double eps;
             bool training; /* BN_BWD_DATA: the stats are the batch's own */
-            bool relu;     /* BN_FWD: y = relu(bn(x)) as loom_relu gives it (NaN stays) */
+            bool relu;     /* BN_FWD: y = relu(bn(x)) as loom_relu gives it (NaN stays);
+                              BN_BWD_*: dy is masked by y > 0 (loom__bn_mask_input) */
         } bn;
         struct {
             double beta1, beta2, step_size, bc2_sqrt, eps;
@@ -327,6 +329,26 @@ typedef struct loom__kcall {
      * stores which here (see the top of this file); NULL: plain only. */
     int *out_layout;
 } loom__kcall;
+
+/* Batch norm's backward inputs (ops/norm.c):
+ *   BN_BWD_PARAMS  x, dy, stats [, y]
+ *   BN_BWD_DATA    x, dy, stats, gamma [, y] [, p]
+ * y (shaped like x) is a fused ReLU's output when attrs bn.relu: dy counts
+ * only where y > 0. p [2,C] is BN_BWD_PARAMS's result for the same x, dy
+ * and mask, when the graph has it: BN_BWD_DATA then takes its sums from it
+ * instead of reducing x and dy again. The index of y, or -1. */
+static inline int loom__bn_mask_input(const loom__kcall *call)
+{
+    if (!call->attrs || !call->attrs->bn.relu) return -1;
+    return call->op == LOOM_OP_BN_BWD_PARAMS ? 3 : call->op == LOOM_OP_BN_BWD_DATA ? 4 : -1;
+}
+/* The index of BN_BWD_DATA's p, or -1. */
+static inline int loom__bn_sums_input(const loom__kcall *call)
+{
+    if (call->op != LOOM_OP_BN_BWD_DATA) return -1;
+    const int n = 4 + (loom__bn_mask_input(call) >= 0);
+    return call->n_in == n + 1 ? n : -1;
+}
 
 typedef loom_status (*loom__kernel_fn)(const loom__kcall *call);
 typedef bool (*loom__supports_fn)(const loom__kcall *call);

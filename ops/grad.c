@@ -292,16 +292,18 @@ static loom_status cnn_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin)
         break;
     case LOOM_OP_BN_FWD: {
         loom_tensor *stats = n->in[1], *gamma = n->in[2];
-        /* A fused ReLU: y > 0 exactly where the normalised value was. */
-        loom_tensor *gp = at->bn.relu ? loom__relu_bwd(t, g) : g;
-        if (need(t, 0)) gin[0] = loom__bn_bwd_data(x, gp, stats, gamma, at);
+        /* A fused ReLU: g counts where y > 0, i.e. where the normalised
+         * value was; both halves mask it themselves (no RELU_BWD tensor).
+         * The data half takes its sums from the parameters' half when the
+         * graph has one, rather than reducing x and g a second time. */
+        loom_tensor *y = at->bn.relu ? t : NULL, *p = NULL;
         if (need(t, 2) || need(t, 3)) {
-            loom_tensor *p = loom__bn_bwd_params(x, gp, stats, at);
+            p = loom__bn_bwd_params(x, g, stats, y, at);
             if (p && need(t, 2)) gin[2] = loom_select(p, 0, 0);
             if (p && need(t, 3)) gin[3] = loom_select(p, 0, 1);
-            if (p) loom__drop(p);
         }
-        if (gp != g) loom__drop(gp);
+        if (need(t, 0)) gin[0] = loom__bn_bwd_data(x, g, stats, gamma, y, at->bn.training ? p : NULL, at);
+        if (p) loom__drop(p);
         if (need(t, 1))
             return loom__set_error(LOOM_ERR_STATE, "backward: batch_norm statistics that require grad are not supported");
         break;

@@ -148,17 +148,22 @@ loom_tensor *loom_batch_norm_relu(loom_tensor *x, loom_tensor *running_mean, loo
 }
 
 loom_tensor *loom__bn_bwd_data(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *gamma,
-                               const loom__attrs *a)
+                               loom_tensor *y, loom_tensor *p, const loom__attrs *a)
 {
-    loom_tensor *in[4] = {x, dy, stats, gamma};
-    if (!loom__check_inputs("batch_norm_backward_data", 4, in)) return NULL;
-    return loom__record_contig(LOOM_OP_BN_BWD_DATA, a, 4, in, x->ndim, x->shape);
+    loom_tensor *in[6] = {x, dy, stats, gamma};
+    int n = 4;
+    if (a->bn.relu) in[n++] = y;
+    if (p) in[n++] = p;
+    if (!loom__check_inputs("batch_norm_backward_data", n, in)) return NULL;
+    return loom__record_contig(LOOM_OP_BN_BWD_DATA, a, n, in, x->ndim, x->shape);
 }
 
-loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, const loom__attrs *a)
+loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *y,
+                                 const loom__attrs *a)
 {
-    loom_tensor *in[3] = {x, dy, stats};
-    if (!loom__check_inputs("batch_norm_backward_params", 3, in)) return NULL;
+    loom_tensor *in[4] = {x, dy, stats, y};
+    const int n = a->bn.relu ? 4 : 3;
+    if (!loom__check_inputs("batch_norm_backward_params", n, in)) return NULL;
     int64_t shape[2] = {2, x->shape[1]};
-    return loom__record_contig(LOOM_OP_BN_BWD_PARAMS, a, 3, in, 2, shape);
+    return loom__record_contig(LOOM_OP_BN_BWD_PARAMS, a, n, in, 2, shape);
 }

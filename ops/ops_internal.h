@@ -109,9 +109,13 @@ loom_tensor *loom__conv2d_bwd_weight(loom_tensor *x, loom_tensor *dy, const loom
 loom_tensor *loom__relu_bwd(loom_tensor *y, loom_tensor *dy);
 loom_tensor *loom__max_pool2d_bwd(loom_tensor *dy, loom_tensor *x, const loom__attrs *a);
 loom_tensor *loom__avg_pool2d_bwd(loom_tensor *dy, const loom__attrs *a, const int64_t *x_shape);
+/* Batch norm's backward halves (inputs: backends/kernel.h). y: the fused
+ * ReLU's output when a->bn.relu (dy counts where y > 0), else unused; p:
+ * BN_BWD_PARAMS's result for the same x, dy and y, or NULL. */
 loom_tensor *loom__bn_bwd_data(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *gamma,
-                               const loom__attrs *a);
-loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, const loom__attrs *a);
+                               loom_tensor *y, loom_tensor *p, const loom__attrs *a);
+loom_tensor *loom__bn_bwd_params(loom_tensor *x, loom_tensor *dy, loom_tensor *stats, loom_tensor *y,
+                                 const loom__attrs *a);
 loom_tensor *loom__softmax_bwd(loom__op bwd_op, loom_tensor *y, loom_tensor *dy, const loom__attrs *a);
 
 /* The fused recurrent cells' gradient rule (ops/rnn.c): t is the

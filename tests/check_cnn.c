@@ -247,7 +247,11 @@ START_TEST(test_fused_bn_relu)
         loom_tensor *r = weights_like(ys[0]);
         for (int k = 0; k < 2; k++) grads_of(ys[k], r, 4, ins, gs[k]);
         const char *what[4] = {"grad x", "grad weight", "grad gamma", "grad beta"};
-        for (int j = 0; j < 4; j++) assert_close(gs[0][j], gs[1][j], tol, what[j]);
+        for (int j = 0; j < 4; j++) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "%s (%s)", what[j], training ? "training" : "eval");
+            assert_close(gs[0][j], gs[1][j], tol, msg);
+        }
     }
     /* Modules: Sequential(Conv2d, BatchNorm2d, ReLU) against the modules
      * run one by one; loom_module_forward_relu on a Linear. */

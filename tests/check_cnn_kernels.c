@@ -692,6 +692,66 @@ START_TEST(test_bn_blocked)
                       "shape %zu, block %d, %d threads: bn_bwd_data (frozen) differs from plain", k, L, t);
                 free(xb), free(dyb), free(plain), free(bst), free(yb), free(dxb), free(prb);
             }
+        /* A fused ReLU's mask (attrs bn.relu, y as the extra input) and
+         * BN_BWD_PARAMS's sums (p) given to BN_BWD_DATA: bitwise the
+         * unmasked kernels on dy * (y > 0), plain and blocked, 1 and 2
+         * threads; with p, training dx within 1e-5 (p is float-rounded). */
+        float *ry = rand_buf(n, 1, 0), *dym = nan_buf(n);
+        for (int64_t i = 0; i < n; i++) dym[i] = ry[i] > 0 ? dy[i] : 0.0f;
+        const loom__tview vdym = TV(dym, d[0], d[1], d[2], d[3]), vy = TV(ry, d[0], d[1], d[2], d[3]);
+        at.bn.relu = false;
+        at.bn.training = true;
+        const loom__tview inm[4] = {vx, vdym, vs, vg};
+        float *want_p = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 3, inm, vst, 1);
+        float *want_t = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inm, vx, 1);
+        at.bn.training = false;
+        float *want_f = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inm, vx, 1);
+        at.bn.relu = true;
+        for (int li = -1; li < 2; li++)
+            for (int t = 1; t <= 2; t++) {
+                const int L = li < 0 ? LOOM__LAYOUT_PLAIN : layouts[li];
+                float *xb = nan_buf(n), *dyb = nan_buf(n), *yb = nan_buf(n), *plain = nan_buf(n);
+                if (li < 0) {
+                    memcpy(xb, x, sizeof(float) * (size_t)n), memcpy(dyb, dy, sizeof(float) * (size_t)n);
+                    memcpy(yb, ry, sizeof(float) * (size_t)n);
+                } else {
+                    loom__layout_from_plain(x, xb, L, d, 1);
+                    loom__layout_from_plain(dy, dyb, L, d, 1);
+                    loom__layout_from_plain(ry, yb, L, d, 1);
+                }
+                loom__tview bx = vx, bdy = vdy, by = vy;
+                bx.data = xb, bx.layout = L, bdy.data = dyb, bdy.layout = L, by.data = yb, by.layout = L;
+                at.bn.training = true;
+                const loom__tview pin[4] = {bx, bdy, vs, by};
+                float *pm = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 4, pin, vst, t);
+                CHECK(memcmp(pm, want_p, sizeof(float) * 2 * (size_t)C) == 0,
+                      "shape %zu, layout %d, %d threads: masked bn_bwd_params differ", k, L, t);
+                const loom__tview din[6] = {bx, bdy, vs, vg, by, TV(pm, 2, C)};
+                for (int withp = 0; withp < 2; withp++) {
+                    float *dxm = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 5 + withp, din, bx, t);
+                    if (li < 0) memcpy(plain, dxm, sizeof(float) * (size_t)n);
+                    else loom__layout_to_plain(dxm, plain, L, d, 1);
+                    if (!withp) {
+                        CHECK(memcmp(plain, want_t, sizeof(float) * (size_t)n) == 0,
+                              "shape %zu, layout %d, %d threads: masked bn_bwd_data (training) differs", k, L, t);
+                    } else {
+                        for (int64_t i = 0; i < n; i++)
+                            CHECK(fabsf(plain[i] - want_t[i]) <= 1e-5f * (1 + fabsf(want_t[i])),
+                                  "shape %zu, layout %d, %d threads: bn_bwd_data with p: %.9g vs %.9g", k, L, t,
+                                  (double)plain[i], (double)want_t[i]);
+                    }
+                    free(dxm);
+                }
+                at.bn.training = false;
+                float *dxm = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 5, din, bx, t);
+                if (li < 0) memcpy(plain, dxm, sizeof(float) * (size_t)n);
+                else loom__layout_to_plain(dxm, plain, L, d, 1);
+                CHECK(memcmp(plain, want_f, sizeof(float) * (size_t)n) == 0,
+                      "shape %zu, layout %d, %d threads: masked bn_bwd_data (frozen) differs", k, L, t);
+                free(dxm), free(pm), free(xb), free(dyb), free(yb), free(plain);
+            }
+        at.bn.relu = false;
+        free(ry), free(dym), free(want_p), free(want_t), free(want_f);
         free(x), free(dy), free(g), free(b), free(st), free(y), free(dxt), free(pr), free(dxf);
     }
 }

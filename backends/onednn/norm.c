@@ -68,8 +68,11 @@ static bool bn_params_of(const loom__kcall *call, bn_params *p)
         p->global = 1;
         break;
     case LOOM_OP_BN_BWD_DATA:
-        if (call->n_in != 4 || !same_shape(&call->in[1], x) || !loom__onednn_plain_f32(&call->in[1]) ||
-            !stats_c(&call->in[2], c) || !vec_c(&call->in[3], c) || !same_shape(&call->out, x))
+        /* A fifth input, BN_BWD_PARAMS's sums (kernel.h), is not needed:
+         * oneDNN's backward computes them itself. */
+        if ((call->n_in != 4 && loom__bn_sums_input(call) != 4) || !same_shape(&call->in[1], x) ||
+            !loom__onednn_plain_f32(&call->in[1]) || !stats_c(&call->in[2], c) || !vec_c(&call->in[3], c) ||
+            !same_shape(&call->out, x))
             return false;
         p->global = !a->bn.training;
         break;

@@ -168,25 +168,49 @@ static double sumsq_d(const float *restrict x, int64_t n, double m)
     return (a0 + a1) + (a2 + a3);
 }
 
-/* Sums of dy and of dy * (x - m), in double. */
-static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t n, double m, double *sdy,
-                     double *sdyx)
+/* Sums of dy and of dy * (x - m), in double; the _mask version counts dy
+ * only where y > 0 (a fused ReLU's output): the values RELU_BWD would have
+ * passed on, so the sums are bitwise those of the unfused pair. */
+#define DY_PLAIN(i) dy[i]
+/* dy where y > 0, else +0 (RELU_BWD's value), as a bit mask: no branch,
+ * so the loops vectorize. Written as y[i] > 0 ? dy[i] : 0 (a conditional
+ * load), gcc 12 -O3 with AVX-512 left the sums scalar, and vectorized the
+ * blocked rows' nested loops into masked loads that gave wrong lanes (a
+ * standalone reproduction: 3 of 560 values wrong; right at -O2). */
+static inline float masked_dy(float yv, float d)
 {
-    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-        a0 += dy[i];
-        a1 += dy[i + 1];
-        b0 += (double)dy[i] * (x[i] - m);
-        b1 += (double)dy[i + 1] * (x[i + 1] - m);
-    }
-    for (; i < n; i++) {
-        a0 += dy[i];
-        b0 += (double)dy[i] * (x[i] - m);
-    }
-    *sdy = a0 + a1;
-    *sdyx = b0 + b1;
+    uint32_t b;
+    memcpy(&b, &d, sizeof b);
+    b &= 0u - (uint32_t)(yv > 0.0f);
+    memcpy(&d, &b, sizeof d);
+    return d;
 }
+#define DY_MASKED(i) masked_dy(y[i], dy[i])
+#define SUM_DY_D(name, DY)                                                                                   \
+    static void name(const float *restrict x, const float *restrict dy, const float *restrict y, int64_t n,  \
+                     double m, double *sdy, double *sdyx)                                                    \
+    {                                                                                                        \
+        (void)y;                                                                                             \
+        double a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                                               \
+        int64_t i = 0;                                                                                       \
+        for (; i + 2 <= n; i += 2) {                                                                         \
+            const float d0 = DY(i), d1 = DY(i + 1);                                                          \
+            a0 += d0;                                                                                        \
+            a1 += d1;                                                                                        \
+            b0 += (double)d0 * (x[i] - m);                                                                   \
+            b1 += (double)d1 * (x[i + 1] - m);                                                               \
+        }                                                                                                    \
+        for (; i < n; i++) {                                                                                 \
+            const float d0 = DY(i);                                                                          \
+            a0 += d0;                                                                                        \
+            b0 += (double)d0 * (x[i] - m);                                                                   \
+        }                                                                                                    \
+        *sdy = a0 + a1;                                                                                      \
+        *sdyx = b0 + b1;                                                                                     \
+    }
+SUM_DY_D(sum_dy_d, DY_PLAIN)
+SUM_DY_D(sum_dy_d_mask, DY_MASKED)
+#undef SUM_DY_D
 
 /* The blocked versions of the sums above, for the B channels of one block
  * at once: x points at channel 0 of the block at the piece's first
@@ -197,6 +221,32 @@ static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t 
  * channel (which, reading every B-th float, ran at ~1/3 of the memory's
  * speed). BLK_SUMS(B) defines them for a constant B (8 or 16) so that the
  * j loops vectorize. */
+#define SUM_DY_BLK(B, name, DY)                                                                              \
+    static void name(const float *restrict x, const float *restrict dy, const float *restrict y, int64_t n,  \
+                     const double *restrict m, double *restrict sdy, double *restrict sdyx)                  \
+    {                                                                                                        \
+        (void)y;                                                                                             \
+        double a0[B] = {0}, a1[B] = {0}, b0[B] = {0}, b1[B] = {0};                                           \
+        int64_t i = 0;                                                                                       \
+        for (; i + 2 <= n; i += 2)                                                                           \
+            for (int j = 0; j < B; j++) {                                                                    \
+                const float d0 = DY(i * B + j), d1 = DY((i + 1) * B + j);                                    \
+                a0[j] += d0;                                                                                 \
+                a1[j] += d1;                                                                                 \
+                b0[j] += (double)d0 * (x[i * B + j] - m[j]);                                                 \
+                b1[j] += (double)d1 * (x[(i + 1) * B + j] - m[j]);                                           \
+            }                                                                                                \
+        for (; i < n; i++)                                                                                   \
+            for (int j = 0; j < B; j++) {                                                                    \
+                const float d0 = DY(i * B + j);                                                              \
+                a0[j] += d0;                                                                                 \
+                b0[j] += (double)d0 * (x[i * B + j] - m[j]);                                                 \
+            }                                                                                                \
+        for (int j = 0; j < B; j++) {                                                                        \
+            sdy[j] = a0[j] + a1[j];                                                                          \
+            sdyx[j] = b0[j] + b1[j];                                                                         \
+        }                                                                                                    \
+    }
 #define BLK_SUMS(B)                                                                                          \
     static void sum_blk##B(const float *restrict x, int64_t n, double *restrict out)                         \
     {                                                                                                        \
@@ -233,32 +283,12 @@ static void sum_dy_d(const float *restrict x, const float *restrict dy, int64_t 
             }                                                                                                \
         for (int j = 0; j < B; j++) out[j] = (a0[j] + a1[j]) + (a2[j] + a3[j]);                              \
     }                                                                                                        \
-    static void sum_dy_blk##B(const float *restrict x, const float *restrict dy, int64_t n,                  \
-                              const double *restrict m, double *restrict sdy, double *restrict sdyx)         \
-    {                                                                                                        \
-        double a0[B] = {0}, a1[B] = {0}, b0[B] = {0}, b1[B] = {0};                                           \
-        int64_t i = 0;                                                                                       \
-        for (; i + 2 <= n; i += 2)                                                                           \
-            for (int j = 0; j < B; j++) {                                                                    \
-                const float d0 = dy[i * B + j], d1 = dy[(i + 1) * B + j];                                    \
-                a0[j] += d0;                                                                                 \
-                a1[j] += d1;                                                                                 \
-                b0[j] += (double)d0 * (x[i * B + j] - m[j]);                                                 \
-                b1[j] += (double)d1 * (x[(i + 1) * B + j] - m[j]);                                           \
-            }                                                                                                \
-        for (; i < n; i++)                                                                                   \
-            for (int j = 0; j < B; j++) {                                                                    \
-                a0[j] += dy[i * B + j];                                                                      \
-                b0[j] += (double)dy[i * B + j] * (x[i * B + j] - m[j]);                                      \
-            }                                                                                                \
-        for (int j = 0; j < B; j++) {                                                                        \
-            sdy[j] = a0[j] + a1[j];                                                                          \
-            sdyx[j] = b0[j] + b1[j];                                                                         \
-        }                                                                                                    \
-    }
+    SUM_DY_BLK(B, sum_dy_blk##B, DY_PLAIN)                                                                   \
+    SUM_DY_BLK(B, sum_dy_blk##B##_mask, DY_MASKED)
 BLK_SUMS(8)
 BLK_SUMS(16)
 #undef BLK_SUMS
+#undef SUM_DY_BLK
 
 /* Runs body(t) for every piece t, split among nt threads. */
 #define FOR_PIECES(nt, total, t, ...)                                                         \
@@ -278,7 +308,7 @@ BLK_SUMS(16)
 /* Per channel: sum(dy) and sum(dy * (x - mean)) over N and S, in double
  * (out[2c], out[2c+1]). */
 static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const float *x, const float *dy,
-                             const float *mean, double *out)
+                             const float *y, const float *mean, double *out)
 {
     const int64_t total = g->N * g->C * g->npiece;
     double *part = norm_scratch(call, LOOM__SCRATCH_NORM_PARTS, sizeof(double) * 2 * (size_t)total);
@@ -288,7 +318,10 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
         FOR_PIECES(nt, total, t, {
             int64_t start, len, c;
             piece(g, t, &start, &len, &c);
-            sum_dy_d(x + start, dy + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+            if (y)
+                sum_dy_d_mask(x + start, dy + start, y + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+            else
+                sum_dy_d(x + start, dy + start, NULL, len, mean[c], &part[2 * t], &part[2 * t + 1]);
         });
     } else {
         const int64_t units = total / g->B, B = g->B, np = g->npiece;
@@ -299,10 +332,15 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
             double m[16], sdy[16], sdyx[16];
             const int64_t c0 = t0 / np % g->C;
             for (int64_t jj = 0; jj < B; jj++) m[jj] = mean[c0 + jj];
-            if (B == 16)
-                sum_dy_blk16(x + start, dy + start, len, m, sdy, sdyx);
+            const float *ys = y ? y + start : NULL;
+            if (B == 16 && y)
+                sum_dy_blk16_mask(x + start, dy + start, ys, len, m, sdy, sdyx);
+            else if (B == 16)
+                sum_dy_blk16(x + start, dy + start, ys, len, m, sdy, sdyx);
+            else if (y)
+                sum_dy_blk8_mask(x + start, dy + start, ys, len, m, sdy, sdyx);
             else
-                sum_dy_blk8(x + start, dy + start, len, m, sdy, sdyx);
+                sum_dy_blk8(x + start, dy + start, ys, len, m, sdy, sdyx);
             for (int64_t jj = 0; jj < B; jj++) {
                 part[2 * (t0 + jj * np)] = sdy[jj];
                 part[2 * (t0 + jj * np) + 1] = sdyx[jj];
@@ -503,14 +541,21 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
 /* dx over one blocked row of S positions, for a constant B: training
  * k * (dy - mdy - (x - m) * q), frozen dy * k; cf holds m, k, mdy, q. */
 #define BN_BWD_ROW(B)                                                                                      \
-    static void bn_bwd_row##B(const float *restrict x, const float *restrict dy, float *restrict dx,         \
-                              int64_t S, const float (*cf)[16], bool training)                              \
+    static void bn_bwd_row##B(const float *restrict x, const float *restrict dy, const float *restrict y,    \
+                              float *restrict dx, int64_t S, const float (*cf)[16], bool training)          \
     {                                                                                                        \
         const float *m = cf[0], *k = cf[1], *mdy = cf[2], *q = cf[3];                                        \
-        if (training)                                                                                        \
+        if (training && y)                                                                                   \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++)                                                                  \
+                    dx[s * B + j] = k[j] * (DY_MASKED(s * B + j) - mdy[j] - (x[s * B + j] - m[j]) * q[j]);   \
+        else if (training)                                                                                   \
             for (int64_t s = 0; s < S; s++)                                                                  \
                 for (int j = 0; j < B; j++)                                                                  \
                     dx[s * B + j] = k[j] * (dy[s * B + j] - mdy[j] - (x[s * B + j] - m[j]) * q[j]);          \
+        else if (y)                                                                                          \
+            for (int64_t s = 0; s < S; s++)                                                                  \
+                for (int j = 0; j < B; j++) dx[s * B + j] = DY_MASKED(s * B + j) * k[j];                     \
         else                                                                                                 \
             for (int64_t s = 0; s < S; s++)                                                                  \
                 for (int j = 0; j < B; j++) dx[s * B + j] = dy[s * B + j] * k[j];                            \
@@ -519,14 +564,19 @@ BN_BWD_ROW(8)
 BN_BWD_ROW(16)
 #undef BN_BWD_ROW
 
-/* BN_BWD_DATA: in[0] x, in[1] dy, in[2] stats, in[3] gamma; out dx. */
+/* BN_BWD_DATA: in[0] x, in[1] dy, in[2] stats, in[3] gamma [, y: dy counts
+ * where y > 0] [, p: BN_BWD_PARAMS's sums] (backends/kernel.h); out dx. */
 loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
 {
     bn_geom g;
-    loom_status st = check_call(call, 4, 1u | 2u | 16u, 4u, &g);
+    const int mask = loom__bn_mask_input(call), psum = loom__bn_sums_input(call);
+    const int n_in = 4 + (mask >= 0) + (psum >= 0);
+    const unsigned like_x = 1u | 2u | (mask >= 0 ? 1u << mask : 0u) | 1u << n_in;
+    loom_status st = check_call(call, n_in, like_x, 4u | (psum >= 0 ? 1u << psum : 0u), &g);
     if (st != LOOM_OK) return st;
     const float *x = call->in[0].data, *dy = call->in[1].data, *stats = call->in[2].data;
     const float *gamma = call->in[3].data;
+    const float *y = mask >= 0 ? call->in[mask].data : NULL;
     float *dx = call->out.data;
     const double eps = call->attrs->bn.eps;
     const bool training = call->attrs->bn.training;
@@ -538,7 +588,17 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
         norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C + sizeof(float) * 4 * (size_t)g.C);
     if (!sums) return LOOM_ERR_NOMEM;
     float *coef = (float *)(sums + 2 * g.C);
-    if (training && (st = reduce_dy(call, &g, x, dy, stats, sums)) != LOOM_OK) return st;
+    if (training && psum >= 0) {
+        /* BN_BWD_PARAMS's result: dbeta = sum(dy), dgamma = sum(dy * (x -
+         * mean)) * invstd (float-rounded: within 1e-7 of the sums). */
+        const float *p = call->in[psum].data;
+        for (int64_t c = 0; c < g.C; c++) {
+            sums[2 * c] = p[g.C + c];
+            sums[2 * c + 1] = p[c] / invstd_of(stats[g.C + c], eps);
+        }
+    } else if (training && (st = reduce_dy(call, &g, x, dy, y, stats, sums)) != LOOM_OK) {
+        return st;
+    }
     for (int64_t c = 0; c < g.C; c++) {
         const double is = invstd_of(stats[g.C + c], eps);
         coef[4 * c] = stats[c];
@@ -553,35 +613,46 @@ loom_status loom__ref_bn_bwd_data(const loom__kcall *call)
             for (int k = 0; k < 4; k++)
                 for (int64_t j = 0; j < gp->B; j++) cf[k][j] = coef[4 * (c0 + j) + k];
             const int64_t o = r * gp->S * gp->B;
+            const float *yo = y ? y + o : NULL;
             if (gp->B == 16)
-                bn_bwd_row16(x + o, dy + o, dx + o, gp->S, cf, training);
+                bn_bwd_row16(x + o, dy + o, yo, dx + o, gp->S, cf, training);
             else
-                bn_bwd_row8(x + o, dy + o, dx + o, gp->S, cf, training);
+                bn_bwd_row8(x + o, dy + o, yo, dx + o, gp->S, cf, training);
         });
     } else if (training)
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float m = coef[4 * c], k = coef[4 * c + 1], mdy = coef[4 * c + 2], q = coef[4 * c + 3];
-                     for (int64_t i = i0; i < i1; i++) dx[i] = k * (dy[i] - mdy - (x[i] - m) * q);
+                     if (y)
+                         for (int64_t i = i0; i < i1; i++) dx[i] = k * (DY_MASKED(i) - mdy - (x[i] - m) * q);
+                     else
+                         for (int64_t i = i0; i < i1; i++) dx[i] = k * (dy[i] - mdy - (x[i] - m) * q);
                  }));
     else
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float k = coef[4 * c + 1];
-                     for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * k;
+                     if (y)
+                         for (int64_t i = i0; i < i1; i++) dx[i] = DY_MASKED(i) * k;
+                     else
+                         for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * k;
                  }));
     return LOOM_OK;
 }
 
-/* BN_BWD_PARAMS: in[0] x, in[1] dy, in[2] stats; out [2,C] (dgamma, dbeta). */
+/* BN_BWD_PARAMS: in[0] x, in[1] dy, in[2] stats [, in[3] y: dy counts
+ * where y > 0]; out [2,C] (dgamma, dbeta). */
 loom_status loom__ref_bn_bwd_params(const loom__kcall *call)
 {
     bn_geom g;
-    loom_status st = check_call(call, 3, 1u | 2u, 4u | 8u, &g);
+    const int mask = loom__bn_mask_input(call);
+    const int n_in = mask >= 0 ? 4 : 3;
+    loom_status st = check_call(call, n_in, 1u | 2u | (mask >= 0 ? 8u : 0u), 4u | 1u << n_in, &g);
     if (st != LOOM_OK) return st;
     const float *x = call->in[0].data, *dy = call->in[1].data, *stats = call->in[2].data;
+    const float *y = mask >= 0 ? call->in[mask].data : NULL;
     float *out = call->out.data;
     double *sums = norm_scratch(call, LOOM__SCRATCH_NORM, sizeof(double) * 2 * (size_t)g.C);
     if (!sums) return LOOM_ERR_NOMEM;
-    if ((st = reduce_dy(call, &g, x, dy, stats, sums)) != LOOM_OK) return st;
+    if ((st = reduce_dy(call, &g, x, dy, y, stats, sums)) != LOOM_OK) return st;
     for (int64_t c = 0; c < g.C; c++) {
         out[c] = (float)(sums[2 * c + 1] * invstd_of(stats[g.C + c], call->attrs->bn.eps));
         out[g.C + c] = (float)sums[2 * c];

@@ -51,8 +51,9 @@ static bool bn_layout(const loom__kcall *call)
         call->in[0].shape[1] % loom__layout_block(l))
         return false;
     const int ndata = call->op == LOOM_OP_BN_STATS || call->op == LOOM_OP_BN_FWD ? 1 : 2;
+    const int mask = loom__bn_mask_input(call); /* a fused ReLU's y: like x */
     for (int i = 1; i < call->n_in; i++)
-        if (call->in[i].layout != (i < ndata ? l : LOOM__LAYOUT_PLAIN)) return false;
+        if (call->in[i].layout != (i < ndata || i == mask ? l : LOOM__LAYOUT_PLAIN)) return false;
     const bool writes_data = call->op == LOOM_OP_BN_FWD || call->op == LOOM_OP_BN_BWD_DATA;
     return !writes_data || call->out_layout;
 }
