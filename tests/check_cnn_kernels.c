@@ -631,6 +631,19 @@ START_TEST(test_sum_blocked)
 }
 END_TEST
 
+/* Plain, 1-thread references of batch norm's backward halves on in =
+ * {x, dy, stats, gamma}: dx in training, [dgamma; dbeta], dx frozen.
+ * Leaves at->bn.training false. */
+static void bn_bwd_refs(loom__attrs *at, const loom__tview *in, float **dxt, float **pr, float **dxf)
+{
+    const int64_t C = in[0].shape[1];
+    at->bn.training = true;
+    *dxt = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, at, 4, in, in[0], 1);
+    *pr = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, at, 3, in, TV(NULL, 2, C), 1);
+    at->bn.training = false;
+    *dxf = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, at, 4, in, in[0], 1);
+}
+
 /* Batch norm's ref kernels on nChw8c / nChw16c give bitwise the plain
  * results (statistics, forward, both backward halves, training and frozen),
  * on 1 and 2 threads: the blocked reductions add each channel's values in
@@ -652,12 +665,8 @@ START_TEST(test_bn_blocked)
         float *st = run_kernel(loom__ref_bn_stats, LOOM_OP_BN_STATS, &at, 1, &vx, vst, 1);
         const loom__tview vs = TV(st, 2, C);
         float *y = run_kernel(loom__ref_bn_fwd, LOOM_OP_BN_FWD, &at, 4, (loom__tview[]){vx, vs, vg, vb}, vx, 1);
-        at.bn.training = true;
-        const loom__tview inb[4] = {vx, vdy, vs, vg};
-        float *dxt = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inb, vx, 1);
-        float *pr = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 3, inb, vst, 1);
-        at.bn.training = false;
-        float *dxf = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inb, vx, 1);
+        float *dxt, *pr, *dxf;
+        bn_bwd_refs(&at, (loom__tview[]){vx, vdy, vs, vg}, &dxt, &pr, &dxf);
         for (int li = 0; li < 2; li++)
             for (int t = 1; t <= 2; t++) {
                 const int L = layouts[li];
@@ -699,13 +708,8 @@ START_TEST(test_bn_blocked)
         float *ry = rand_buf(n, 1, 0), *dym = nan_buf(n);
         for (int64_t i = 0; i < n; i++) dym[i] = ry[i] > 0 ? dy[i] : 0.0f;
         const loom__tview vdym = TV(dym, d[0], d[1], d[2], d[3]), vy = TV(ry, d[0], d[1], d[2], d[3]);
-        at.bn.relu = false;
-        at.bn.training = true;
-        const loom__tview inm[4] = {vx, vdym, vs, vg};
-        float *want_p = run_kernel(loom__ref_bn_bwd_params, LOOM_OP_BN_BWD_PARAMS, &at, 3, inm, vst, 1);
-        float *want_t = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inm, vx, 1);
-        at.bn.training = false;
-        float *want_f = run_kernel(loom__ref_bn_bwd_data, LOOM_OP_BN_BWD_DATA, &at, 4, inm, vx, 1);
+        float *want_t, *want_p, *want_f;
+        bn_bwd_refs(&at, (loom__tview[]){vx, vdym, vs, vg}, &want_t, &want_p, &want_f);
         at.bn.relu = true;
         for (int li = -1; li < 2; li++)
             for (int t = 1; t <= 2; t++) {
