@@ -221,6 +221,9 @@ typedef struct loom__attrs {
             double lo, hi;
         } clamp;
         struct {
+            bool relu; /* ADD (float32): out = relu(a + b) as loom_relu gives it (loom_add_relu) */
+        } add;
+        struct {
             uint32_t mask; /* bit d set: input dim d is reduced */
             bool keepdim;
         } reduce;

@@ -42,7 +42,7 @@ static loom_tensor *block_forward(loom_module *m, loom_tensor *x, void *user)
         h = i + 1 < b->nconv ? loom_module_forward_relu(b->bn[i], c) : loom_module_forward(b->bn[i], c);
     }
     loom_tensor *identity = b->downsample ? loom_module_forward(b->downsample, x) : x;
-    return loom_relu(loom_add(h, identity));
+    return loom_add_relu(h, identity);
 }
 
 static loom_module *conv(loom_ctx *ctx, int64_t in, int64_t out, int k, int stride)
@@ -278,7 +278,7 @@ static loom_tensor *fused_block_forward(loom_module *m, loom_tensor *x, void *us
     (void)m;
     const fused_block *b = user;
     loom_tensor *identity = b->downsample ? loom_module_forward(b->downsample, x) : x;
-    return loom_relu(loom_add(loom_module_forward(b->main, x), identity));
+    return loom_add_relu(loom_module_forward(b->main, x), identity);
 }
 
 /* Folds the Conv2d `conv` and BatchNorm2d `bn` children of `from`. */

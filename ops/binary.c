@@ -7,13 +7,14 @@
  * the kernel sees two operands of the output's shape.
  */
 #include <math.h>
+#include <string.h>
 
 #include "backends/registry.h"
 #include "ops/ops_internal.h"
 
 typedef enum kind { ARITH, DIVISION, EXTREMUM, COMPARE } kind;
 
-static loom_tensor *binary(loom__op op, kind k, loom_tensor *a, loom_tensor *b)
+static loom_tensor *binary_attrs(loom__op op, kind k, const loom__attrs *attrs, loom_tensor *a, loom_tensor *b)
 {
     const char *name = loom__op_name(op);
     loom_tensor *in[2] = {a, b};
@@ -32,7 +33,7 @@ static loom_tensor *binary(loom__op op, kind k, loom_tensor *a, loom_tensor *b)
     loom_tensor *ae = bc ? loom__expand_to(ac, ndim, shape) : NULL;
     loom_tensor *be = ae ? loom__expand_to(bc, ndim, shape) : NULL;
     loom_tensor *out = NULL;
-    if (be) out = loom__record(op, NULL, 2, (loom_tensor *[]){ae, be}, out_dtype, ndim, shape);
+    if (be) out = loom__record(op, attrs, 2, (loom_tensor *[]){ae, be}, out_dtype, ndim, shape);
     /* Drop the temporaries: the node holds what it needs. */
     loom__drop_temp(be, bc);
     loom__drop_temp(ae, ac);
@@ -41,7 +42,27 @@ static loom_tensor *binary(loom__op op, kind k, loom_tensor *a, loom_tensor *b)
     return out;
 }
 
+static loom_tensor *binary(loom__op op, kind k, loom_tensor *a, loom_tensor *b)
+{
+    return binary_attrs(op, k, NULL, a, b);
+}
+
 loom_tensor *loom_add(loom_tensor *a, loom_tensor *b) { return binary(LOOM_OP_ADD, ARITH, a, b); }
+
+loom_tensor *loom_add_relu(loom_tensor *a, loom_tensor *b)
+{
+    loom_tensor *in[2] = {a, b};
+    if (!loom__check_inputs("add_relu", 2, in)) return NULL;
+    if (a->dtype != LOOM_FLOAT32 || b->dtype != LOOM_FLOAT32) {
+        loom__set_error(LOOM_ERR_DTYPE, "add_relu: float32 inputs only, got %s and %s", loom_dtype_name(a->dtype),
+                        loom_dtype_name(b->dtype));
+        return NULL;
+    }
+    loom__attrs at;
+    memset(&at, 0, sizeof at);
+    at.add.relu = true;
+    return binary_attrs(LOOM_OP_ADD, ARITH, &at, a, b);
+}
 loom_tensor *loom_sub(loom_tensor *a, loom_tensor *b) { return binary(LOOM_OP_SUB, ARITH, a, b); }
 loom_tensor *loom_mul(loom_tensor *a, loom_tensor *b) { return binary(LOOM_OP_MUL, ARITH, a, b); }
 loom_tensor *loom_div(loom_tensor *a, loom_tensor *b) { return binary(LOOM_OP_DIV, DIVISION, a, b); }

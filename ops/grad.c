@@ -77,6 +77,13 @@ static loom_status binary_rule(loom_tensor *t, loom_tensor *g, loom_tensor **gin
     loom_tensor *a = t->node.in[0], *b = t->node.in[1];
     switch (t->node.op) {
     case LOOM_OP_ADD:
+        if (t->node.attrs.add.relu) { /* loom_add_relu: mask by the output first */
+            loom_tensor *gm = loom__relu_bwd(t, g);
+            if (need(t, 0)) gin[0] = loom_alias(gm);
+            if (need(t, 1)) gin[1] = loom_alias(gm);
+            loom__drop(gm);
+            break;
+        }
         if (need(t, 0)) gin[0] = loom_alias(g);
         if (need(t, 1)) gin[1] = loom_alias(g);
         break;

@@ -286,6 +286,43 @@ START_TEST(test_fused_bn_relu)
 }
 END_TEST
 
+/* loom_add_relu gives loom_relu(loom_add) exactly, values and both
+ * gradients: behind convolutions (blocked data under auto), with a
+ * broadcast operand, and with a NaN (which stays, as loom_relu keeps it);
+ * it takes float32 only. */
+START_TEST(test_add_relu)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    loom_tensor *x = need_grad(loom_randn(ctx, LOOM_SHAPE(2, 16, 5, 6)));
+    loom_tensor *w1 = need_grad(loom_randn(ctx, LOOM_SHAPE(16, 16, 3, 3)));
+    loom_tensor *w2 = need_grad(loom_randn(ctx, LOOM_SHAPE(16, 16, 1, 1)));
+    loom_tensor *c = need_grad(loom_randn(ctx, LOOM_SHAPE(16, 1, 1)));
+    loom_conv2d_opts o = {.padding = {1, 1}};
+    loom_tensor *ins[4] = {x, w1, w2, c}, *gs[2][4], *ys[2];
+    for (int k = 0; k < 2; k++) {
+        loom_tensor *a = loom_conv2d(x, w1, NULL, &o), *b = loom_conv2d(x, w2, NULL, NULL);
+        loom_tensor *s = loom_add(b, c); /* broadcast [16, 1, 1] */
+        ys[k] = k == 0 ? loom_add_relu(a, s) : loom_relu(loom_add(a, s));
+        ck_assert_msg(ys[k] != NULL, "%s", loom_last_error());
+    }
+    assert_close(ys[0], ys[1], 0, "add_relu values");
+    loom_tensor *r = weights_like(ys[0]);
+    for (int k = 0; k < 2; k++) grads_of(ys[k], r, 4, ins, gs[k]);
+    const char *what[4] = {"grad x", "grad w1", "grad w2", "grad c"};
+    for (int j = 0; j < 4; j++) assert_close(gs[0][j], gs[1][j], 0, what[j]);
+    /* Broadcast directly, and NaN: relu(NaN + 1) is NaN, relu(-2 + 1) 0. */
+    loom_tensor *p = loom_tensor_from_array(ctx, LOOM_FLOAT32, (float[]){NAN, -2, 3, 0.5f}, LOOM_SHAPE(2, 2));
+    loom_tensor *q = loom_full(ctx, LOOM_FLOAT32, LOOM_SHAPE(2), 1.0);
+    float v[4];
+    ck_assert_int_eq(loom_tensor_copy_to(loom_add_relu(p, q), v, sizeof v), LOOM_OK);
+    ck_assert(isnan(v[0]) && v[1] == 0 && v[2] == 4 && v[3] == 1.5f);
+    ck_assert_ptr_null(loom_add_relu(loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(2)), loom_zeros(ctx, LOOM_INT64, LOOM_SHAPE(2))));
+    ck_assert_int_eq(loom_last_status(), LOOM_ERR_DTYPE);
+    ck_assert_ptr_null(loom_add_relu(p, NULL));
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 /* Non-contiguous inputs (transposed views) give the values of their
  * contiguous copies. */
 START_TEST(test_noncontiguous_inputs)
@@ -1158,6 +1195,7 @@ Suite *loom_suite_cnn(void)
     tcase_add_loop_test(tp, test_pytorch_parity, 0, CNN_NCASES * NCFG);
     tcase_add_loop_test(tp, test_fused_relu_matches_unfused, 0, NCFG);
     tcase_add_loop_test(tp, test_fused_bn_relu, 0, NCFG + 1);
+    tcase_add_loop_test(tp, test_add_relu, 0, NCFG);
     tcase_add_loop_test(tp, test_fuse_conv_bn_eval, 0, NCFG);
     tcase_add_loop_test(tp, test_noncontiguous_inputs, 0, NCFG);
     tcase_add_loop_test(tp, test_hand_values, 0, NCFG);

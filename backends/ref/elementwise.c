@@ -314,6 +314,8 @@ static inline int64_t pow_i64(int64_t base, int64_t e)
 #define WRAP(op) ((int64_t)((uint64_t)x op (uint64_t)y))
 
 BIN_ROW(add_f32, float, float, x + y)
+/* relu(x + y), NaN staying (relu_f32's rule), for a residual block's end. */
+BIN_ROW(add_relu_f32, float, float, ((x + y) > 0.0f || (x + y) != (x + y)) ? (x + y) : 0.0f)
 BIN_ROW(sub_f32, float, float, x - y)
 BIN_ROW(mul_f32, float, float, x * y)
 BIN_ROW(div_f32, float, float, x / y)
@@ -371,7 +373,9 @@ loom_status loom__ref_binary(const loom__kcall *call)
         return loom__set_error(LOOM_ERR_INVALID_ARG, "ref binary: %s is not a binary op",
                                loom__op_name(call->op));
     const int k = call->op - LOOM_OP_ADD;
-    const row_fn fn = dt == LOOM_FLOAT32 ? f32[k] : dt == LOOM_INT64 ? i64[k]
+    const bool add_relu = call->op == LOOM_OP_ADD && call->attrs && call->attrs->add.relu;
+    if (add_relu && dt != LOOM_FLOAT32) return dtype_error(call, dt);
+    const row_fn fn = add_relu ? add_relu_f32 : dt == LOOM_FLOAT32 ? f32[k] : dt == LOOM_INT64 ? i64[k]
                       : dt == LOOM_BOOL ? u8[k] : NULL;
     if (!fn) {
         /* ops/ promotes integer division to float, so this is a caller bug. */

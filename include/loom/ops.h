@@ -31,6 +31,9 @@ extern "C" {
 
 /* ---- elementwise, binary, broadcasting ------------------------------- */
 loom_tensor *loom_add(loom_tensor *a, loom_tensor *b);
+/* relu(a + b) as one node (float32; a residual block's end): bitwise
+ * loom_relu(loom_add(a, b)), one pass instead of two. */
+loom_tensor *loom_add_relu(loom_tensor *a, loom_tensor *b);
 loom_tensor *loom_sub(loom_tensor *a, loom_tensor *b);
 loom_tensor *loom_mul(loom_tensor *a, loom_tensor *b);
 loom_tensor *loom_div(loom_tensor *a, loom_tensor *b); /* true division */
