@@ -13,6 +13,11 @@
  * values in the plain order, so the statistics and sums are bitwise those
  * of the plain layout, and y or dx are written in the input's layout.
  *
+ * Fused ReLU (attrs bn.relu, ops/norm.c): BN_FWD writes relu(y); the
+ * backward halves take its output as an extra input and count dy only
+ * where it is > 0. BN_BWD_DATA may take BN_BWD_PARAMS's result and read
+ * its sums from there (inputs: loom__bn_mask_input, backends/kernel.h).
+ *
  * Reductions are deterministic whatever the thread count: each channel's
  * values are cut into fixed pieces (one per image, long rows further into
  * pieces of PIECE values), each piece is summed in double by one thread
