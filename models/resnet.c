@@ -126,22 +126,16 @@ static loom_tensor *resnet_forward(loom_module *m, loom_tensor *x, void *user)
 {
     (void)user;
     if (!input_ok(m, x, "conv1.weight")) return NULL;
-    static const char *const order[] = {"conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
-                                        "layer3", "layer4", "avgpool"};
-    loom_tensor *h = x;
-    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
-        loom_module *c = loom_module_child(m, order[i]), *next = NULL;
-        /* bn1 + relu as one node, unless "relu" was replaced by another
-         * activation. */
-        if (i + 1 < sizeof order / sizeof order[0] && !strcmp(order[i + 1], "relu"))
-            next = loom_module_child(m, "relu");
-        if (next && !strcmp(loom_module_type(next), "ReLU")) {
-            h = loom_module_forward_relu(c, h);
-            i++;
-        } else {
-            h = loom_module_forward(c, h);
-        }
-    }
+    static const char *const order[] = {"maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"};
+    loom_tensor *h = loom_module_forward(loom_module_child(m, "conv1"), x);
+    loom_module *bn1 = loom_module_child(m, "bn1"), *act = loom_module_child(m, "relu");
+    /* bn1 + relu as one node, unless "relu" was replaced by another
+     * activation. */
+    if (act && !strcmp(loom_module_type(act), "ReLU"))
+        h = loom_module_forward_relu(bn1, h);
+    else
+        h = loom_module_forward(act, loom_module_forward(bn1, h));
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) h = loom_module_forward(loom_module_child(m, order[i]), h);
     return loom_module_forward(loom_module_child(m, "fc"), loom_flatten(h, 1, -1));
 }
 

@@ -622,10 +622,9 @@ static loom_tensor *sequential_forward(loom_module *m, loom_tensor *x, void *use
     for (int i = 0; i < m->n_children; i++) {
         loom_module *c = m->children[i].m;
         loom_tensor *next;
-        if (i + 1 < m->n_children && (strcmp(c->type, "Conv2d") == 0 || strcmp(c->type, "BatchNorm2d") == 0) &&
-            strcmp(m->children[i + 1].m->type, "ReLU") == 0) {
-            /* Conv2d or BatchNorm2d + ReLU: one node with the ReLU fused
-             * in (one pass over the output; oneDNN's post-op for Conv2d). */
+        if (i + 1 < m->n_children && strcmp(m->children[i + 1].m->type, "ReLU") == 0) {
+            /* A module + ReLU: loom_module_forward_relu fuses the ReLU
+             * into the module's node where it can (Conv2d, BatchNorm2d). */
             next = loom_module_forward_relu(c, cur);
             i++;
         } else {

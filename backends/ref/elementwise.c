@@ -314,8 +314,8 @@ static inline int64_t pow_i64(int64_t base, int64_t e)
 #define WRAP(op) ((int64_t)((uint64_t)x op (uint64_t)y))
 
 BIN_ROW(add_f32, float, float, x + y)
-/* relu(x + y), NaN staying (relu_f32's rule), for a residual block's end. */
-BIN_ROW(add_relu_f32, float, float, ((x + y) > 0.0f || (x + y) != (x + y)) ? (x + y) : 0.0f)
+/* relu(x + y), for a residual block's end (loom_add_relu). */
+BIN_ROW(add_relu_f32, float, float, loom__ref_relu(x + y))
 BIN_ROW(sub_f32, float, float, x - y)
 BIN_ROW(mul_f32, float, float, x * y)
 BIN_ROW(div_f32, float, float, x / y)
@@ -515,7 +515,7 @@ UN_ROW(sin_f32, float, float, NO_CTX, sinf(x))
 UN_ROW(cos_f32, float, float, NO_CTX, cosf(x))
 UN_ROW(tanh_f32_row, float, float, NO_CTX, tanh_f32(x))
 UN_ROW(sigmoid_f32_row, float, float, NO_CTX, sigmoid_f32(x))
-UN_ROW(relu_f32, float, float, NO_CTX, (x > 0.0f || x != x) ? x : 0.0f) /* NaN stays */
+UN_ROW(relu_f32, float, float, NO_CTX, loom__ref_relu(x))
 UN_ROW(clamp_f32, float, float, CLAMP_F32_CTX, clamp_f(x, c->lo, c->hi))
 UN_ROW(neg_i64, int64_t, int64_t, NO_CTX, (int64_t)(0u - (uint64_t)x))    /* wraps at INT64_MIN */
 UN_ROW(abs_i64, int64_t, int64_t, NO_CTX, x < 0 ? (int64_t)(0u - (uint64_t)x) : x)

@@ -295,6 +295,11 @@ BLK_SUMS(16)
 #undef BLK_SUMS
 #undef SUM_DY_BLK
 
+/* reduce_dy picks one of the sums above per call. */
+typedef void (*sum_dy_fn)(const float *, const float *, const float *, int64_t, double, double *, double *);
+typedef void (*sum_dy_blk_fn)(const float *, const float *, const float *, int64_t, const double *, double *,
+                              double *);
+
 /* Runs body(t) for every piece t, split among nt threads. */
 #define FOR_PIECES(nt, total, t, ...)                                                         \
     do {                                                                                       \
@@ -319,17 +324,16 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
     double *part = norm_scratch(call, LOOM__SCRATCH_NORM_PARTS, sizeof(double) * 2 * (size_t)total);
     if (!part) return LOOM_ERR_NOMEM;
     if (g->B == 1) {
+        const sum_dy_fn sum = y ? sum_dy_d_mask : sum_dy_d;
         const int nt = team(call, g->N * g->C * g->S, total);
         FOR_PIECES(nt, total, t, {
             int64_t start, len, c;
             piece(g, t, &start, &len, &c);
-            if (y)
-                sum_dy_d_mask(x + start, dy + start, y + start, len, mean[c], &part[2 * t], &part[2 * t + 1]);
-            else
-                sum_dy_d(x + start, dy + start, NULL, len, mean[c], &part[2 * t], &part[2 * t + 1]);
+            sum(x + start, dy + start, y ? y + start : NULL, len, mean[c], &part[2 * t], &part[2 * t + 1]);
         });
     } else {
         const int64_t units = total / g->B, B = g->B, np = g->npiece;
+        const sum_dy_blk_fn sum = B == 16 ? (y ? sum_dy_blk16_mask : sum_dy_blk16) : (y ? sum_dy_blk8_mask : sum_dy_blk8);
         const int nt = team(call, g->N * g->C * g->S, units);
         FOR_PIECES(nt, units, u, {
             int64_t start, len, t0;
@@ -337,15 +341,7 @@ static loom_status reduce_dy(const loom__kcall *call, const bn_geom *g, const fl
             double m[16], sdy[16], sdyx[16];
             const int64_t c0 = t0 / np % g->C;
             for (int64_t jj = 0; jj < B; jj++) m[jj] = mean[c0 + jj];
-            const float *ys = y ? y + start : NULL;
-            if (B == 16 && y)
-                sum_dy_blk16_mask(x + start, dy + start, ys, len, m, sdy, sdyx);
-            else if (B == 16)
-                sum_dy_blk16(x + start, dy + start, ys, len, m, sdy, sdyx);
-            else if (y)
-                sum_dy_blk8_mask(x + start, dy + start, ys, len, m, sdy, sdyx);
-            else
-                sum_dy_blk8(x + start, dy + start, ys, len, m, sdy, sdyx);
+            sum(x + start, dy + start, y ? y + start : NULL, len, m, sdy, sdyx);
             for (int64_t jj = 0; jj < B; jj++) {
                 part[2 * (t0 + jj * np)] = sdy[jj];
                 part[2 * (t0 + jj * np) + 1] = sdyx[jj];
@@ -389,20 +385,16 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         });
     } else {
         const int64_t units = total / g.B, B = g.B, np = g.npiece;
+        void (*const sum)(const float *, int64_t, double *) = B == 16 ? sum_blk16 : sum_blk8;
+        void (*const sumsq)(const float *, int64_t, const double *, double *) = B == 16 ? sumsq_blk16 : sumsq_blk8;
         const int nt = team(call, g.N * g.C * g.S, units);
         FOR_PIECES(nt, units, u, {
             int64_t start, len, t0;
             blk_unit(&g, u, &start, &len, &t0);
             double sm[16], m[16], q[16] = {0};
-            if (B == 16)
-                sum_blk16(x + start, len, sm);
-            else
-                sum_blk8(x + start, len, sm);
+            sum(x + start, len, sm);
             for (int64_t jj = 0; jj < B; jj++) m[jj] = sm[jj] / (double)len;
-            if (len > 0 && B == 16)
-                sumsq_blk16(x + start, len, m, q);
-            else if (len > 0)
-                sumsq_blk8(x + start, len, m, q);
+            if (len > 0) sumsq(x + start, len, m, q);
             for (int64_t jj = 0; jj < B; jj++) {
                 part[2 * (t0 + jj * np)] = sm[jj];
                 part[2 * (t0 + jj * np) + 1] = q[jj];
@@ -476,9 +468,6 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         }                                                                                      \
     } while (0)
 
-/* loom_relu's value (ref's relu_f32): NaN stays. */
-static inline float relu_of(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
-
 /* y = (x - m) * a + b (then relu) over one blocked row of S positions of
  * B channels each, for a constant B. */
 #define BN_FWD_ROW(B)                                                                                      \
@@ -487,7 +476,7 @@ static inline float relu_of(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
     {                                                                                                        \
         if (relu)                                                                                            \
             for (int64_t s = 0; s < S; s++)                                                                  \
-                for (int j = 0; j < B; j++) y[s * B + j] = relu_of((x[s * B + j] - m[j]) * a[j] + b[j]);     \
+                for (int j = 0; j < B; j++) y[s * B + j] = loom__ref_relu((x[s * B + j] - m[j]) * a[j] + b[j]);     \
         else                                                                                                 \
             for (int64_t s = 0; s < S; s++)                                                                  \
                 for (int j = 0; j < B; j++) y[s * B + j] = (x[s * B + j] - m[j]) * a[j] + b[j];              \
@@ -535,7 +524,7 @@ loom_status loom__ref_bn_fwd(const loom__kcall *call)
         FOR_FLAT(call, gp, b, e, FOR_RUNS(gp, b, e, c, i0, i1, {
                      const float m = coef[2 * c], a = coef[2 * c + 1], bb = beta[c];
                      if (relu)
-                         for (int64_t i = i0; i < i1; i++) y[i] = relu_of((x[i] - m) * a + bb);
+                         for (int64_t i = i0; i < i1; i++) y[i] = loom__ref_relu((x[i] - m) * a + bb);
                      else
                          for (int64_t i = i0; i < i1; i++) y[i] = (x[i] - m) * a + bb;
                  }));

@@ -9,6 +9,10 @@
 
 extern const loom__backend loom__ref_backend;
 
+/* loom_relu's value, shared by RELU and the ops that fuse it (add_relu,
+ * batch norm's bn.relu), so fused and unfused agree bitwise: NaN stays. */
+static inline float loom__ref_relu(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
+
 /* Kernels, one family per file. */
 loom_status loom__ref_copy(const loom__kcall *call);        /* elementwise.c: COPY, CAST */
 loom_status loom__ref_binary(const loom__kcall *call);      /* elementwise.c */
