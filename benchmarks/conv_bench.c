@@ -46,7 +46,8 @@
  * line says so.
  *
  * Options: --threads T (default: every processor)  --min-time S (0.3)
- *          --shapes simplecnn|resnet|all (simplecnn)  --backend NAME (auto)
+ *          --shapes simplecnn|resnet|all (simplecnn)  --only SHAPE (just that one,
+ *          e.g. simplecnn_conv1)  --backend NAME (auto)
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -243,7 +244,9 @@ static double loom_bwd_rep(void *p)
 
 /* The conv node's own kernel time, as in a network: its activation
  * inputs arrive in the layout the previous oneDNN node leaves (blocked
- * where oneDNN blocks them), its output stays in the node's layout, and
+ * where oneDNN blocks them), its output stays in the node's layout
+ * (loom_tensor_compute, not loom_tensor_eval, which would convert it to
+ * plain after every rep and leave the caches full of that copy), and
  * what loom_backward adds around the node (the first gradient's copy into
  * .grad) is not counted. Read from the context's profile (loom_profile_op). */
 typedef struct node_state {
@@ -267,7 +270,7 @@ static double node_rep(void *p)
     double t0 = 0;
     if (s->pass == 0) t0 = op_seconds(s);
     loom_tensor *y = loom_conv2d(s->xb, s->ls->w, NULL, &s->ls->opts);
-    if (!y || loom_tensor_eval(y) != LOOM_OK) {
+    if (!y || loom_tensor_compute(y) != LOOM_OK) {
         loom_tensor_free(y);
         return -1.0;
     }
@@ -540,7 +543,8 @@ static double print_runner(runner *r, const conv_shape *s, int pass, int threads
 static void usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [--threads T] [--min-time S] [--shapes simplecnn|resnet|all] [--backend auto|ref|onednn]\n"
+            "usage: %s [--threads T] [--min-time S] [--shapes simplecnn|resnet|all] [--only SHAPE]\n"
+            "          [--backend auto|ref|onednn]\n"
             "Times Loom's convolution (loom_conv2d, forward and, through loom_backward, backward-data and\n"
             "backward-weight)%s; prints one JSON object per line.\n"
             "Defaults: --threads %d --min-time 0.3 --shapes simplecnn --backend auto\n",
@@ -559,6 +563,7 @@ int main(int argc, char **argv)
     double min_time = 0.3;
     const char *shapes = "simplecnn";
     const char *backend = "auto";
+    const char *only = NULL; /* --only NAME: one shape */
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -578,6 +583,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(opt, "--shapes") && val) {
             shapes = val;
             ok = !strcmp(val, "simplecnn") || !strcmp(val, "resnet") || !strcmp(val, "all");
+        } else if (!strcmp(opt, "--only") && val) {
+            only = val;
         } else if (!strcmp(opt, "--backend") && val) {
             backend = val;
         } else {
@@ -591,6 +598,16 @@ int main(int argc, char **argv)
         i++;
     }
     const bool want_resnet = strcmp(shapes, "simplecnn") != 0, want_simple = strcmp(shapes, "resnet") != 0;
+    if (only) {
+        bool known = false;
+        for (int si = 0; si < NSHAPES; si++) known = known || !strcmp(SHAPES[si].name, only);
+        if (!known) {
+            fprintf(stderr, "%s: --only: no shape named '%s'; the shapes are:", argv[0], only);
+            for (int si = 0; si < NSHAPES; si++) fprintf(stderr, " %s", SHAPES[si].name);
+            fprintf(stderr, "\n");
+            return 2;
+        }
+    }
 
     /* oneDNN's threads: set before any primitive is created. */
     set_threads(threads);
@@ -631,7 +648,7 @@ int main(int argc, char **argv)
     int status = 0;
     for (int si = 0; si < NSHAPES && status == 0; si++) {
         const conv_shape *sh = &SHAPES[si];
-        if (sh->resnet ? !want_resnet : !want_simple) continue;
+        if (only ? strcmp(sh->name, only) != 0 : sh->resnet ? !want_resnet : !want_simple) continue;
         const int OH = out_size(sh->H, sh->KH, sh->stride, sh->pad), OW = out_size(sh->W, sh->KW, sh->stride, sh->pad);
         loom_state ls;
         memset(&ls, 0, sizeof ls);

@@ -547,8 +547,11 @@ loom_status loom__backward_hooked(loom_tensor *root, loom_tensor *grad, const lo
         return loom__set_error(LOOM_ERR_INVALID_ARG, "backward: grad belongs to another context");
     loom_ctx *ctx = root->ctx;
     /* The forward values are needed by the rules; computing them first
-     * also reports forward errors as such. */
-    loom_status st = loom_tensor_eval(root);
+     * also reports forward errors as such. Left in the layout their node
+     * wrote: the rules' nodes read blocked data as it is, and converting a
+     * large root (a convolution's output given a gradient) to plain would
+     * cost a pass over it that nothing reads. */
+    loom_status st = loom_tensor_compute(root);
     if (st != LOOM_OK) return st;
     loom_tensor **order = NULL;
     size_t n = 0;

@@ -294,6 +294,15 @@ loom_status loom_tensor_eval(loom_tensor *t)
     return st;
 }
 
+loom_status loom_tensor_compute(loom_tensor *t)
+{
+    if (!t) {
+        if (loom_last_status() != LOOM_OK) return loom_last_status();
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "compute: tensor is NULL");
+    }
+    return loom__eval(t);
+}
+
 const void *loom_tensor_data(loom_tensor *t)
 {
     if (loom_tensor_eval(t) != LOOM_OK) return NULL;

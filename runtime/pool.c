@@ -531,7 +531,14 @@ loom_status loom__pool_run(loom__pool *p, void *const *roots, int64_t nroots, lo
         bool pushed = loom__deque_push(w0->deque, roots[i]);
         LOOM_ASSERT(pushed); /* the deque was empty and in_deque <= capacity */
     }
-    int64_t nwake = nroots < p->n - 1 ? nroots : p->n - 1;
+    /* The caller takes a root itself: wake a worker for each of the others.
+     * A worker woken for nothing finds the deque empty and spins on its
+     * steal rounds while the caller's node (often an OpenMP team as wide as
+     * the cores) runs: on a chain (a backward with one root) it only
+     * slowed that node down. Work made ready later wakes workers as it is
+     * spawned. */
+    const int64_t others = nroots - 1;
+    int64_t nwake = others < p->n - 1 ? others : p->n - 1;
     for (int64_t i = 0; i < nwake; i++) notify(p, w0, -1, true);
 
     while (atomic_load_explicit(&p->outstanding, memory_order_acquire) != 0) {

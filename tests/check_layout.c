@@ -133,7 +133,7 @@ static int forward_chain(int way, float *out, int64_t *nout)
 
     loom_tensor *roots[4] = {f, loom_sum(sl, 0, NULL, false), bc, mx};
     /* Compute everything, then look at the storages before any read. */
-    for (int i = 0; i < 4; i++) ck_assert_msg(loom__eval(roots[i]) == LOOM_OK, "%s", loom_last_error());
+    for (int i = 0; i < 4; i++) ck_assert_msg(loom_tensor_compute(roots[i]) == LOOM_OK, "%s", loom_last_error());
     int nblocked = blocked(h1) + blocked(h2) + blocked(r) + blocked(p) + blocked(y);
     int64_t k = 0;
     for (int i = 0; i < 4; i++) take(roots[i], out, &k);
@@ -236,6 +236,53 @@ START_TEST(test_train_step)
 }
 END_TEST
 
+/* loom_tensor_compute leaves a oneDNN node's output blocked, and so does a
+ * backward from that output given a gradient (the rules read it as it is);
+ * reading it afterwards still gives the plain values. Under ref nothing is
+ * blocked and the values agree. */
+static void compute_then_backward(int way, float *out, int64_t *nout, bool *kept)
+{
+    loom_ctx *ctx = way_ctx(way);
+    rng_seed(31);
+    const int64_t xs[4] = {2, 8, 10, 10}, ws[4] = {16, 8, 3, 3}, ys[4] = {2, 16, 8, 8};
+    float *xv = rand_buf(2 * 8 * 100, 1), *wv = rand_buf(16 * 8 * 9, 0.3f), *gv = rand_buf(2 * 16 * 64, 1);
+    loom_tensor *x = loom_tensor_from_array(ctx, LOOM_FLOAT32, xv, 4, xs);
+    loom_tensor *w = loom_tensor_from_array(ctx, LOOM_FLOAT32, wv, 4, ws);
+    loom_tensor *g = loom_tensor_from_array(ctx, LOOM_FLOAT32, gv, 4, ys);
+    ck_assert_int_eq(loom_tensor_set_requires_grad(w, true), LOOM_OK);
+    loom_tensor *y = loom_conv2d(x, w, NULL, &(loom_conv2d_opts){0});
+    ck_assert_msg(y && loom_tensor_compute(y) == LOOM_OK, "%s", loom_last_error());
+    kept[0] = blocked(y);
+    ck_assert_msg(loom_backward(y, g, NULL) == LOOM_OK, "%s", loom_last_error());
+    kept[1] = blocked(y);
+    int64_t k = 0;
+    take(y, out, &k);
+    take(loom_tensor_grad(w), out, &k);
+    *nout = k;
+    ck_assert(!blocked(y)); /* read: now plain */
+    free(xv), free(wv), free(gv);
+    loom_ctx_free(ctx);
+}
+
+START_TEST(test_compute_keeps_layout)
+{
+    enum { MAXN = 2 * 16 * 64 + 16 * 8 * 9 };
+    static float keep[MAXN], ref[MAXN];
+    int64_t nk, nr;
+    bool kept[2], ref_kept[2];
+    compute_then_backward(0, keep, &nk, kept);
+    compute_then_backward(2, ref, &nr, ref_kept);
+    ck_assert_msg(kept[0], "loom_tensor_compute converted the output to plain");
+    ck_assert_msg(kept[1], "loom_backward converted its root to plain");
+    ck_assert(!ref_kept[0] && !ref_kept[1]);
+    ck_assert_int_eq(nk, nr);
+    agree("compute vs ref", keep, ref, nr, 1e-4);
+    /* NULL: an error, or the earlier one kept. */
+    loom_clear_error();
+    ck_assert_int_eq(loom_tensor_compute(NULL), LOOM_ERR_INVALID_ARG);
+}
+END_TEST
+
 /* The trace names the layout each node wrote. */
 static bool trace_has_blocked(int way)
 {
@@ -281,6 +328,7 @@ Suite *loom_suite_layout(void)
     tcase_add_test(tc, test_forward_chain);
     tcase_add_loop_test(tc, test_train_step, 0, 2);
     tcase_add_test(tc, test_trace_layout);
+    tcase_add_test(tc, test_compute_keeps_layout);
 #endif
     suite_add_tcase(s, tc);
     return s;

@@ -831,6 +831,55 @@ START_TEST(test_pool_parking)
 }
 END_TEST
 
+/* A batch with one root wakes no one: the caller runs it. A worker woken
+ * for it would find nothing and spin its steal rounds beside the caller's
+ * node (on a chain, such as a backward with one root, it only slowed that
+ * node's OpenMP team down). Roots beyond the first do wake workers. */
+START_TEST(test_pool_one_root_wakes_nobody)
+{
+    enum { W = 4 };
+    loom__pool *p = loom__pool_create(NULL, &(loom__pool_options){.num_workers = W, .steal_rounds = 4});
+    ck_assert_ptr_nonnull(p);
+    loom__pool_stats s[W];
+    bool asleep = false;
+    for (int t = 0; t < 400 && !asleep; t++) { /* up to 2 s for the workers to park */
+        asleep = true;
+        for (int i = 1; i < W; i++) {
+            loom__pool_get_stats(p, i, &s[i]);
+            asleep = asleep && s[i].parks >= 1;
+        }
+        if (!asleep) sleep_ms(5);
+    }
+    ck_assert_msg(asleep, "the idle workers never parked");
+    sleep_ms(20);
+    for (int i = 1; i < W; i++) loom__pool_get_stats(p, i, &s[i]);
+    for (int rep = 0; rep < 5; rep++) {
+        void *root = ITEM(5);
+        ck_assert_int_eq(loom__pool_run(p, &root, 1, slow_task, NULL), LOOM_OK);
+    }
+    for (int i = 1; i < W; i++) {
+        loom__pool_stats now;
+        loom__pool_get_stats(p, i, &now);
+        ck_assert_msg(now.failed_rounds == s[i].failed_rounds && now.parks == s[i].parks && now.tasks == 0,
+                      "worker %d woke for one-root batches: %lld failed rounds, %lld parks, %lld tasks (were %lld, "
+                      "%lld, 0)",
+                      i, (long long)now.failed_rounds, (long long)now.parks, (long long)now.tasks,
+                      (long long)s[i].failed_rounds, (long long)s[i].parks);
+    }
+    /* Three slow roots: the caller takes one, woken workers the others. */
+    void *roots[3] = {ITEM(30), ITEM(30), ITEM(30)};
+    ck_assert_int_eq(loom__pool_run(p, roots, 3, slow_task, NULL), LOOM_OK);
+    int64_t others = 0;
+    for (int i = 1; i < W; i++) {
+        loom__pool_stats now;
+        loom__pool_get_stats(p, i, &now);
+        others += now.tasks;
+    }
+    ck_assert_int_ge(others, 1);
+    loom__pool_free(p);
+}
+END_TEST
+
 START_TEST(test_pool_create_destroy)
 {
 #ifdef LOOM_HAVE_HWLOC
@@ -1163,6 +1212,7 @@ Suite *loom_suite_runtime(void)
     tcase_add_test(tc, test_pool_many_errors);
     tcase_add_test(tc, test_pool_nested_run);
     tcase_add_test(tc, test_pool_parking);
+    tcase_add_test(tc, test_pool_one_root_wakes_nobody);
     tcase_add_test(tc, test_pool_create_destroy);
     tcase_add_test(tc, test_pool_options);
     return s;

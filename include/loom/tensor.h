@@ -81,6 +81,13 @@ bool loom_tensor_shares_storage(const loom_tensor *a, const loom_tensor *b);
 
 /* Computes t (and whatever it depends on). */
 loom_status loom_tensor_eval(loom_tensor *t);
+/* Computes t like loom_tensor_eval, but leaves its storage in the layout
+ * the node that made it wrote (a oneDNN node's blocked layout, e.g.
+ * nChw16c) instead of converting it to plain row-major data. For forcing
+ * an intermediate result you will not read yourself: a later node takes
+ * it as it is, and loom_tensor_data / loom_tensor_eval still convert it
+ * when you read it. */
+loom_status loom_tensor_compute(loom_tensor *t);
 
 /* A pointer to t's first element, after computing it. Elements are laid out
  * by loom_tensor_stride(); use loom_tensor_copy_to() for a contiguous copy.
