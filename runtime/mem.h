@@ -66,6 +66,12 @@ typedef struct loom__mem {
     void *free_list[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     int free_count[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     size_t cached_bytes; /* in all free lists */
+    /* When each class was last asked for (a count of cached-class
+     * allocations): a block that does not fit in the cache pushes out
+     * blocks of classes asked for less recently, so the cache follows the
+     * sizes in use when they change (another batch size, another model). */
+    uint64_t class_used[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
+    uint64_t clock;
     /* The most bytes the free lists keep: >= 0 a fixed limit (0: keep
      * nothing), LOOM__MEM_CACHE_AUTO: out_bytes + cache within
      * max(cache_floor, out_peak * 9/8). Set before other threads allocate. */

@@ -752,7 +752,9 @@ START_TEST(test_cross_thread)
 }
 END_TEST
 
-/* Many threads run one cached program at once (each with its own scratch);
+/* Many threads run one cached program at once (each with its own scratch,
+ * and all but one with memory objects of their own: sharing the program's
+ * would send results to another thread's buffer);
  * also with capacity 1 and two shapes, so that programs are evicted while
  * other threads still run them. */
 START_TEST(test_concurrent)

@@ -364,6 +364,8 @@ loom_status loom__onednn_add_step(const loom__kcall *call, loom__onednn_prim *p,
         return loom__onednn_error(call, "dnnl_primitive_create", st);
     }
     p->nsteps++;
+    s->mems = calloc(1, sizeof *s->mems); /* may stay NULL: execute then makes memories per call */
+    if (s->mems) atomic_flag_clear(&s->mems->busy);
     st = dnnl_primitive_get_primitive_desc(s->prim, &s->pd);
     if (st != dnnl_success) return loom__onednn_error(call, "dnnl_primitive_get_primitive_desc", st);
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(s->pd, dnnl_query_scratchpad_md, 0);
@@ -380,6 +382,8 @@ int loom__onednn_add_tmp(loom__onednn_prim *p, size_t bytes)
     return LOOM__ONEDNN_SLOT_TMP0 + p->ntmps++;
 }
 
+#define SERIAL_REORDER_BYTES (32u << 10)
+
 loom_status loom__onednn_add_reorder(const loom__kcall *call, loom__onednn_prim *p, int from,
                                      const dnnl_memory_desc_t *from_md, int to, const dnnl_memory_desc_t *to_md)
 {
@@ -392,6 +396,10 @@ loom_status loom__onednn_add_reorder(const loom__kcall *call, loom__onednn_prim 
     const loom__onednn_arg args[2] = {{DNNL_ARG_FROM, from, 0}, {DNNL_ARG_TO, to, 0}};
     loom_status ls = loom__onednn_add_step(call, p, rpd, 2, args);
     dnnl_primitive_desc_destroy(rpd);
+    /* Conv1's 32x1x3x3 weight-gradient reorder: 4.5 us with a 2-thread
+     * team, 2 us alone (ONEDNN_VERBOSE's times). The reorders take their
+     * thread count when they run, so the step only sets it. */
+    if (ls == LOOM_OK) p->step[p->nsteps - 1].serial = dnnl_memory_desc_get_size(to_md) <= SERIAL_REORDER_BYTES;
     return ls;
 }
 
@@ -437,8 +445,15 @@ void loom__onednn_prim_layout(loom__onednn_prim *p)
 
 void loom__onednn_prim_destroy(loom__onednn_prim *p)
 {
-    for (int i = 0; i < p->nsteps; i++)
-        if (p->step[i].prim) dnnl_primitive_destroy(p->step[i].prim);
+    for (int i = 0; i < p->nsteps; i++) {
+        loom__onednn_step *s = &p->step[i];
+        if (s->mems)
+            for (int a = 0; a <= LOOM__ONEDNN_MAX_ARGS; a++)
+                if (s->mems->m[a]) dnnl_memory_destroy(s->mems->m[a]);
+        free(s->mems);
+        s->mems = NULL;
+        if (s->prim) dnnl_primitive_destroy(s->prim);
+    }
     p->nsteps = 0;
 }
 
@@ -474,28 +489,43 @@ loom_status loom__onednn_execute(const loom__kcall *call, const loom__onednn_pri
                 if (ready) continue;
             }
         }
+        /* The step's own memory objects when no other node is running it
+         * (loom__onednn_mems), else memories made for this call. */
+        loom__onednn_mems *mc = NULL;
+        if (s->mems && !atomic_flag_test_and_set_explicit(&s->mems->busy, memory_order_acquire)) mc = s->mems;
         dnnl_exec_arg_t args[LOOM__ONEDNN_MAX_ARGS + 1];
         int n = 0;
         dnnl_status_t st = dnnl_success;
         const char *what = "dnnl_memory_create";
-        for (int a = 0; a < s->nargs && st == dnnl_success; a++) {
-            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(s->pd, dnnl_query_exec_arg_md, s->args[a].arg);
-            char *ptr = (char *)slots[s->args[a].slot] + s->args[a].offset;
-            args[n].arg = s->args[a].arg;
-            st = dnnl_memory_create(&args[n].memory, md, engine, ptr);
-            if (st == dnnl_success) n++;
-        }
-        if (st == dnnl_success && s->scratchpad_bytes) {
-            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(s->pd, dnnl_query_scratchpad_md, 0);
-            args[n].arg = DNNL_ARG_SCRATCHPAD;
-            st = dnnl_memory_create(&args[n].memory, md, engine, base);
+        for (int a = 0; a <= s->nargs && st == dnnl_success; a++) {
+            const bool scratch = a == s->nargs;
+            if (scratch && !s->scratchpad_bytes) break;
+            void *ptr = scratch ? base : (char *)slots[s->args[a].slot] + s->args[a].offset;
+            args[n].arg = scratch ? DNNL_ARG_SCRATCHPAD : s->args[a].arg;
+            if (mc && mc->m[a]) {
+                what = "dnnl_memory_set_data_handle_v2";
+                st = dnnl_memory_set_data_handle_v2(mc->m[a], ptr, stream);
+                args[n].memory = mc->m[a];
+            } else {
+                const dnnl_memory_desc_t *md =
+                    scratch ? dnnl_primitive_desc_query_md(s->pd, dnnl_query_scratchpad_md, 0)
+                            : dnnl_primitive_desc_query_md(s->pd, dnnl_query_exec_arg_md, s->args[a].arg);
+                st = dnnl_memory_create(&args[n].memory, md, engine, ptr);
+                if (st == dnnl_success && mc) mc->m[a] = args[n].memory;
+            }
             if (st == dnnl_success) n++;
         }
         if (st == dnnl_success) {
             what = "dnnl_primitive_execute";
+            int threads = 0;
+            if (s->serial) threads = loom__onednn_threads_enter(1);
             st = dnnl_primitive_execute(s->prim, stream, n, args);
+            if (s->serial) loom__onednn_threads_leave(threads);
         }
-        for (int a = 0; a < n; a++) dnnl_memory_destroy(args[a].memory);
+        if (mc)
+            atomic_flag_clear_explicit(&mc->busy, memory_order_release);
+        else
+            for (int a = 0; a < n; a++) dnnl_memory_destroy(args[a].memory);
         if (st != dnnl_success) {
             result = loom__onednn_error(call, what, st);
             break;

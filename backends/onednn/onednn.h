@@ -44,6 +44,7 @@
 #ifndef LOOM_BACKENDS_ONEDNN_H
 #define LOOM_BACKENDS_ONEDNN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -151,6 +152,18 @@ typedef struct loom__onednn_arg {
     size_t offset; /* bytes into the slot (batch norm's variance row) */
 } loom__onednn_arg;
 
+/* A step's memory objects, one per argument plus the scratchpad, created
+ * on the step's first run and re-pointed at the call's buffers
+ * (dnnl_memory_set_data_handle_v2) on later runs: creating, querying and
+ * destroying them on every call cost about 3 us per node (1 thread, conv
+ * backward-weight with its weight reorder; perf). A cached program can
+ * run in two nodes at once: whoever takes `busy` uses these, the other
+ * makes its own for that call. Owned by the step. */
+typedef struct loom__onednn_mems {
+    atomic_flag busy;
+    dnnl_memory_t m[LOOM__ONEDNN_MAX_ARGS + 1]; /* [nargs]: the scratchpad; NULL: not made yet */
+} loom__onednn_mems;
+
 typedef struct loom__onednn_step {
     dnnl_primitive_t prim;
     const_dnnl_primitive_desc_t pd; /* owned by prim; memory descs are queried from it */
@@ -160,6 +173,11 @@ typedef struct loom__onednn_step {
     /* >= 0: this step reorders input `wcache` (weights) into a temporary,
      * and the weight cache (wcache.c) may hold the result already; -1. */
     int wcache;
+    /* A reorder small enough that OpenMP's fork and join cost more than
+     * the copy (a weight's few thousand floats): run by the calling thread
+     * alone. */
+    bool serial;
+    loom__onednn_mems *mems; /* NULL if it could not be allocated: made per call */
 } loom__onednn_step;
 
 typedef struct loom__onednn_prim {
