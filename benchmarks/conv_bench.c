@@ -24,7 +24,10 @@
  *                   blocked weights on AVX2); its memories are allocated once
  *                   in those layouts and filled by an untimed reorder; only
  *                   dnnl_primitive_execute + dnnl_stream_wait are timed;
- *   onednn_nchw:    the same with plain nchw / oihw layouts.
+ *   onednn_nchw:    the same with plain nchw / oihw layouts;
+ *   onednn_winograd: onednn_blocked with the Winograd algorithm, for 3x3
+ *                   stride-1 shapes with 16+ channels where oneDNN has it
+ *                   (AVX-512): what Loom's auto then runs (docs/cnn.md).
  *
  * oneDNN's threads are set with omp_set_num_threads(T) before its
  * primitives are created (and before each of its blocks). After a warm-up
@@ -40,7 +43,8 @@
  *   {"shape": ..., "pass": ..., "impl": "onednn_blocked", "onednn_impl": "jit:avx2",
  *    "data_layout": "nChw8c", ...}
  *   {"shape": ..., "pass": ..., "ratio_loom_over_onednn_blocked": 0.93,
- *    "ratio_loom_over_onednn_nchw": 1.10}
+ *    "ratio_loom_over_onednn_nchw": 1.10, "ratio_loom_node_over_onednn_blocked": 0.98,
+ *    "ratio_loom_node_over_onednn_winograd": 0.97 (where that runner ran)}
  * (ratios of GFLOP/s, from the medians). Built without oneDNN
  * (LOOM_HAVE_ONEDNN unset), only the loom lines are printed and the first
  * line says so.
@@ -415,9 +419,11 @@ static void dnn_free(dnn_state *s)
 }
 
 /* Builds the primitive of `pass` for shape sh, blocked (format any) or
- * plain; s->eng and s->stream are set. On failure prints what failed. */
-static bool dnn_build(dnn_state *s, const conv_shape *sh, int pass, bool blocked)
+ * plain, with the direct algorithm or Winograd; s->eng and s->stream are
+ * set. On failure prints what failed, unless quiet. */
+static bool dnn_build(dnn_state *s, const conv_shape *sh, int pass, bool blocked, bool wino, bool quiet)
 {
+    const dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
     const int OH = out_size(sh->H, sh->KH, sh->stride, sh->pad), OW = out_size(sh->W, sh->KW, sh->stride, sh->pad);
     const dnnl_dims_t xd = {sh->N, sh->C, sh->H, sh->W}, wd = {sh->O, sh->C, sh->KH, sh->KW},
                       yd = {sh->N, sh->O, OH, OW};
@@ -437,8 +443,7 @@ static bool dnn_build(dnn_state *s, const conv_shape *sh, int pass, bool blocked
     dnnl_primitive_desc_t fpd = NULL;
     if (st == dnnl_success) {
         what = "dnnl_convolution_forward_desc_init";
-        st = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &x, &w, NULL,
-                                                &y, strides, pad, pad);
+        st = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg, &x, &w, NULL, &y, strides, pad, pad);
     }
     if (st == dnnl_success) {
         what = "dnnl_primitive_desc_create (forward)";
@@ -450,11 +455,10 @@ static bool dnn_build(dnn_state *s, const conv_shape *sh, int pass, bool blocked
     } else if (st == dnnl_success) {
         if (pass == PASS_BWD_DATA) {
             what = "dnnl_convolution_backward_data_desc_init";
-            st = dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &x, &w, &y, strides, pad, pad);
+            st = dnnl_convolution_backward_data_desc_init(&bd, alg, &x, &w, &y, strides, pad, pad);
         } else {
             what = "dnnl_convolution_backward_weights_desc_init";
-            st = dnnl_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, &x, &w, NULL, &y, strides,
-                                                             pad, pad);
+            st = dnnl_convolution_backward_weights_desc_init(&bd, alg, &x, &w, NULL, &y, strides, pad, pad);
         }
         if (st == dnnl_success) {
             what = "dnnl_primitive_desc_create (backward)";
@@ -508,8 +512,9 @@ static bool dnn_build(dnn_state *s, const conv_shape *sh, int pass, bool blocked
         st = dnnl_primitive_create(&s->prim, s->pd);
     }
     if (st != dnnl_success) {
-        fprintf(stderr, "conv_bench: oneDNN %s %s (%s): %s failed (status %d)\n", sh->name, PASS_NAMES[pass],
-                blocked ? "blocked" : "nchw", what, (int)st);
+        if (!quiet)
+            fprintf(stderr, "conv_bench: oneDNN %s %s (%s): %s failed (status %d)\n", sh->name, PASS_NAMES[pass],
+                    blocked ? "blocked" : "nchw", what, (int)st);
         dnn_free(s);
         return false;
     }
@@ -670,7 +675,7 @@ int main(int argc, char **argv)
         }
         for (int pass = 0; pass < NPASSES && status == 0; pass++) {
             if (pass != PASS_FWD && sh->fwd_only) break;
-            runner rs[4];
+            runner rs[5];
             memset(rs, 0, sizeof rs);
             int nr = 0;
             ls.target = pass == PASS_BWD_DATA ? ls.x : pass == PASS_BWD_WEIGHT ? ls.w : NULL;
@@ -686,14 +691,22 @@ int main(int argc, char **argv)
             if (pass == PASS_BWD_DATA && loom_tensor_set_requires_grad(xb, true) != LOOM_OK) status = 1;
             rs[nr++] = (runner){.impl = "loom_node", .rep = node_rep, .state = &ns, .threads = threads};
 #ifdef LOOM_HAVE_ONEDNN
-            dnn_state ds[2];
-            ds[0] = ds[1] = base;
-            for (int b = 0; b < 2 && status == 0; b++) {
+            /* Direct blocked, direct nchw, and Winograd where oneDNN has it
+             * for the shape (3x3 stride 1 on AVX-512; the algorithm Loom's
+             * auto then picks: docs/cnn.md). */
+            dnn_state ds[3];
+            ds[0] = ds[1] = ds[2] = base;
+            static const char *const DNN_IMPLS[3] = {"onednn_blocked", "onednn_nchw", "onednn_winograd"};
+            bool have_wino = false;
+            for (int b = 0; b < 3 && status == 0; b++) {
                 set_threads(threads);
-                if (!dnn_build(&ds[b], sh, pass, b == 0)) status = 1;
-                else
-                    rs[nr++] = (runner){.impl = b == 0 ? "onednn_blocked" : "onednn_nchw", .rep = onednn_rep,
-                                        .state = &ds[b], .threads = threads};
+                if (b == 2 && !(sh->KH == 3 && sh->KW == 3 && sh->stride == 1 && sh->C >= 16 && sh->O >= 16)) break;
+                if (!dnn_build(&ds[b], sh, pass, b != 1, b == 2, b == 2)) {
+                    if (b < 2) status = 1;
+                } else {
+                    rs[nr++] = (runner){.impl = DNN_IMPLS[b], .rep = onednn_rep, .state = &ds[b], .threads = threads};
+                    have_wino = b == 2;
+                }
             }
 #endif
             if (status == 0 && !measure(rs, nr, min_time)) {
@@ -709,8 +722,8 @@ int main(int argc, char **argv)
                 const double gl = print_runner(&rs[0], sh, pass, threads, extra);
                 const double gn = print_runner(&rs[1], sh, pass, threads, extra);
 #ifdef LOOM_HAVE_ONEDNN
-                double go[2];
-                for (int b = 0; b < 2; b++) {
+                double go[3];
+                for (int b = 0; b < 2 + have_wino; b++) {
                     snprintf(extra, sizeof extra,
                              ", \"onednn_impl\": \"%s\", \"data_layout\": \"%s\", \"weights_layout\": \"%s\"",
                              ds[b].impl_info ? ds[b].impl_info : "?", ds[b].data_layout ? ds[b].data_layout : "?",
@@ -720,8 +733,10 @@ int main(int argc, char **argv)
                 printf("{");
                 print_shape_fields(sh, pass);
                 printf(", \"ratio_loom_over_onednn_blocked\": %.3f, \"ratio_loom_over_onednn_nchw\": %.3f, "
-                       "\"ratio_loom_node_over_onednn_blocked\": %.3f}\n",
+                       "\"ratio_loom_node_over_onednn_blocked\": %.3f",
                        gl / go[0], gl / go[1], gn / go[0]);
+                if (have_wino) printf(", \"ratio_loom_node_over_onednn_winograd\": %.3f", gn / go[2]);
+                printf("}\n");
                 fflush(stdout);
 #else
                 (void)gl;
@@ -729,9 +744,9 @@ int main(int argc, char **argv)
 #endif
             }
 #ifdef LOOM_HAVE_ONEDNN
-            for (int b = 0; b < 2; b++) dnn_free(&ds[b]);
+            for (int b = 0; b < 3; b++) dnn_free(&ds[b]);
 #endif
-            for (int i = 0; i < 4; i++) free(rs[i].t);
+            for (int i = 0; i < 5; i++) free(rs[i].t);
             if (ls.target) loom_tensor_set_requires_grad(ls.target, false);
             if (pass == PASS_BWD_DATA && xb) loom_tensor_set_requires_grad(xb, false);
         }

@@ -245,6 +245,56 @@ START_TEST(test_conv_vs_ref)
 }
 END_TEST
 
+/* Winograd (LOOM_ONEDNN_CONV_ALGO): 3x3 stride-1 convolutions with at
+ * least 16 channels each way, forward (bias, fused relu), backward-data and
+ * backward-weight, against ref at the same 1e-4 as direct; the programs are
+ * really built on Winograd primitives where oneDNN's ISA has AVX-512 (its
+ * only Winograd kernels), and never when the algorithm is direct or the
+ * shape does not qualify. Auto follows the ISA. */
+static const conv_cfg wino_cfgs[] = {
+    {2, 16, 32, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, true},
+    {3, 32, 16, 9, 11, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, false}, /* no padding, odd sizes */
+    {1, 64, 64, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, false},
+    {2, 48, 32, 13, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, true},
+};
+
+static int64_t wino_built(const conv_cfg *c, int nthreads, int algo)
+{
+    loom__onednn_set_conv_algo(algo);
+    loom__onednn_cache_clear();
+    const int64_t before = loom__onednn_conv_winograd_programs();
+    conv_case(c, nthreads, algo == LOOM__ONEDNN_ALGO_WINOGRAD ? "winograd" : "auto/direct");
+    return loom__onednn_conv_winograd_programs() - before;
+}
+
+START_TEST(test_conv_winograd)
+{
+    rng_seed(150);
+    loom__onednn_set_conv_layout(LOOM__ONEDNN_LAYOUT_BLOCKED);
+    const bool avx512 = loom__onednn_isa_avx512();
+    for (int i = 0; i < (int)(sizeof wino_cfgs / sizeof wino_cfgs[0]); i++) {
+        for (int nthreads = 1; nthreads <= 2; nthreads++) {
+            const int64_t w = wino_built(&wino_cfgs[i], nthreads, LOOM__ONEDNN_ALGO_WINOGRAD);
+            /* Forward, backward-data, backward-weight. */
+            if (avx512) ck_assert_msg(w == 3, "config %d: %lld of 3 programs on Winograd", i, (long long)w);
+            ck_assert_int_eq(wino_built(&wino_cfgs[i], nthreads, LOOM__ONEDNN_ALGO_DIRECT), 0);
+            ck_assert_int_eq(wino_built(&wino_cfgs[i], nthreads, LOOM__ONEDNN_ALGO_AUTO), avx512 ? 3 : 0);
+        }
+    }
+    /* Not 3x3 stride 1, or too few channels: direct even when asked. */
+    const conv_cfg direct_only[] = {
+        {2, 16, 32, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1, false, false}, /* stride 2 */
+        {2, 1, 32, 14, 14, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, false},  /* 1 input channel (SimpleCNN conv1) */
+        {2, 16, 16, 9, 9, 3, 3, 1, 1, 2, 2, 2, 2, 1, false, false},   /* dilation 2 */
+        {2, 32, 32, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 2, false, false},   /* groups 2 */
+    };
+    for (int i = 0; i < (int)(sizeof direct_only / sizeof direct_only[0]); i++)
+        ck_assert_int_eq(wino_built(&direct_only[i], 2, LOOM__ONEDNN_ALGO_WINOGRAD), 0);
+    loom__onednn_set_conv_algo(LOOM__ONEDNN_ALGO_AUTO);
+    loom__onednn_set_conv_layout(LOOM__ONEDNN_LAYOUT_AUTO);
+}
+END_TEST
+
 /* ---- pooling ---------------------------------------------------------------------- */
 
 static int64_t pool_out(int64_t in, int k, int s, int p, bool ceil_mode)
@@ -1048,6 +1098,7 @@ Suite *loom_suite_onednn(void)
     Suite *s = suite_create("onednn");
     TCase *tc = test_tcase(s, "kernels", 120);
     tcase_add_loop_test(tc, test_conv_vs_ref, 0, 4);
+    tcase_add_test(tc, test_conv_winograd);
     tcase_add_loop_test(tc, test_pool_vs_ref, 0, 2);
     tcase_add_test(tc, test_pool_rejects);
     tcase_add_loop_test(tc, test_bn_vs_ref, 0, 2);

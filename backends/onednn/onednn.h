@@ -300,6 +300,19 @@ enum { LOOM__ONEDNN_LAYOUT_AUTO = 0, LOOM__ONEDNN_LAYOUT_PLAIN = 1, LOOM__ONEDNN
 void loom__onednn_set_conv_layout(int policy);
 int loom__onednn_conv_layout(void);
 
+/* Convolution algorithm (LOOM_ONEDNN_CONV_ALGO=auto|direct|winograd):
+ * winograd asks oneDNN for its Winograd F(4x4, 3x3) kernels (3x3, stride
+ * 1, no dilation, one group, blocked layouts; anything else, or a case
+ * oneDNN does not implement, stays direct); auto (default) is winograd
+ * where oneDNN's ISA has AVX-512 (its only Winograd kernels), else
+ * direct. Part of the cache key. */
+enum { LOOM__ONEDNN_ALGO_AUTO = 0, LOOM__ONEDNN_ALGO_DIRECT = 1, LOOM__ONEDNN_ALGO_WINOGRAD = 2 };
+void loom__onednn_set_conv_algo(int policy);
+int loom__onednn_conv_algo(void);
+/* How many convolution programs have been built on a Winograd primitive
+ * (tests). */
+int64_t loom__onednn_conv_winograd_programs(void);
+
 bool loom__onednn_conv_supports(const loom__kcall *call);
 loom_status loom__onednn_conv(const loom__kcall *call);
 
