@@ -87,6 +87,23 @@ int loom__onednn_conv_algo(void)
 
 static bool is4d(const loom__tview *v) { return v->ndim == 4 && loom__onednn_plain_f32(v); }
 
+/* Whether Winograd F(4x4, 3x3) beats the direct kernel on this shape
+ * (auto). Each call transforms the weights (a cost per call, like a
+ * fixed overhead) and computes whole 4x4 output tiles, so it needs many
+ * tiles, and tiles mostly inside the image. Measured against direct on the
+ * AVX-512 VM, 2 threads, forward (the backward passes agree), as N x
+ * OH^2 x C (tiles; share of tile outputs inside the image): wins at
+ * 1x56x64 (196; 1.0) 0.57x the time, 32x7x512 (128; 0.77) 0.66x,
+ * 128x8x64 (512) 0.65x, 128x4x128 (128; 1.0) 0.71x; even at 1x28x128
+ * (49) 0.96x; loses at 8x7x512 (32) 1.2x, 1x14x256 (16) 2.0x, 1x7x512 (4)
+ * 4.7x, 128x2x256 (128; 0.25) 2.4x, 128x1x512 (0.06) 15.8x. Hence: at
+ * least 64 tiles, at least half of each tile's outputs inside the image. */
+static bool winograd_pays(const conv_params *p)
+{
+    const int64_t th = (p->OH + 3) / 4, tw = (p->OW + 3) / 4;
+    return p->N * th * tw >= 64 && 2 * p->OH * p->OW >= th * tw * 16;
+}
+
 /* Validates the call and fills p (zeroed first, as it is part of the key). */
 static bool conv_params_of(const loom__kcall *call, conv_params *p)
 {
@@ -165,11 +182,14 @@ static bool conv_params_of(const loom__kcall *call, conv_params *p)
      * outputs within 7e-6 of direct's relative to max(1, |y|) (docs/cnn.md). The rule
      * depends on the machine, never on timings, so results stay bitwise
      * reproducible. Not below 16 input or output channels: on SimpleCNN's
-     * conv1 (1 -> 32) Winograd took 1.7 ms where direct takes 0.13. */
+     * conv1 (1 -> 32) Winograd took 1.7 ms where direct takes 0.13. Auto
+     * also wants enough tiles (winograd_pays); LOOM_ONEDNN_CONV_ALGO=winograd
+     * takes every shape oneDNN implements. */
     const int algo = loom__onednn_conv_algo();
-    p->wino = p->blocked && p->KH == 3 && p->KW == 3 && p->stride[0] == 1 && p->stride[1] == 1 && p->dil[0] == 0 &&
-              p->dil[1] == 0 && p->G == 1 && p->C >= 16 && p->O >= 16 &&
-              (algo == LOOM__ONEDNN_ALGO_WINOGRAD || (algo == LOOM__ONEDNN_ALGO_AUTO && loom__onednn_isa_avx512()));
+    const bool shape_ok = p->blocked && p->KH == 3 && p->KW == 3 && p->stride[0] == 1 && p->stride[1] == 1 &&
+                          p->dil[0] == 0 && p->dil[1] == 0 && p->G == 1 && p->C >= 16 && p->O >= 16;
+    p->wino = shape_ok && (algo == LOOM__ONEDNN_ALGO_WINOGRAD ||
+                           (algo == LOOM__ONEDNN_ALGO_AUTO && loom__onednn_isa_avx512() && winograd_pays(p)));
     return true;
 }
 
