@@ -361,6 +361,33 @@ static bool rule_reads_input(loom__op op, int i)
     }
 }
 
+typedef struct leaf_grad {
+    loom_tensor *leaf, *g, *grad; /* g: this pass's gradient (borrowed); grad: the new .grad */
+} leaf_grad;
+
+/* Whether leaf i's first gradient can become its .grad as it is, instead
+ * of a copy, as PyTorch's AccumulateGrad takes over a gradient nothing
+ * else holds: it must be a tensor this backward made (in its scope, so
+ * never the user's own, nor an alias of the grad passed to backward:
+ * that one shares the user's storage), the only view of its storage,
+ * dense and starting at the storage's start, and no other leaf's gradient.
+ * Not while a graph is being captured: its replays write .grad through the
+ * copy. Saves a pass over every parameter's gradient per step, and keeps a
+ * gradient a oneDNN node left blocked so until it is read (then converted
+ * in place, like any tensor). */
+static bool adoptable(const leaf_grad *leaves, size_t nleaves, size_t i)
+{
+    const loom_tensor *t = leaves[i].leaf, *g = leaves[i].g;
+    if (t->ctx->capture || g->scope == NULL || g->scope != t->ctx->scope || g->dtype != t->dtype) return false;
+    if (atomic_load_explicit(&g->storage->refs, memory_order_acquire) != 1 || g->offset != 0 ||
+        !loom__is_contiguous(g->ndim, g->shape, g->strides) ||
+        (size_t)loom__numel(g->ndim, g->shape) * loom_dtype_size(g->dtype) != g->storage->nbytes)
+        return false;
+    for (size_t j = 0; j < nleaves; j++)
+        if (j != i && leaves[j].g == g) return false;
+    return true;
+}
+
 static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tensor **order, size_t n,
                                 bool retain, loom__grad_hook hook, void *hook_user)
 {
@@ -373,9 +400,6 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
      * failed backward leaves every .grad as it was (and a pending gradient
      * left on a leaf would keep the forward graph, and so the leaf itself,
      * alive through a reference cycle). */
-    typedef struct leaf_grad {
-        loom_tensor *leaf, *g, *grad; /* g: this pass's gradient (borrowed); grad: the new .grad */
-    } leaf_grad;
     leaf_grad stackbuf[16];
     leaf_grad *leaves = stackbuf;
     size_t nleaves = 0, lcap = 16;
@@ -475,18 +499,19 @@ static loom_status run_backward(loom_tensor *root, loom_tensor *seed, loom_tenso
         free(ls);
         free(gs);
     }
-    /* .grad += g, owned by the leaf, outside any scope. The first time, a
-     * copy: g may be a view (a broadcast of one value, the grad passed to
-     * backward, a buffer another leaf's gradient aliases too), and the
-     * leaf's gradient must be its own dense tensor, safe to overwrite in
-     * place (gradient clipping). */
+    /* .grad += g, owned by the leaf, outside any scope. The first time, g
+     * itself when it can be (adoptable), else a copy: g may be a view (a
+     * broadcast of one value, the grad passed to backward, a buffer another
+     * leaf's gradient aliases too), and the leaf's gradient must be its own
+     * dense tensor, safe to overwrite in place (gradient clipping). */
     loom_tensor **todo = nleaves ? malloc(sizeof *todo * nleaves) : NULL;
     size_t *carry = nleaves ? malloc(sizeof *carry * nleaves) : NULL, ncarry = 0;
     if (nleaves && (!todo || !carry) && st == LOOM_OK) st = loom__set_error(LOOM_ERR_NOMEM, "backward: out of memory");
     for (size_t i = 0; i < nleaves && st == LOOM_OK; i++) {
         loom_tensor *t = leaves[i].leaf, *g = leaves[i].g;
-        loom_tensor *ng = t->grad ? loom_add(t->grad, g)
-                                  : loom__record(LOOM_OP_COPY, NULL, 1, &g, g->dtype, g->ndim, g->shape);
+        loom_tensor *ng = t->grad            ? loom_add(t->grad, g)
+                          : adoptable(leaves, nleaves, i) ? g
+                                                        : loom__record(LOOM_OP_COPY, NULL, 1, &g, g->dtype, g->ndim, g->shape);
         if (!ng) {
             st = loom_last_status();
             break;

@@ -1298,6 +1298,44 @@ START_TEST(test_grad_owned)
 }
 END_TEST
 
+/* The number of first-gradient copies (the "contiguous" op) since the
+ * profile was started. */
+static int64_t grad_copies(loom_ctx *ctx)
+{
+    int64_t calls = 0;
+    ck_assert_int_eq(loom_profile_op(ctx, "contiguous", &calls, NULL, NULL), LOOM_OK);
+    return calls;
+}
+
+/* A leaf's first gradient becomes its .grad without a copy when backward
+ * made it and nothing else holds it (test_grad_owned checks the cases that
+ * must still copy); it is then the leaf's own, safe to write in place, and
+ * a second backward adds to it. */
+START_TEST(test_first_grad_adopted)
+{
+    loom_ctx *ctx = cfg_ctx(_i);
+    loom_tensor *x = LEAF(ctx, LOOM_SHAPE(2, 3), 1, 2, 3, 4, 5, 6);
+    loom_tensor *c = F32(ctx, LOOM_SHAPE(2, 3), 2, 2, 2, 3, 3, 3);
+    ck_assert_int_eq(loom_profile_start(ctx), LOOM_OK);
+    BACKWARD_OK(loom_sum(loom_mul(x, c), 0, NULL, false));
+    ck_assert_int_eq(grad_copies(ctx), 0);
+    EXPECT_GRAD(x, 0, 2, 2, 2, 3, 3, 3);
+    ck_assert_int_eq(loom_tensor_assign(loom_tensor_grad(x), F32(ctx, LOOM_SHAPE(2, 3), 0, 1, 0, 1, 0, 1)), LOOM_OK);
+    EXPECT_GRAD(x, 0, 0, 1, 0, 1, 0, 1);
+    float cv[6];
+    ck_assert_int_eq(loom_tensor_copy_to(c, cv, sizeof cv), LOOM_OK);
+    ck_assert(cv[0] == 2 && cv[1] == 2 && cv[5] == 3); /* nothing else was written */
+    BACKWARD_OK(loom_sum(loom_mul(x, c), 0, NULL, false));
+    EXPECT_GRAD(x, 0, 2, 3, 2, 4, 3, 4);
+    /* Two leaves fed one gradient: both copy. */
+    ck_assert_int_eq(loom_profile_start(ctx), LOOM_OK);
+    loom_tensor *x1 = LEAF(ctx, LOOM_SHAPE(3), 1, 2, 3), *x2 = LEAF(ctx, LOOM_SHAPE(3), 4, 5, 6);
+    BACKWARD_OK(loom_sum(loom_mul(loom_add(x1, x2), F32(ctx, LOOM_SHAPE(3), 7, 8, 9)), 0, NULL, false));
+    ck_assert_int_eq(grad_copies(ctx), 2);
+    loom_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_training_loop)
 {
     /* y = 2 x0 - 3 x1 + 0.5, fitted by gradient descent on mean squared
@@ -1633,6 +1671,7 @@ Suite *loom_suite_autograd(void)
     tcase_add_loop_test(tc, test_edge_cases, 0, NCFG);
     tcase_add_test(tc, test_empty_reduce);
     tcase_add_loop_test(tc, test_grad_owned, 0, NCFG);
+    tcase_add_loop_test(tc, test_first_grad_adopted, 0, NCFG);
     tcase_add_loop_test(tc, test_training_loop, 0, NCFG);
     tcase_add_test(tc, test_backward_leaks_nothing);
 
