@@ -378,7 +378,7 @@ typedef struct leaf_grad {
 static bool adoptable(const leaf_grad *leaves, size_t nleaves, size_t i)
 {
     const loom_tensor *t = leaves[i].leaf, *g = leaves[i].g;
-    if (t->ctx->capture || g->scope == NULL || g->scope != t->ctx->scope || g->dtype != t->dtype) return false;
+    if (t->ctx->capture || g->scope != t->ctx->scope) return false;
     if (atomic_load_explicit(&g->storage->refs, memory_order_acquire) != 1 || g->offset != 0 ||
         !loom__is_contiguous(g->ndim, g->shape, g->strides) ||
         (size_t)loom__numel(g->ndim, g->shape) * loom_dtype_size(g->dtype) != g->storage->nbytes)

@@ -280,13 +280,20 @@ loom_status loom__storage_make_plain(loom__storage *s, int nthreads)
     return LOOM_OK;
 }
 
-loom_status loom_tensor_eval(loom_tensor *t)
+/* Computes t, leaving its storage as its node wrote it; who names the
+ * public call in the error for a NULL t (unless an earlier error stands). */
+static loom_status compute_named(loom_tensor *t, const char *who)
 {
     if (!t) {
         if (loom_last_status() != LOOM_OK) return loom_last_status();
-        return loom__set_error(LOOM_ERR_INVALID_ARG, "eval: tensor is NULL");
+        return loom__set_error(LOOM_ERR_INVALID_ARG, "%s: tensor is NULL", who);
     }
-    loom_status st = loom__eval(t);
+    return loom__eval(t);
+}
+
+loom_status loom_tensor_eval(loom_tensor *t)
+{
+    loom_status st = compute_named(t, "eval");
     /* The user reads plain row-major data: a storage that a oneDNN node
      * left blocked is converted in place (no node runs meanwhile). */
     if (st == LOOM_OK && t->storage) st = loom__capture_make_plain(t->ctx, t->storage);
@@ -294,14 +301,7 @@ loom_status loom_tensor_eval(loom_tensor *t)
     return st;
 }
 
-loom_status loom_tensor_compute(loom_tensor *t)
-{
-    if (!t) {
-        if (loom_last_status() != LOOM_OK) return loom_last_status();
-        return loom__set_error(LOOM_ERR_INVALID_ARG, "compute: tensor is NULL");
-    }
-    return loom__eval(t);
-}
+loom_status loom_tensor_compute(loom_tensor *t) { return compute_named(t, "compute"); }
 
 const void *loom_tensor_data(loom_tensor *t)
 {

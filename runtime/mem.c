@@ -157,6 +157,17 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
     return p;
 }
 
+/* Gives a chain of blocks (linked through their first bytes) back to the
+ * user's allocator. */
+static void free_chain(loom__mem *mem, void *p)
+{
+    while (p) {
+        void *next = *(void **)p;
+        mem->alloc.free(((header *)p - 1)->raw, mem->alloc.user);
+        p = next;
+    }
+}
+
 /* Under the lock: bytes by which keeping `cb` more bytes would exceed the
  * limit (<= 0: it fits), `out` bytes being in use. */
 static int64_t over_limit(const loom__mem *mem, int64_t out, size_t cb)
@@ -241,11 +252,7 @@ static void block_free(loom__mem *mem, void *p)
             p = NULL;
         }
         unlock(mem);
-        while (evicted) {
-            void *next = *(void **)evicted;
-            mem->alloc.free(((header *)evicted - 1)->raw, mem->alloc.user);
-            evicted = next;
-        }
+        free_chain(mem, evicted);
         if (!p) return;
     }
     mem->alloc.free(h->raw, mem->alloc.user);
@@ -256,12 +263,7 @@ void loom__mem_drain(loom__mem *mem)
     lock(mem);
     for (int d = 0; d < LOOM__MEM_DOMAINS; d++)
         for (unsigned c = 0; c < LOOM__MEM_CLASSES; c++) {
-            void *p = mem->free_list[d][c];
-            while (p) {
-                void *next = *(void **)p;
-                mem->alloc.free(((header *)p - 1)->raw, mem->alloc.user);
-                p = next;
-            }
+            free_chain(mem, mem->free_list[d][c]);
             mem->free_list[d][c] = NULL;
             mem->free_count[d][c] = 0;
         }
