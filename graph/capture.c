@@ -160,6 +160,7 @@ struct loom_graph {
     loom__capture c;
     void **slots;
     size_t *slot_bytes;
+    int *slot_domain; /* the memory domain (NUMA node) of each slot */
     int nslots;
     loom_graph_stats stats;
 };
@@ -586,7 +587,8 @@ static loom_status plan(loom_graph *g)
     int32_t *tmp = malloc(sizeof *tmp * (size_t)(cap->nbufs ? cap->nbufs : 1));
     int32_t *last = malloc(sizeof *last * (size_t)(cap->nbufs ? cap->nbufs : 1)); /* slot -> last occupant */
     g->slot_bytes = calloc((size_t)(cap->nbufs ? cap->nbufs : 1), sizeof *g->slot_bytes);
-    if (!tmp || !last || !g->slot_bytes) {
+    g->slot_domain = calloc((size_t)(cap->nbufs ? cap->nbufs : 1), sizeof *g->slot_domain);
+    if (!tmp || !last || !g->slot_bytes || !g->slot_domain) {
         free(tmp);
         free(last);
         return loom__set_error(LOOM_ERR_NOMEM, "capture: out of memory planning buffers");
@@ -633,7 +635,13 @@ static loom_status plan(loom_graph *g)
                 (!fits && !bfits && g->slot_bytes[s] > g->slot_bytes[best]))
                 best = s;
         }
-        if (best < 0) best = nslots++;
+        if (best < 0) {
+            /* A new slot lives on the NUMA node where the eager step put its
+             * first occupant (where the node that wrote it ran), so that a
+             * replay routes that node there again (replay_home). */
+            best = nslots++;
+            g->slot_domain[best] = y->s && y->s->data ? loom__mem_block_domain(y->s->data) : 0;
+        }
         if (g->slot_bytes[best] < y->nbytes) g->slot_bytes[best] = y->nbytes;
         last[best] = tmp[i];
         y->slot = best;
@@ -655,7 +663,7 @@ static loom_status plan(loom_graph *g)
             g->stats.held_bytes += (int64_t)cap->bufs[b].nbytes;
         }
     for (int s = 0; s < nslots; s++) {
-        g->slots[s] = loom__mem_alloc_data(&cap->ctx->mem, g->slot_bytes[s]);
+        g->slots[s] = loom__mem_alloc_data_on(&cap->ctx->mem, g->slot_bytes[s], g->slot_domain[s]);
         if (!g->slots[s] && g->slot_bytes[s])
             return loom__set_error(LOOM_ERR_NOMEM, "capture: out of memory allocating %zu bytes of planned buffers",
                                    g->slot_bytes[s]);
@@ -744,6 +752,7 @@ void loom_graph_free(loom_graph *g)
         if (g->slots[s]) loom__mem_free_data(&g->c.ctx->mem, g->slots[s]);
     free(g->slots);
     free(g->slot_bytes);
+    free(g->slot_domain);
     capture_release(&g->c);
     free(g);
 }
@@ -804,7 +813,31 @@ static loom_status replay_node(const loom_graph *g, cnode *c, loom__worker *w)
 
 static loom_status replay_task(void *node, loom__worker *w, void *user)
 {
-    return replay_node(user, node, w);
+    const loom_graph *g = user;
+    const loom__dag_node *d = node;
+    if (d->routed && d->home >= 0 && d->home != loom__worker_numa(w))
+        atomic_fetch_add_explicit(&g->c.ctx->nodes_away, 1, memory_order_relaxed);
+    return replay_node(g, node, w);
+}
+
+/* NUMA: a replayed node's home is the node of its largest input's buffer,
+ * as in an eager run (graph/exec.c); the buffers stay where the capture
+ * put them (planned slots where their first occupant was made). */
+static int replay_home(void *node, void *user)
+{
+    const loom_graph *g = user;
+    const cnode *c = node;
+    size_t best = 0;
+    int home = -1;
+    for (int i = 0; i < c->n_in; i++) {
+        const cbuf *b = &g->c.bufs[c->in[i].buf];
+        const void *base = base_of(g, c->in[i].buf);
+        if (base && b->nbytes > best) {
+            best = b->nbytes;
+            home = loom__mem_block_domain(base);
+        }
+    }
+    return home;
 }
 
 static loom_status replay_segment(const loom_graph *g, cseg *sg)
@@ -812,12 +845,17 @@ static loom_status replay_segment(const loom_graph *g, cseg *sg)
     loom_ctx *ctx = g->c.ctx;
     if (ctx->num_workers > 1 && sg->n > 1) {
         if (!loom__ctx_pool(ctx)) return loom_last_status();
-        for (int64_t i = 0; i < sg->n; i++)
+        for (int64_t i = 0; i < sg->n; i++) {
             atomic_store_explicit(&sg->nodes[i].d.pending, sg->nodes[i].indeg, memory_order_relaxed);
+            sg->nodes[i].d.routed = false; /* routed again: the pool's workers may differ */
+        }
         const loom__dag dag = {.nodes = (char *)sg->nodes,
                                .stride = sizeof *sg->nodes,
                                .succ = sg->succ,
                                .run = replay_task,
+                               .home = ctx->numa_dispatch ? replay_home : NULL,
+                               .wide_home = ctx->wide_home,
+                               .sent_home = &ctx->nodes_sent_home,
                                .user = (void *)g};
         return loom__dag_run(ctx->pool, &dag, sg->roots, sg->nroots);
     }
@@ -883,6 +921,21 @@ loom_status loom_graph_replay(loom_graph *g)
         }
     }
     return st;
+}
+
+int64_t loom__graph_routes(const loom_graph *g, bool *runs, bool *wide, int *home, int *master, int64_t cap)
+{
+    int64_t n = 0;
+    for (int64_t s = 0; s < g->c.nsegs; s++)
+        for (int64_t i = 0; i < g->c.segs[s].n; i++, n++)
+            if (n < cap) {
+                const loom__dag_node *d = &g->c.segs[s].nodes[i].d;
+                runs[n] = g->c.segs[s].nodes[i].run;
+                wide[n] = d->wide;
+                home[n] = d->routed ? d->home : -1;
+                master[n] = d->wide && d->routed ? d->master : -1;
+            }
+    return n;
 }
 
 bool loom_graph_capturing(const loom_ctx *ctx) { return ctx && ctx->capture; }

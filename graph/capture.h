@@ -49,4 +49,12 @@ loom_status loom__capture_rand(loom_ctx *ctx, const loom_tensor *t, loom__rand_f
 /* loom_graph_carry's record (both tensors computed). */
 loom_status loom__capture_carry(loom_ctx *ctx, const loom_tensor *old, const loom_tensor *now);
 
+/* Tests: the NUMA route the last replay decided for each node of g, in
+ * segment and walk order, up to cap of them: whether it runs a kernel (a
+ * view runs none, and has no home), wide or not, home NUMA node
+ * (-1: none) and, for a wide node, the worker it was pinned to. Returns
+ * the number of nodes. */
+struct loom_graph;
+int64_t loom__graph_routes(const struct loom_graph *g, bool *runs, bool *wide, int *home, int *master, int64_t cap);
+
 #endif /* LOOM_GRAPH_CAPTURE_H */

@@ -56,10 +56,11 @@ loom_status loom__exec_run(loom_ctx *ctx, struct loom__worker *w, loom__exec *x,
  *            to a power of two;
  *   planned  every wide node its rounded planned width;
  *   full     every wide node every core.
- * Wide nodes run one at a time on worker 0, so a big node loses nothing
- * by taking all cores, and worker 0's OpenMP team (and oneDNN's
- * primitives) keep one size; small ones leave the cores to the narrow
- * nodes beside them. */
+ * Wide nodes run one at a time per NUMA node, on its team master (worker
+ * 0, or the node's first worker: loom__dag_master), so a big node loses
+ * nothing by taking all the node's cores, and each master's OpenMP team
+ * (and oneDNN's primitives) keep one size; small ones leave the cores to
+ * the narrow nodes beside them. */
 enum { LOOM__WIDE_BIG, LOOM__WIDE_PLANNED, LOOM__WIDE_FULL };
 int loom__wide_width_policy(const char *name);
 /* The width a node that wants `want` threads runs at on `total` cores. */
@@ -84,13 +85,14 @@ loom_status loom__order_edges(loom_tensor **order, size_t n, uint64_t epoch, int
 /* A DAG run on the pool by dependency counting (graph/exec.c): every node
  * type embeds a loom__dag_node as its first member, and the pool's tasks
  * are pointers to it. The last input to finish makes a node ready; wide
- * nodes run on worker 0, host calls off it. */
+ * nodes run on a team master (loom__dag_master), host calls off them. */
 typedef struct loom__dag_node {
     atomic_int pending;           /* input edges from nodes not yet run */
-    bool wide;                    /* wants more than one thread: worker 0 */
-    bool host;                    /* a host call: not on worker 0 */
+    bool wide;                    /* wants more than one thread: a team master */
+    bool host;                    /* a host call: not on a team master */
     bool routed;                  /* its NUMA route was decided (loom__dag_route) */
     int home;                     /* ... for this NUMA node (-1: none) */
+    int master;                   /* wide: the worker it is pinned to */
     int64_t succ_begin, succ_end; /* consumers: succ[succ_begin .. succ_end) */
 } loom__dag_node;
 
@@ -103,6 +105,11 @@ typedef struct loom__dag {
      * a narrow node made ready on another NUMA node is sent to the first
      * worker of its home, where any worker may still steal it. */
     int (*home)(void *node, void *user);
+    /* Wide nodes go to their home's team master (the first worker of that
+     * NUMA node) rather than to worker 0; only where every NUMA node has
+     * as many tokens, so a wide node's width is the same wherever it runs
+     * and results stay the same run after run. */
+    bool wide_home;
     _Atomic int64_t *sent_home; /* counts those sends (may be NULL) */
     void *user;
 } loom__dag;
@@ -113,6 +120,11 @@ typedef struct loom__dag {
  * becomes ready, or where a root is first taken), so a node stolen by a
  * worker of another NUMA node that ran dry runs where it was stolen. */
 int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const struct loom__pool *pool);
+
+/* The worker a wide node s runs on, pinned (no other takes it): the team
+ * master of its home NUMA node when g->wide_home, else worker 0. Decided
+ * once per node, by a worker of NUMA node `numa`. */
+int loom__dag_master(const loom__dag *g, loom__dag_node *s, int numa, const struct loom__pool *pool);
 
 /* Runs the DAG from its roots (the nodes with pending == 0) until every
  * node ran or one failed. */

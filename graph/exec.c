@@ -19,8 +19,9 @@
  * outputs are allocated on the node of the worker that runs them.
  *
  * Core budget: each node runs with the threads the budget grants it
- * (loom__run_node, runtime/cores.h); nodes that want a team run on worker 0
- * alone, so the process has one OpenMP team (docs/runtime.md section 5).
+ * (loom__run_node, runtime/cores.h); nodes that want a team run on their
+ * NUMA node's first worker alone (loom__dag_master), so the process has
+ * one OpenMP team per NUMA node (docs/runtime.md section 5).
  */
 #include <stdlib.h>
 
@@ -74,6 +75,42 @@ int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const loom_
     return to;
 }
 
+int loom__dag_master(const loom__dag *g, loom__dag_node *s, int numa, const loom__pool *pool)
+{
+    if (s->routed) return s->master;
+    s->routed = true;
+    s->master = 0;
+    s->home = g->home ? g->home(s, g->user) : -1;
+    if (g->wide_home && s->home >= 0) {
+        const int to = loom__pool_numa_worker(pool, s->home);
+        if (to >= 0) {
+            s->master = to;
+            if (s->home != numa && g->sent_home) atomic_fetch_add_explicit(g->sent_home, 1, memory_order_relaxed);
+        }
+    }
+    return s->master;
+}
+
+/* Whether w runs wide nodes: worker 0, and with wide_home the first
+ * worker of every NUMA node. */
+static bool is_master(const loom__dag *g, const loom__worker *w)
+{
+    const int i = loom__worker_index(w);
+    return i == 0 || (g->wide_home && loom__pool_numa_worker(loom__worker_pool(w), loom__worker_numa(w)) == i);
+}
+
+/* Where a host call goes: the first worker that is no team master (worker
+ * 1 unless it is one), else worker 1 anyway when there is one. */
+static int host_worker(const loom__dag *g, const loom__pool *p)
+{
+    const int n = loom__pool_size(p);
+    for (int i = 1; i < n && g->wide_home; i++) {
+        const int numa = loom__topology_core_numa(loom__pool_topology(p), loom__pool_worker_core(p, i));
+        if (loom__pool_numa_worker(p, numa) != i) return i;
+    }
+    return n > 1 ? 1 : 0;
+}
+
 static loom_status dag_task(loom__worker *w, void *task, void *user)
 {
     const loom__dag *g = user;
@@ -86,14 +123,20 @@ static loom_status dag_task(loom__worker *w, void *task, void *user)
      * sleeping worker, which on a chain would only find nothing to do, spin
      * while this worker's team computes, and slow it down. */
     while (x) {
-        /* Nodes that want an OpenMP team run on worker 0 only, so that the
-         * process has one team (loom__pool_spawn_pinned says why); the
-         * other workers run the narrow nodes beside it. */
-        if (x->wide && loom__worker_index(w) != 0) return loom__pool_spawn_pinned(w, x);
+        /* Nodes that want an OpenMP team run on a team master only (worker
+         * 0, or their home NUMA node's first worker), so that the process
+         * has one team per NUMA node (loom__pool_spawn_pinned says why);
+         * the other workers run the narrow nodes beside them. */
+        if (x->wide) {
+            const int m = loom__dag_master(g, x, loom__worker_numa(w), loom__worker_pool(w));
+            if (m != loom__worker_index(w)) return loom__pool_spawn_pinned(w, m, x);
+        }
         /* A host call (dist/'s reduction) waits on other processes: not on
-         * worker 0, whose pinned wide nodes would wait behind it. */
-        if (x->host && loom__worker_index(w) == 0 && loom__pool_size(loom__worker_pool(w)) > 1)
-            return loom__pool_spawn_to(w, 1, x);
+         * a team master, whose pinned wide nodes would wait behind it. */
+        if (x->host && is_master(g, w)) {
+            const int to = host_worker(g, loom__worker_pool(w));
+            if (to != loom__worker_index(w)) return loom__pool_spawn_to(w, to, x);
+        }
         loom_status st = g->run(x, w, g->user);
         if (st != LOOM_OK) return st;
         loom__dag_node *next = NULL;
@@ -145,6 +188,7 @@ void loom__ctx_pool_ready(loom_ctx *ctx)
      * and fresh data blocks are bound to the node of the worker that makes
      * them (a no-op unless the topology is this machine's). */
     ctx->numa_dispatch = loom__pool_numa_domains(ctx->pool) > 1;
+    ctx->wide_home = ctx->numa_dispatch && loom__pool_numa_balanced(ctx->pool);
     if (ctx->numa_dispatch)
         loom__mem_set_binder(&ctx->mem, loom__topology_bind_area, (void *)loom__pool_topology(ctx->pool));
 }
@@ -228,6 +272,7 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
         x->d.host = order[i]->node.op == LOOM_OP_HOST_CALL;
         x->d.routed = false;
         x->d.home = -1;
+        x->d.master = 0;
         x->d.succ_begin = off[i];
         x->d.succ_end = off[i + 1];
         atomic_init(&x->d.pending, indeg[i]);
@@ -238,6 +283,7 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
                            .succ = succ,
                            .run = run_tensor,
                            .home = ctx->numa_dispatch ? tensor_home : NULL,
+                           .wide_home = ctx->wide_home,
                            .sent_home = &ctx->nodes_sent_home,
                            .user = ctx};
     st = loom__dag_run(ctx->pool, &dag, roots, nroots);

@@ -152,8 +152,10 @@ struct loom_ctx {
     struct loom__capture *capture;
     _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     /* The pool's workers span NUMA nodes (loom__ctx_pool_ready); nodes sent
-     * to their home node, and nodes that ran away from it (loom_ctx_stats). */
-    bool numa_dispatch;
+     * to their home node, and nodes that ran away from it (loom_ctx_stats).
+     * wide_home: every NUMA node has as many tokens, so a wide node runs on
+     * its home's team master at the same width (graph/exec.c). */
+    bool numa_dispatch, wide_home;
     _Atomic int64_t nodes_sent_home, nodes_away;
     /* Cores of the budget kept for host calls (communication) while a
      * hooked backward runs; other nodes plan at most total - this wide

@@ -71,7 +71,7 @@
 
 /* A FIFO of tasks: a growable ring buffer under `mu`; `count` mirrors its
  * length so that others can skip an empty queue without locking. Used for
- * a worker's overflow queue and for the pool's pinned queue. */
+ * a worker's overflow and pinned queues. */
 typedef struct task_ring {
     _Alignas(CACHE_LINE) pthread_mutex_t mu;
     void **buf;
@@ -86,7 +86,8 @@ struct loom__worker {
     int index, core, numa;
     const int *victims; /* pool->n - 1 workers, nearest first */
 
-    task_ring ovf; /* the overflow queue */
+    task_ring ovf;    /* the overflow queue */
+    task_ring pinned; /* tasks only this worker runs (loom__pool_spawn_pinned) */
 
     /* Parking: under pool->park_mu. */
     pthread_cond_t cv;
@@ -112,7 +113,6 @@ struct loom__pool {
     int *worker_core;
     int *victims; /* n * (n - 1) */
     loom__cores *cores; /* the core budget: tokens per NUMA node */
-    task_ring pinned; /* tasks only worker 0 runs (loom__pool_spawn_pinned) */
 
     /* The running batch. */
     loom__task_fn fn;
@@ -176,7 +176,7 @@ static void ring_destroy(task_ring *r)
     pthread_mutex_destroy(&r->mu);
 }
 
-static int64_t ring_size(task_ring *r) { return atomic_load_explicit(&r->count, memory_order_relaxed); }
+static int64_t ring_size(const task_ring *r) { return atomic_load_explicit(&r->count, memory_order_relaxed); }
 
 /* false when the ring cannot grow (out of memory). */
 static bool ring_push(task_ring *r, void *task)
@@ -224,7 +224,7 @@ static bool ring_pop(task_ring *r, void **out)
  * seq_cst fence. */
 static bool work_visible(loom__pool *p, const loom__worker *w)
 {
-    if (w->index == 0 && ring_size(&p->pinned) > 0) return true;
+    if (ring_size(&w->pinned) > 0) return true;
     for (int i = 0; i < p->n; i++) {
         loom__worker *v = &p->workers[i];
         if (loom__deque_size(v->deque) > 0 || ring_size(&v->ovf) > 0)
@@ -270,7 +270,10 @@ static void park(loom__worker *w, bool busy)
     atomic_fetch_add_explicit(&p->nsleepers, 1, memory_order_seq_cst);
     uint64_t e = atomic_load_explicit(&p->epoch, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
-    bool go = (!busy && work_visible(p, w)) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
+    /* Its own pinned tasks keep it up even when busy: nobody else runs
+     * them (the check comes after the fence, so a pin published before
+     * the spawner's notify saw no sleeper is seen here). */
+    bool go = ring_size(&w->pinned) > 0 || (!busy && work_visible(p, w)) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
               (caller && atomic_load_explicit(&p->outstanding, memory_order_relaxed) == 0);
     int64_t t0 = 0, t1 = 0; /* the parked interval, for the observer */
     if (!go) {
@@ -323,7 +326,7 @@ static bool steal_round(loom__worker *w, void **task)
     return false;
 }
 
-/* Own deque, (worker 0) the pinned queue, own overflow queue, then steal
+/* Own deque, own pinned queue, own overflow queue, then steal
  * rounds. *busy: it gave up
  * because every core of its domain is running a node (the core budget has
  * no free token): spinning or yielding then would take CPU time from those
@@ -335,9 +338,9 @@ static bool find_task(loom__worker *w, void **task, bool *busy)
     loom__pool *p = w->pool;
     *busy = false;
     if (loom__deque_take(w->deque, task)) return true;
-    /* Worker 0 takes its pinned tasks before any "busy" check: nobody else
-     * may run them, so it must not sleep while they wait. */
-    if (w->index == 0 && ring_pop(&p->pinned, task)) return true;
+    /* Pinned tasks come before any "busy" check: nobody else may run them,
+     * so the worker must not sleep while they wait. */
+    if (ring_pop(&w->pinned, task)) return true;
     if (ring_pop(&w->ovf, task)) return true;
     for (int r = 0; r < p->steal_rounds; r++) {
         if (loom__cores_free_now(p->cores, w->numa) == 0) {
@@ -435,15 +438,17 @@ loom_status loom__pool_spawn(loom__worker *w, void *task)
     return LOOM_OK;
 }
 
-loom_status loom__pool_spawn_pinned(loom__worker *w, void *task)
+loom_status loom__pool_spawn_pinned(loom__worker *w, int target, void *task)
 {
     loom__pool *p = w->pool;
+    if (target < 0 || target >= p->n)
+        return loom__set_error(LOOM_ERR_RANGE, "pool: pin to worker %d of %d", target, p->n);
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
-    if (!ring_push(&p->pinned, task)) {
+    if (!ring_push(&p->workers[target].pinned, task)) {
         atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
-        return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow the pinned queue");
+        return loom__set_error(LOOM_ERR_NOMEM, "pool: cannot grow worker %d's pinned queue", target);
     }
-    notify(p, w, 0, false);
+    notify(p, w, target, false);
     return LOOM_OK;
 }
 
@@ -488,6 +493,15 @@ int loom__pool_numa_domains(const loom__pool *pool)
     }
     return count;
 }
+
+bool loom__pool_numa_balanced(const loom__pool *pool)
+{
+    const int t0 = loom__cores_total(pool->cores, pool->workers[0].numa);
+    for (int i = 1; i < pool->n; i++)
+        if (loom__cores_total(pool->cores, pool->workers[i].numa) != t0) return false;
+    return true;
+}
+
 loom__pool *loom__worker_pool(const loom__worker *w) { return w->pool; }
 
 /* ---- Running a batch --------------------------------------------------- */
@@ -563,13 +577,13 @@ static void pool_destroy(loom__pool *p, int ninit)
         loom__worker *w = &p->workers[i];
         loom__deque_free(w->deque);
         ring_destroy(&w->ovf);
+        ring_destroy(&w->pinned);
         pthread_cond_destroy(&w->cv);
     }
     free(p->workers);
     free(p->worker_core);
     free(p->victims);
     loom__cores_free(p->cores);
-    ring_destroy(&p->pinned);
     pthread_mutex_destroy(&p->park_mu);
     pthread_cond_destroy(&p->ready_cv);
     loom__topology_free(p->owned_topo);
@@ -614,7 +628,6 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
     }
     pthread_mutex_init(&p->park_mu, NULL);
     pthread_cond_init(&p->ready_cv, NULL);
-    ring_init(&p->pinned, 0);
     if (!topo) {
         p->owned_topo = loom__topology_create(NULL);
         if (!p->owned_topo) {
@@ -673,6 +686,7 @@ loom__pool *loom__pool_create(const loom__topology *topo, const loom__pool_optio
         loom__topology_victims(topo, p->worker_core, n, ninit, p->victims + (size_t)ninit * (size_t)(n - 1));
         w->deque = loom__deque_create(cap);
         bool ovf_ok = ring_init(&w->ovf, OVERFLOW_INITIAL);
+        ring_init(&w->pinned, 0); /* allocates nothing yet */
         pthread_cond_init(&w->cv, NULL);
         w->bind = LOOM__BIND_SKIPPED;
         snprintf(w->bind_msg, sizeof w->bind_msg, "the calling thread is not bound");

@@ -148,14 +148,15 @@ loom_status loom__pool_spawn(loom__worker *w, void *task);
  * worker may still steal it when idle.  Same rules as loom__pool_spawn. */
 loom_status loom__pool_spawn_to(loom__worker *w, int target, void *task);
 
-/* Sends `task` to worker 0 (the caller of loom__pool_run) alone: no other
- * worker steals it.  The DAG executor sends the nodes that want an OpenMP
- * team here, so that one team (worker 0's) runs them all: libgomp gives
- * every pthread its own team, and once the team threads of all teams
+/* Sends `task` to worker `target` alone: no other worker steals it.  The
+ * DAG executor pins the nodes that want an OpenMP team to one worker per
+ * NUMA node (its first, the domain's team master), so that the process
+ * has one team per NUMA node, each as wide as that node's tokens: libgomp
+ * gives every pthread its own team, and once the team threads of all teams
  * outnumber the CPUs it stops letting them spin between regions, so every
  * region pays for futex wake-ups (docs/runtime.md section 5).  Same rules
- * as loom__pool_spawn. */
-loom_status loom__pool_spawn_pinned(loom__worker *w, void *task);
+ * as loom__pool_spawn; LOOM_ERR_RANGE for a target out of range. */
+loom_status loom__pool_spawn_pinned(loom__worker *w, int target, void *task);
 
 /* True once the batch has failed: a long task may stop early (its
  * result will be discarded anyway). */
@@ -185,6 +186,9 @@ int loom__pool_size(const loom__pool *pool);
  * NUMA nodes have workers. */
 int loom__pool_numa_worker(const loom__pool *pool, int numa);
 int loom__pool_numa_domains(const loom__pool *pool);
+/* Whether every NUMA node with workers has as many core tokens as the
+ * others: then a node's team is as wide on one as on another. */
+bool loom__pool_numa_balanced(const loom__pool *pool);
 const loom__topology *loom__pool_topology(const loom__pool *pool);
 /* The core worker w is placed on. */
 int loom__pool_worker_core(const loom__pool *pool, int w);

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "graph/autograd_impl.h"
+#include "graph/capture.h"
+#include "loom/graph.h"
 #include "graph/eval.h"
 #include "graph/tensor_impl.h"
 #include "ops/ops_internal.h"
@@ -629,15 +631,24 @@ static loom_tensor *numa_chain(loom_tensor *x)
     return x;
 }
 
-START_TEST(test_numa_dispatch)
+/* A context whose pool has 4 workers on the synthetic two-node machine
+ * (2 cores, so 2 tokens, per node); *topo must outlive it. */
+static loom_ctx *numa_ctx(loom__topology **topo)
 {
-    loom__topology *topo = loom__topology_create(&(loom__topology_options){.synthetic = "pack:2 [numa] core:2 pu:1"});
-    ck_assert_msg(topo != NULL, "%s", loom_last_error());
+    *topo = loom__topology_create(&(loom__topology_options){.synthetic = "pack:2 [numa] core:2 pu:1"});
+    ck_assert_msg(*topo != NULL, "%s", loom_last_error());
     loom_ctx *ctx = loom_ctx_create(&(loom_ctx_options){.num_threads = 4, .num_workers = 4, .seed = 3, .backend = "ref"});
     ck_assert(ctx != NULL);
-    ctx->pool = loom__pool_create(topo, &(loom__pool_options){.num_workers = 4, .core_budget = 4, .deque_capacity = 256});
+    ctx->pool = loom__pool_create(*topo, &(loom__pool_options){.num_workers = 4, .core_budget = 4, .deque_capacity = 256});
     ck_assert_msg(ctx->pool != NULL, "%s", loom_last_error());
     loom__ctx_pool_ready(ctx);
+    return ctx;
+}
+
+START_TEST(test_numa_dispatch)
+{
+    loom__topology *topo;
+    loom_ctx *ctx = numa_ctx(&topo);
     ck_assert(ctx->numa_dispatch);
     ck_assert_int_eq(loom__pool_numa_domains(ctx->pool), 2);
     const int w1 = loom__pool_numa_worker(ctx->pool, 1);
@@ -698,6 +709,130 @@ START_TEST(test_numa_dispatch)
     const float *o1 = loom_tensor_data(out), *o2 = loom_tensor_data(out2);
     ck_assert_msg(o1[0] == o2[0], "%.9g against serial %.9g", o1[0], o2[0]); /* sums of everything */
     loom_ctx_free(ser);
+    loom_ctx_free(ctx);
+    loom__topology_free(topo);
+}
+END_TEST
+
+/* Moves t's data to a block of memory domain (NUMA node) d. */
+static void move_to_numa(loom_tensor *t, int d)
+{
+    ck_assert_int_eq(loom_tensor_eval(t), LOOM_OK);
+    loom__storage *s = t->storage;
+    void *moved = loom__mem_alloc_data_on(s->mem, s->nbytes, d);
+    ck_assert(moved != NULL);
+    memcpy(moved, s->data, s->nbytes);
+    loom__mem_free_data(s->mem, s->data);
+    s->data = moved;
+}
+
+static int64_t away_now(loom_ctx *ctx)
+{
+    loom_ctx_stats st;
+    loom_ctx_get_stats(ctx, &st);
+    return st.nodes_run_away;
+}
+
+/* Wide nodes (an OpenMP team) run on their home NUMA node's first worker,
+ * the team master of that node, where every node has as many tokens; a
+ * captured step replays with the same routing, its planned buffers on the
+ * nodes where the eager step put them. Same synthetic machine as above. */
+START_TEST(test_numa_wide_and_replay)
+{
+    loom__topology *topo;
+    loom_ctx *ctx = numa_ctx(&topo);
+    ck_assert(ctx->numa_dispatch && ctx->wide_home);
+    const int w1 = loom__pool_numa_worker(ctx->pool, 1);
+
+    /* The choice: the home's master, decided once, counted as sent when
+     * made on another node; worker 0 without wide_home. */
+    struct {
+        loom__dag_node d;
+        int home;
+    } nodes[3] = {{.d.wide = true, .home = 1}, {.d.wide = true, .home = 0}, {.d.wide = true, .home = 1}};
+    _Atomic int64_t sent = 0;
+    loom__dag g = {.nodes = (char *)nodes, .stride = sizeof nodes[0], .home = fixed_home, .wide_home = true, .sent_home = &sent};
+    ck_assert_int_eq(loom__dag_master(&g, &nodes[0].d, 0, ctx->pool), w1);
+    ck_assert_int_eq(loom__dag_master(&g, &nodes[0].d, 0, ctx->pool), w1);
+    ck_assert_int_eq(loom__dag_master(&g, &nodes[1].d, 1, ctx->pool), 0);
+    ck_assert_int_eq(atomic_load(&sent), 2); /* both made on the other node */
+    g.wide_home = false;
+    ck_assert_int_eq(loom__dag_master(&g, &nodes[2].d, 0, ctx->pool), 0);
+
+    /* Eager: a wide matmul of data on node 1, then a narrow chain. */
+    loom_tensor *a = loom_rand(ctx, LOOM_SHAPE(256, 256)), *b = loom_rand(ctx, LOOM_SHAPE(256, 256));
+    move_to_numa(a, 1);
+    move_to_numa(b, 1);
+    loom_tensor *mm = loom_matmul(a, b);
+    ck_assert_int_gt(loom__node_want(mm, 4), 1); /* wide */
+    loom_tensor *y = loom_sum(numa_chain(mm), 0, NULL, false);
+    int64_t away = away_now(ctx);
+    ck_assert_int_eq(loom_tensor_eval(y), LOOM_OK);
+    ck_assert_int_eq(loom__mem_block_domain(mm->storage->data), 1);
+    ck_assert_int_eq(loom__mem_block_domain(y->storage->data), 1);
+    ck_assert_int_eq(away_now(ctx), away);
+    const float eager = *(const float *)loom_tensor_data(y);
+    loom_tensor *mm0 = loom_matmul(b, a); /* the same from node 0 */
+    move_to_numa(mm0->node.in[0], 0);
+    move_to_numa(mm0->node.in[1], 0);
+    ck_assert_int_eq(loom_tensor_eval(mm0), LOOM_OK);
+    ck_assert_int_eq(loom__mem_block_domain(mm0->storage->data), 0);
+    loom_tensor_free(mm0);
+    move_to_numa(b, 1);
+    move_to_numa(a, 1);
+
+    /* Capture and replay: the same routes and values. */
+    ck_assert_int_eq(loom_graph_capture_begin(ctx), LOOM_OK);
+    loom_scope_begin(ctx); /* the intermediates die: temporaries in slots */
+    loom_tensor *ry = loom_scope_keep(loom_sum(numa_chain(loom_matmul(a, b)), 0, NULL, false));
+    ck_assert_int_eq(loom_tensor_eval(ry), LOOM_OK);
+    loom_scope_end(ctx);
+    loom_graph *cg = loom_graph_capture_end(ctx);
+    ck_assert_msg(cg != NULL, "%s", loom_last_error());
+    loom_graph_stats gst;
+    loom_graph_get_stats(cg, &gst);
+    ck_assert_int_ge(gst.temporaries, 30);
+    enum { MAXN = 64 };
+    bool runs[MAXN], wide[MAXN];
+    int home[MAXN], master[MAXN];
+    for (int rep = 0; rep < 5; rep++) {
+        away = away_now(ctx);
+        ck_assert_int_eq(loom_graph_replay(cg), LOOM_OK);
+        ck_assert_int_eq(away_now(ctx), away);
+        const float r = *(const float *)loom_tensor_data(ry);
+        ck_assert_msg(memcmp(&r, &eager, sizeof r) == 0, "replay %d: %.9g, eager %.9g", rep, r, eager);
+        const int64_t n = loom__graph_routes(cg, runs, wide, home, master, MAXN);
+        ck_assert(n > 10 && n <= MAXN);
+        int nwide = 0;
+        for (int64_t i = 0; i < n; i++) {
+            ck_assert_msg(home[i] == (runs[i] ? 1 : -1), "node %lld of %lld of the replay: home %d", (long long)i, (long long)n, home[i]);
+            if (wide[i]) {
+                nwide++;
+                ck_assert_int_eq(master[i], w1);
+            }
+        }
+        ck_assert_int_eq(nwide, 1);
+    }
+    loom_graph_free(cg);
+    loom_tensor_free(ry);
+    loom_tensor_free(y);
+
+    /* Unequal nodes (2 tokens on node 0, 1 on node 1): a wide node would
+     * run narrower on node 1, so every wide node runs on worker 0. */
+    loom_ctx *c3 = loom_ctx_create(&(loom_ctx_options){.num_threads = 3, .num_workers = 3, .backend = "ref"});
+    ck_assert(c3 != NULL);
+    c3->pool = loom__pool_create(
+        topo, &(loom__pool_options){.num_workers = 3, .cores = (int[]){0, 1, 2}, .ncores = 3, .core_budget = 3, .deque_capacity = 64});
+    ck_assert_msg(c3->pool != NULL, "%s", loom_last_error());
+    loom__ctx_pool_ready(c3);
+    ck_assert(c3->numa_dispatch && !c3->wide_home);
+    loom_tensor *a3 = loom_rand(c3, LOOM_SHAPE(256, 256)), *b3 = loom_rand(c3, LOOM_SHAPE(256, 256));
+    move_to_numa(a3, 1);
+    move_to_numa(b3, 1);
+    loom_tensor *mm3 = loom_matmul(a3, b3);
+    ck_assert_int_eq(loom_tensor_eval(mm3), LOOM_OK);
+    ck_assert_int_eq(loom__mem_block_domain(mm3->storage->data), 0);
+    loom_ctx_free(c3);
     loom_ctx_free(ctx);
     loom__topology_free(topo);
 }
@@ -798,6 +933,7 @@ Suite *loom_suite_exec(void)
     tcase_add_test(tc, test_core_budget_bound);
 #ifdef LOOM_HAVE_HWLOC
     tcase_add_test(tc, test_numa_dispatch);
+    tcase_add_test(tc, test_numa_wide_and_replay);
 #endif
     tcase_add_test(tc, test_cnn_widths_bitwise);
     suite_add_tcase(s, tc);
