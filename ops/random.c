@@ -15,45 +15,71 @@
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 65536
 
+/* One counter block of each kind: four uniform floats, two normals (Box-
+ * Muller in double: two 64-bit uniforms give two normals), or two
+ * integers in [low, low + range) (modulo bias below range / 2^64). */
+static inline void uniform_block(float *f, int64_t n, uint64_t seed, uint64_t base, int64_t blk)
+{
+    loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+    for (int j = 0; j < 4 && blk * 4 + j < n; j++) f[blk * 4 + j] = loom__u32_to_unit(r.v[j]);
+}
+
+static inline void normal_block(float *f, int64_t n, uint64_t seed, uint64_t base, int64_t blk)
+{
+    loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+    uint64_t a = ((uint64_t)r.v[0] << 32 | r.v[1]) >> 11, b = ((uint64_t)r.v[2] << 32 | r.v[3]) >> 11;
+    double u1 = ((double)a + 1.0) * 0x1p-53; /* (0, 1]: log(u1) is finite */
+    double u2 = (double)b * 0x1p-53;
+    double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925 * u2;
+    f[2 * blk] = (float)(rad * cos(th));
+    if (2 * blk + 1 < n) f[2 * blk + 1] = (float)(rad * sin(th));
+}
+
+static inline void int_block(int64_t *q, int64_t n, uint64_t seed, uint64_t base, int64_t blk, int64_t low,
+                             uint64_t range)
+{
+    loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
+    uint64_t a = (uint64_t)r.v[0] << 32 | r.v[1], b = (uint64_t)r.v[2] << 32 | r.v[3];
+    q[2 * blk] = (int64_t)((uint64_t)low + a % range);
+    if (2 * blk + 1 < n) q[2 * blk + 1] = (int64_t)((uint64_t)low + b % range);
+}
+
+/* Every block of [0, nblk), on a team only when it pays: a region that an
+ * if clause makes serial still mallocs a team in libgomp (nditer.h's
+ * LOOM__OMP_TEAM says why that matters). */
+#ifdef _OPENMP
+#define FOR_BLOCKS(par, nthreads, nblk, STEP)                                        \
+    do {                                                                             \
+        if (par) {                                                                   \
+            _Pragma("omp parallel for num_threads(nthreads) schedule(static)")       \
+            for (int64_t blk = 0; blk < (nblk); blk++) STEP;                         \
+        } else {                                                                     \
+            for (int64_t blk = 0; blk < (nblk); blk++) STEP;                         \
+        }                                                                            \
+    } while (0)
+#else
+#define FOR_BLOCKS(par, nthreads, nblk, STEP)                                        \
+    do {                                                                             \
+        (void)(par);                                                                 \
+        for (int64_t blk = 0; blk < (nblk); blk++) STEP;                             \
+    } while (0)
+#endif
+
 uint64_t loom__rand_fill(int kind, void *data, int64_t n, uint64_t seed, uint64_t base, int64_t low, int64_t high,
                          int nthreads)
 {
     (void)nthreads; /* unused without OpenMP */
+    const bool par = nthreads > 1 && n > PAR_MIN;
     if (kind == LOOM__RAND_UNIFORM) {
-        float *f = data;
-        /* Four floats per counter block. */
-#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
-        for (int64_t blk = 0; blk < (n + 3) / 4; blk++) {
-            loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-            for (int j = 0; j < 4 && blk * 4 + j < n; j++) f[blk * 4 + j] = loom__u32_to_unit(r.v[j]);
-        }
+        FOR_BLOCKS(par, nthreads, (n + 3) / 4, uniform_block(data, n, seed, base, blk));
         return (uint64_t)(n + 3) / 4;
     }
     if (kind == LOOM__RAND_NORMAL) {
-        float *f = data;
-        /* Box-Muller in double: one block (two 64-bit uniforms) gives two normals. */
-#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
-        for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
-            loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-            uint64_t a = ((uint64_t)r.v[0] << 32 | r.v[1]) >> 11, b = ((uint64_t)r.v[2] << 32 | r.v[3]) >> 11;
-            double u1 = ((double)a + 1.0) * 0x1p-53; /* (0, 1]: log(u1) is finite */
-            double u2 = (double)b * 0x1p-53;
-            double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925 * u2;
-            f[2 * blk] = (float)(rad * cos(th));
-            if (2 * blk + 1 < n) f[2 * blk + 1] = (float)(rad * sin(th));
-        }
+        FOR_BLOCKS(par, nthreads, (n + 1) / 2, normal_block(data, n, seed, base, blk));
         return (uint64_t)(n + 1) / 2;
     }
-    int64_t *q = data;
-    uint64_t range = (uint64_t)high - (uint64_t)low;
-    /* Two 64-bit draws per block. Modulo bias is below range / 2^64. */
-#pragma omp parallel for num_threads(nthreads) if (n > PAR_MIN) schedule(static)
-    for (int64_t blk = 0; blk < (n + 1) / 2; blk++) {
-        loom__philox_block r = loom__philox(seed, base + (uint64_t)blk);
-        uint64_t a = (uint64_t)r.v[0] << 32 | r.v[1], b = (uint64_t)r.v[2] << 32 | r.v[3];
-        q[2 * blk] = (int64_t)((uint64_t)low + a % range);
-        if (2 * blk + 1 < n) q[2 * blk + 1] = (int64_t)((uint64_t)low + b % range);
-    }
+    const uint64_t range = (uint64_t)high - (uint64_t)low;
+    FOR_BLOCKS(par, nthreads, (n + 1) / 2, int_block(data, n, seed, base, blk, low, range));
     return (uint64_t)(n + 1) / 2;
 }
 

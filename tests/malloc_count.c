@@ -3,9 +3,7 @@
  */
 #include "tests/malloc_count.h"
 
-#define _GNU_SOURCE /* dl_iterate_phdr */
 #include <errno.h>
-#include <link.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,26 +19,8 @@
 
 static atomic_bool counting;
 static atomic_long count;
-/* libgomp's code: its calls are not counted (see the header). */
-static uintptr_t gomp_lo, gomp_hi;
-
-static int find_gomp(struct dl_phdr_info *info, size_t size, void *user)
-{
-    (void)size;
-    (void)user;
-    if (!info->dlpi_name || !strstr(info->dlpi_name, "libgomp")) return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
-        gomp_lo = info->dlpi_addr + ph->p_vaddr;
-        gomp_hi = gomp_lo + ph->p_memsz;
-    }
-    return 1;
-}
-
 void loom__malloc_count_start(void)
 {
-    if (!gomp_hi) dl_iterate_phdr(find_gomp, NULL);
     atomic_store(&count, 0);
     atomic_store(&counting, true);
 }
@@ -62,12 +42,9 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void __libc_free(void *);
 
-#define bump() bump_from((uintptr_t)__builtin_return_address(0))
-static inline void bump_from(uintptr_t caller)
+static inline void bump(void)
 {
-    if (!atomic_load_explicit(&counting, memory_order_relaxed)) return;
-    if (caller >= gomp_lo && caller < gomp_hi) return;
-    atomic_fetch_add_explicit(&count, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&counting, memory_order_relaxed)) atomic_fetch_add_explicit(&count, 1, memory_order_relaxed);
 }
 
 void *malloc(size_t n)

@@ -2,11 +2,9 @@
  * tests/malloc_count.h - counts the process's heap allocations (malloc,
  * calloc, realloc, posix_memalign, aligned_alloc, memalign) between start
  * and stop, from every thread, by defining those functions in the test
- * binary over glibc's __libc_* entry points. Calls made by libgomp itself
- * are not counted: it mallocs and frees a team descriptor for every
- * parallel region of one thread (GOMP_parallel with if(0)), which Loom's
- * kernels enter for small work (a known cost of libgomp, not of Loom).
- * Sanitizer builds (which replace malloc themselves) count nothing:
+ * binary over glibc's __libc_* entry points. Every caller counts,
+ * libgomp included (Loom's kernels enter no OpenMP region for serial
+ * work: backends/ref/nditer.h, LOOM__OMP_TEAM). Sanitizer builds (which replace malloc themselves) count nothing:
  * works() is false there.
  */
 #ifndef LOOM_TESTS_MALLOC_COUNT_H

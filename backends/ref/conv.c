@@ -342,7 +342,7 @@ loom_status loom__ref_conv2d(const loom__kcall *call)
                 return st;
     }
     loom_status fail = LOOM_OK;
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         const int t = loom__omp_thread();
         int64_t begin, end;
@@ -355,7 +355,7 @@ loom_status loom__ref_conv2d(const loom__kcall *call)
                 break;
             }
         }
-    }
+    });
         return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }
 
@@ -416,7 +416,7 @@ loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
                 return st;
     }
     loom_status fail = LOOM_OK;
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         const int t = loom__omp_thread();
         int64_t begin, end;
@@ -429,7 +429,7 @@ loom_status loom__ref_conv2d_bwd_data(const loom__kcall *call)
                 break;
             }
         }
-    }
+    });
         return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }
 
@@ -650,7 +650,7 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
         for (int64_t c = 0; c < chunks && fail == LOOM_OK; c++)
             fail = bwd_weight_chunk(&g, x, dy, dw, part, part_stride, c, chunks, &ws, 0, gt);
     } else {
-        LOOM__OMP_PARALLEL(nt)
+        LOOM__OMP_TEAM(nt,
         {
             const int t = loom__omp_thread();
             for (int64_t c = t; c < chunks; c += loom__omp_nthreads()) {
@@ -661,13 +661,13 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
                     break;
                 }
             }
-        }
+        });
     }
     if (fail == LOOM_OK && chunks > 1) {
         /* Fixed order per element; elements split over the team. */
         const int rt = loom__ref_team(width, dw_numel * (chunks - 1), 1 << 15);
         (void)rt; /* unused without OpenMP */
-        LOOM__OMP_PARALLEL(rt)
+        LOOM__OMP_TEAM(rt,
         {
             int64_t i0, i1;
             loom__nditer_part(dw_numel, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
@@ -675,7 +675,7 @@ loom_status loom__ref_conv2d_bwd_weight(const loom__kcall *call)
                 const float *restrict p = part + (size_t)(c - 1) * part_stride;
                 for (int64_t i = i0; i < i1; i++) dw[i] += p[i];
             }
-        }
+        });
     }
     return fail == LOOM_OK ? LOOM_OK : worker_error(call, fail);
 }

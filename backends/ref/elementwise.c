@@ -67,8 +67,8 @@ static loom_status run_rows(const loom__kcall *call, row_fn fn, const void *ctx,
         rows_part(&it, s, fn, ctx, 0, 1);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
-    rows_part(&it, s, fn, ctx, loom__omp_thread(), loom__omp_nthreads());
+    LOOM__OMP_TEAM(nt,
+    rows_part(&it, s, fn, ctx, loom__omp_thread(), loom__omp_nthreads()););
     return LOOM_OK;
 }
 
@@ -243,7 +243,7 @@ static bool copy_tiled(const loom__kcall *call, int es)
     if (nt > ntask) nt = (int)ntask;
 
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end;
         loom__nditer_part(ntask, loom__omp_thread(), loom__omp_nthreads(), 1, &begin, &end);
@@ -264,7 +264,7 @@ static bool copy_tiled(const loom__kcall *call, int es)
             else if (es == 8) TILE_COPY(uint64_t)
             else TILE_COPY(uint8_t)
         }
-    }
+    });
     return true;
 }
 

@@ -77,7 +77,7 @@ loom_status loom__ref_cat(const loom__kcall *call)
 
     const int nt = loom__ref_team(call->nthreads, loom__tview_numel(out), COPY_GRAIN);
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         /* Every thread copies its part of every input: balanced even when one
          * input is much larger than the others. */
@@ -94,7 +94,7 @@ loom_status loom__ref_cat(const loom__kcall *call)
             loom__nditer_part(it.numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
             loom__nditer_copy_range(&it, begin, end);
         }
-    }
+    });
     return LOOM_OK;
 }
 
@@ -183,7 +183,7 @@ static loom_status run_gather(const gather_job *job, int nthreads, const char *n
     int64_t first = INT64_MAX, first_val = 0;
     const int nt = loom__ref_team(nthreads, job->it.numel, COPY_GRAIN);
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end, val = 0;
         loom__nditer_part(job->it.numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
@@ -195,7 +195,7 @@ static loom_status run_gather(const gather_job *job, int nthreads, const char *n
                 first_val = val;
             }
         }
-    }
+    });
     if (first != INT64_MAX)
         return loom__set_error(LOOM_ERR_RANGE, "%s: index %lld is out of range for dim %d of size %lld",
                                name, (long long)first_val, dim, (long long)job->size);
@@ -327,12 +327,12 @@ static void zero_output(const loom__tview *out, int nthreads, int64_t row, int64
     const int64_t numel = loom__tview_numel(out);
     const int nt = loom__ref_team(nthreads, numel, COPY_GRAIN);
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end;
         loom__nditer_part(numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
         zero_outside((char *)out->data, es, begin, end, row, lo, hi);
-    }
+    });
 }
 
 /* Checks `n` indices against [0, size): the 1-D index ix[i * stride] (index_add)
@@ -352,7 +352,7 @@ static loom_status check_indices(const loom__nditer *it, int op, const int64_t *
     } else {
         const int nt = loom__ref_team(nthreads, it->numel, COPY_GRAIN);
         (void)nt; /* unused without OpenMP */
-        LOOM__OMP_PARALLEL(nt)
+        LOOM__OMP_TEAM(nt,
         {
             int64_t begin, end, at = -1, val = 0;
             loom__nditer_part(it->numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
@@ -378,7 +378,7 @@ static loom_status check_indices(const loom__nditer *it, int op, const int64_t *
                     first_val = val;
                 }
             }
-        }
+        });
     }
     if (first != INT64_MAX)
         return loom__set_error(LOOM_ERR_RANGE, "%s: index %lld is out of range for dim %d of size %lld", name,
@@ -442,12 +442,12 @@ loom_status loom__ref_slice_scatter(const loom__kcall *call)
     loom__nditer_init(&it, src->ndim, src->shape, 2, views);
     const int nt = loom__ref_team(call->nthreads, it.numel, COPY_GRAIN);
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end;
         loom__nditer_part(it.numel, loom__omp_thread(), loom__omp_nthreads(), 64, &begin, &end);
         loom__nditer_copy_range(&it, begin, end);
-    }
+    });
     return LOOM_OK;
 }
 
@@ -597,7 +597,7 @@ static bool run_adds(const add_job *job, bool scatter, loom_dtype dtype, int nth
     if (nt > units) nt = units > 1 ? (int)units : 1;
     (void)nt; /* unused without OpenMP */
     bool ok = true;
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end;
         bool mine = true;
@@ -613,7 +613,7 @@ static bool run_adds(const add_job *job, bool scatter, loom_dtype dtype, int nth
             LOOM__OMP_CRITICAL(loom_ref_scatter_error)
             ok = false;
         }
-    }
+    });
     return ok;
 }
 

@@ -180,7 +180,7 @@ loom_status loom__ref_matmul(const loom__kcall *call)
         }
         return fail;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end;
         const int t = loom__omp_thread();
@@ -198,7 +198,7 @@ loom_status loom__ref_matmul(const loom__kcall *call)
                 break;
             }
         }
-    }
+    });
     if (fail != LOOM_OK && nt > 1) /* the message was set in a team thread's TLS */
         return loom__set_error(fail, "matmul: SGEMM failed in a worker thread (%s)",
                                loom_status_str(fail));

@@ -26,8 +26,7 @@
  *
  *     loom__nditer it;
  *     loom__nditer_init(&it, ndim, shape, 3, views);
- *     LOOM__OMP_PARALLEL(nt)
- *     {
+ *     LOOM__OMP_TEAM(nt, {
  *         int64_t begin, end;
  *         loom__nditer_part(it.numel, loom__omp_thread(), loom__omp_nthreads(),
  *                           64, &begin, &end);
@@ -36,7 +35,7 @@
  *         int64_t n;
  *         loom__nditer_seek(&it, begin, end, &pos);
  *         while ((n = loom__nditer_next(&it, &pos, p)) > 0) row(n, p, ...);
- *     }
+ *     });
  *
  * Offsets are kept as byte offsets in int64_t (not pointers) so that stepping
  * past the last row never forms an out-of-bounds pointer.
@@ -203,16 +202,34 @@ static inline void loom__nditer_copy_range(const loom__nditer *it, int64_t begin
     }
 }
 
-/* `LOOM__OMP_PARALLEL(nt)` opens a team of nt threads (none when nt <= 1);
- * `LOOM__OMP_CRITICAL(name)` is a named critical section. Both vanish
- * without OpenMP, so a build without -fopenmp has no unknown-pragma
- * warnings and runs every region on the calling thread. */
+/* `LOOM__OMP_TEAM(nt, { body });` runs body on a team of nt threads, or
+ * once on the calling thread when nt <= 1, without entering any OpenMP
+ * region: libgomp mallocs and frees a team descriptor for every region,
+ * even one that an if clause makes serial (only teams of two or more
+ * threads are kept for the next region), and a replayed step must make no
+ * heap allocation (docs/runtime.md section 10). The body is written twice
+ * by the macro. Outside a region loom__omp_thread() is 0 and
+ * loom__omp_nthreads() 1, as in a team of one. `LOOM__OMP_CRITICAL(name)`
+ * is a named critical section. Both work without OpenMP (a build without
+ * -fopenmp runs every body on the calling thread and has no
+ * unknown-pragma warnings). */
 #ifdef _OPENMP
 #define LOOM__PRAGMA(x) _Pragma(#x)
-#define LOOM__OMP_PARALLEL(nt) LOOM__PRAGMA(omp parallel num_threads(nt) if ((nt) > 1))
+#define LOOM__OMP_TEAM(nt, ...)                                                      \
+    do {                                                                             \
+        if ((nt) > 1) {                                                              \
+            LOOM__PRAGMA(omp parallel num_threads(nt)) { __VA_ARGS__ }               \
+        } else {                                                                     \
+            __VA_ARGS__                                                              \
+        }                                                                            \
+    } while (0)
 #define LOOM__OMP_CRITICAL(name) LOOM__PRAGMA(omp critical(name))
 #else
-#define LOOM__OMP_PARALLEL(nt)
+#define LOOM__OMP_TEAM(nt, ...)                                                      \
+    do {                                                                             \
+        (void)(nt);                                                                  \
+        __VA_ARGS__                                                                  \
+    } while (0)
 #define LOOM__OMP_CRITICAL(name)
 #endif
 

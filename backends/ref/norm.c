@@ -306,12 +306,12 @@ typedef void (*sum_dy_blk_fn)(const float *, const float *, const float *, int64
         if ((nt) <= 1) {                                                                       \
             for (int64_t t = 0; t < (total); t++) __VA_ARGS__;                                        \
         } else {                                                                               \
-            LOOM__OMP_PARALLEL(nt)                                                             \
+            LOOM__OMP_TEAM(nt,                                                             \
             {                                                                                  \
                 int64_t b_, e_;                                                                \
                 loom__nditer_part((total), loom__omp_thread(), loom__omp_nthreads(), 1, &b_, &e_); \
                 for (int64_t t = b_; t < e_; t++) __VA_ARGS__;                                        \
-            }                                                                                  \
+            });                                                                                  \
         }                                                                                      \
     } while (0)
 
@@ -439,7 +439,7 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
         const int64_t rows_ = (g)->N * ((g)->C / (g)->B);                                      \
         const int nt_ = loom__ref_team((call)->nthreads, rows_ * (g)->S * (g)->B, BN_GRAIN);   \
         (void)nt_; /* unused without OpenMP */                                                 \
-        LOOM__OMP_PARALLEL(nt_ > 1 ? nt_ : 1)                                                  \
+        LOOM__OMP_TEAM(nt_ > 1 ? nt_ : 1,                                                  \
         {                                                                                      \
             int64_t rb_, re_;                                                                  \
             loom__nditer_part(rows_, loom__omp_thread(), loom__omp_nthreads(), 1, &rb_, &re_);  \
@@ -447,7 +447,7 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
                 const int64_t c0 = (r % ((g)->C / (g)->B)) * (g)->B;                           \
                 __VA_ARGS__;                                                                   \
             }                                                                                  \
-        }                                                                                      \
+        });                                                                                      \
     } while (0)
 
 /* An elementwise pass over [0, N*C*S) split among threads. */
@@ -459,12 +459,12 @@ loom_status loom__ref_bn_stats(const loom__kcall *call)
             const int64_t b = 0, e = n_;                                                       \
             __VA_ARGS__;                                                                       \
         } else {                                                                               \
-            LOOM__OMP_PARALLEL(nt_)                                                            \
+            LOOM__OMP_TEAM(nt_,                                                            \
             {                                                                                  \
                 int64_t b, e;                                                                  \
                 loom__nditer_part(n_, loom__omp_thread(), loom__omp_nthreads(), 16, &b, &e);   \
                 __VA_ARGS__;                                                                   \
-            }                                                                                  \
+            });                                                                                  \
         }                                                                                      \
     } while (0)
 

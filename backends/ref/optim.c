@@ -64,12 +64,12 @@ loom_status loom__ref_adam_step(const loom__kcall *call)
         adam_range(&a, p, g, m, v, out, n, 0, n);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t i0, i1;
         loom__nditer_part(n, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
         adam_range(&a, p, g, m, v, out, n, i0, i1);
-    }
+    });
     return LOOM_OK;
 }
 
@@ -150,11 +150,11 @@ loom_status loom__ref_sgd_step(const loom__kcall *call)
         sgd_range(&k, p, g, buf, po, bo, 0, n);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t i0, i1;
         loom__nditer_part(n, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
         sgd_range(&k, p, g, buf, po, bo, i0, i1);
-    }
+    });
     return LOOM_OK;
 }

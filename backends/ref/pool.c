@@ -506,12 +506,12 @@ static loom_status run_planes(const loom__kcall *call, const pool_geom *g, plane
         fn(g, in0, in1, out, 0, g->planes);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t b, e;
         loom__nditer_part(g->planes, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
         fn(g, in0, in1, out, b, e);
-    }
+    });
     return LOOM_OK;
 }
 

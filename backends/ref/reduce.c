@@ -422,7 +422,7 @@ static void drive_rows(const rplan *pl, row_fn fn, const char *in, char *out, in
     int nt = loom__ref_team(nthreads, pl->n_out * (pl->n_red > 0 ? pl->n_red : 1), RED_GRAIN);
     if (nt > pl->n_out) nt = (int)pl->n_out;
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end, idx[LOOM_MAX_DIMS], ioff, ooff;
         loom__nditer_part(pl->n_out, loom__omp_thread(), loom__omp_nthreads(), 1, &begin, &end);
@@ -438,7 +438,7 @@ static void drive_rows(const rplan *pl, row_fn fn, const char *in, char *out, in
                 idx[d] = 0;
             }
         }
-    }
+    });
 }
 
 /* Columns: tasks are (outer kept element, block of COLS inner outputs). */
@@ -449,7 +449,7 @@ static void drive_cols(const rplan *pl, col_fn fn, const char *in, char *out, in
     int nt = loom__ref_team(nthreads, pl->n_out * pl->n_red, RED_GRAIN);
     if (nt > ntask) nt = (int)ntask;
     (void)nt; /* unused without OpenMP */
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t begin, end, idx[LOOM_MAX_DIMS], ioff, ooff;
         loom__nditer_part(ntask, loom__omp_thread(), loom__omp_nthreads(), 1, &begin, &end);
@@ -459,7 +459,7 @@ static void drive_cols(const rplan *pl, col_fn fn, const char *in, char *out, in
             const int64_t nc = inner - c0 < COLS ? inner - c0 : COLS;
             fn(pl, in + ioff + c0 * pl->ies, out + ooff + c0 * pl->oes, nc);
         }
-    }
+    });
 }
 
 enum { K_SUM, K_MAX, K_MIN, K_ARGMAX, K_ARGMIN, K_COUNT };
@@ -562,7 +562,7 @@ loom_status loom__ref_sum_blocked(const loom__kcall *call)
     const int64_t ntasks = CB * nch;
     int nt = loom__ref_team(call->nthreads, N * CB * S * B, 1 << 16);
     if (nt > ntasks) nt = (int)ntasks;
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t b, e;
         loom__nditer_part(ntasks, loom__omp_thread(), loom__omp_nthreads(), 1, &b, &e);
@@ -579,7 +579,7 @@ loom_status loom__ref_sum_blocked(const loom__kcall *call)
             else
                 memcpy(part[t], acc, sizeof acc);
         }
-    }
+    });
     if (nch > 1)
         for (int64_t cb = 0; cb < CB; cb++)
             for (int64_t j = 0; j < B; j++) {

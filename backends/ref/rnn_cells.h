@@ -21,12 +21,12 @@
             const int64_t r0 = 0, r1 = (rows);                                                   \
             BODY;                                                                                \
         } else {                                                                                 \
-            LOOM__OMP_PARALLEL(nt_)                                                              \
+            LOOM__OMP_TEAM(nt_,                                                              \
             {                                                                                    \
                 int64_t r0, r1;                                                                  \
                 loom__nditer_part((rows), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1); \
                 BODY;                                                                            \
-            }                                                                                    \
+            });                                                                                    \
         }                                                                                        \
     } while (0)
 

@@ -209,7 +209,7 @@ static void first_error(_Atomic int *err, loom_status s)
             (st) = BODY;                                                                              \
         } else {                                                                                      \
             _Atomic int err_ = LOOM_OK;                                                               \
-            LOOM__OMP_PARALLEL(team)                                                                  \
+            LOOM__OMP_TEAM(team,                                                                  \
             {                                                                                         \
                 int64_t r0, r1;                                                                       \
                 loom__nditer_part((N), loom__omp_thread(), loom__omp_nthreads(), 1, &r0, &r1);         \
@@ -218,7 +218,7 @@ static void first_error(_Atomic int *err, loom_status s)
                 gemm_ctx *g = &gt;                                                                    \
                 const int cell_nt = 1;                                                                \
                 first_error(&err_, BODY);                                                             \
-            }                                                                                         \
+            });                                                                                         \
             (st) = (loom_status)err_;                                                                 \
         }                                                                                             \
     } while (0)
@@ -392,7 +392,7 @@ static void col_sums(const float *d, int64_t rows, int64_t cols, float *out, int
     const int64_t nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
     int team = loom__ref_team(nt, rows * cols, ROW_GRAIN * 4);
     if (team > nblk) team = (int)nblk;
-    LOOM__OMP_PARALLEL(team)
+    LOOM__OMP_TEAM(team,
     {
         int64_t b0 = 0, b1 = nblk;
         if (team > 1) loom__nditer_part(nblk, loom__omp_thread(), loom__omp_nthreads(), 1, &b0, &b1);
@@ -406,7 +406,7 @@ static void col_sums(const float *d, int64_t rows, int64_t cols, float *out, int
             }
             for (int64_t j = 0; j < nj; j++) out[j0 + j] = (float)acc[j];
         }
-    }
+    });
 }
 
 /* dW [GH, K] = D^T [GH, T*N] x Hprev [T*N, K], where step t's incoming h
@@ -475,7 +475,7 @@ static loom_status weight_grads(gemm_ctx *g, const loom__rnn_layout *L, bool rev
                            : loom__set_error(LOOM_ERR_NOMEM, "rnn_layer_backward: out of memory");
     _Atomic int err = st;
     if (st == LOOM_OK) {
-        LOOM__OMP_PARALLEL(team)
+        LOOM__OMP_TEAM(team,
         {
             const int t = loom__omp_thread();
             gemm_ctx gt = {.ws = tws.buf ? tws.buf + tws.each * (size_t)t : NULL, .size = tws.each, .nt = 1};
@@ -486,7 +486,7 @@ static loom_status weight_grads(gemm_ctx *g, const loom__rnn_layout *L, bool rev
                 loom_status s1 = gemm(&gt, GH, I, b - a, D + a * GH, 1, GH, x + a * I, I, 1, 0.0f, wi, I);
                 first_error(&err, s1 == LOOM_OK ? dw_hh_rows(&gt, L, rev, DH, h0, y, a, b, 0.0f, wh) : s1);
             }
-        }
+        });
         st = (loom_status)err;
     }
     if (st == LOOM_OK)

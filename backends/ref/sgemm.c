@@ -845,7 +845,7 @@ static void sg_packed(const sg_args *g, const sg_plan *pl, char *ws)
         return;
     }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(pl->nt) if (pl->nt > 1)
+#pragma omp parallel num_threads(pl->nt)
     {
         /* The team may be smaller than asked (nested region, thread limit):
          * every rectangle is still done, by some thread. */
@@ -875,8 +875,12 @@ static void sg_small(const sg_args *g, int64_t csc, int nthreads, float *ap)
     enum { Q = 64 }; /* columns per thread: a multiple of Q */
     const int nt = sg_threads(m, n, k, nthreads, sg_cdiv(n, Q));
     const int64_t per = sg_rup(sg_cdiv(n, nt), Q);
+    if (nt <= 1) { /* no region: libgomp mallocs even a one-thread team */
+        if (n > 0) sg_small_cols(m, k, ap, g->b, g->rsb, g->csb, g->beta, g->c, g->rsc, csc, 0, n);
+        return;
+    }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt)
 #endif
     {
 #ifdef _OPENMP

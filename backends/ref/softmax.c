@@ -212,7 +212,7 @@ static void run_tasks(const sm_geom *g, const float *a, const float *b, float *o
 
 static loom_status run(const loom__kcall *call, int n_in, bool bwd, bool log_sm)
 {
-    sm_geom g;
+    sm_geom g = {0}; /* set by make_geom; zeroed for gcc without OpenMP, which warns */
     loom_status st = make_geom(call, n_in, &g);
     if (st != LOOM_OK) return st;
     const float *a = call->in[0].data, *b = n_in > 1 ? call->in[1].data : NULL;
@@ -224,12 +224,12 @@ static loom_status run(const loom__kcall *call, int n_in, bool bwd, bool log_sm)
         run_tasks(&g, a, b, out, bwd, log_sm, 0, tasks);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t t0, t1;
         loom__nditer_part(tasks, loom__omp_thread(), loom__omp_nthreads(), 1, &t0, &t1);
         run_tasks(&g, a, b, out, bwd, log_sm, t0, t1);
-    }
+    });
     return LOOM_OK;
 }
 
@@ -266,11 +266,11 @@ loom_status loom__ref_relu_bwd(const loom__kcall *call)
         relu_bwd_range(y, dy, dx, 0, n);
         return LOOM_OK;
     }
-    LOOM__OMP_PARALLEL(nt)
+    LOOM__OMP_TEAM(nt,
     {
         int64_t i0, i1;
         loom__nditer_part(n, loom__omp_thread(), loom__omp_nthreads(), 16, &i0, &i1);
         relu_bwd_range(y, dy, dx, i0, i1);
-    }
+    });
     return LOOM_OK;
 }
