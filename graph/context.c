@@ -130,7 +130,10 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     loom__mem_init(&mem, o.allocator);
     loom_ctx *ctx = loom__mem_alloc(&mem, sizeof *ctx);
     loom__scope *root = ctx ? loom__mem_alloc(&mem, sizeof *root) : NULL;
-    if (!root) {
+    const int nwcount = workers < threads ? (workers > 1 ? workers : 1) : threads;
+    loom__wcount *wcount = root ? loom__mem_alloc(&mem, sizeof *wcount * (size_t)nwcount) : NULL;
+    if (!wcount) {
+        loom__mem_free(&mem, root);
         loom__mem_free(&mem, ctx);
         loom__mem_drain(&mem);
         loom__set_error(LOOM_ERR_NOMEM, "ctx_create: out of memory");
@@ -145,6 +148,12 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     /* More workers than threads would run more threads than Loom was given. */
     ctx->num_workers = workers < threads ? workers : threads;
     ctx->kernel_threads = threads; /* the serial loop's width (one worker) */
+    ctx->wcount = wcount;
+    ctx->nwcount = nwcount;
+    for (int i = 0; i < nwcount; i++) {
+        atomic_init(&wcount[i].nodes_run, 0);
+        atomic_init(&wcount[i].flops, 0);
+    }
     ctx->pool = NULL;
     ctx->backend = choice;
     const char *prof = getenv("LOOM_PROFILE");
@@ -156,7 +165,6 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->wide_width = loom__wide_width_policy(ww);
     if (ww && *ww && strcmp(ww, "big") && strcmp(ww, "planned") && strcmp(ww, "full"))
         fprintf(stderr, "loom: LOOM_WIDE_WIDTH=%s is not big, planned or full; using big\n", ww);
-    atomic_init(&ctx->flops, 0);
     atomic_init(&ctx->nodes_sent_home, 0);
     atomic_init(&ctx->nodes_away, 0);
     atomic_init(&ctx->sched_trace, NULL);
@@ -177,7 +185,6 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     ctx->scope = root;
     ctx->scope_depth = 0;
     atomic_init(&ctx->live_tensors, 0);
-    atomic_init(&ctx->nodes_run, 0);
     return ctx;
 }
 
@@ -205,6 +212,7 @@ void loom_ctx_free(loom_ctx *ctx)
     loom__mem last;
     loom__mem_init(&last, &ctx->mem.alloc);
     loom__mem_free(&last, ctx->scope);
+    loom__mem_free(&last, ctx->wcount);
     loom__mem_free(&last, ctx);
     loom__mem_drain(&last);
 }
@@ -225,8 +233,11 @@ void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
     out->live_bytes = atomic_load_explicit(&ctx->mem.live_bytes, memory_order_relaxed);
     out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
     out->cached_bytes = (int64_t)loom__mem_cached_bytes((loom__mem *)&ctx->mem);
-    out->nodes_run = atomic_load_explicit(&ctx->nodes_run, memory_order_relaxed);
-    out->flops = atomic_load_explicit(&ctx->flops, memory_order_relaxed);
+    out->nodes_run = out->flops = 0;
+    for (int i = 0; i < ctx->nwcount; i++) {
+        out->nodes_run += atomic_load_explicit(&ctx->wcount[i].nodes_run, memory_order_relaxed);
+        out->flops += atomic_load_explicit(&ctx->wcount[i].flops, memory_order_relaxed);
+    }
     out->nodes_sent_home = atomic_load_explicit(&ctx->nodes_sent_home, memory_order_relaxed);
     out->nodes_run_away = atomic_load_explicit(&ctx->nodes_away, memory_order_relaxed);
     out->bound_blocks = atomic_load_explicit(&ctx->mem.bound_blocks, memory_order_relaxed);

@@ -198,8 +198,16 @@ int loom__node_want(const loom_tensor *t, int max)
 
 /* Threads running nodes now, and the most there ever were (the core
  * budget's bound, checked by tests/check_exec.c). */
+/* The counters of the worker running a node (w NULL: the serial path, on
+ * the caller's thread: slot 0, as worker 0 is the caller). */
+static loom__wcount *my_count(loom_ctx *ctx, const loom__worker *w)
+{
+    return &ctx->wcount[w ? loom__worker_index(w) % ctx->nwcount : 0];
+}
+
 static void count_running(loom_ctx *ctx, int delta)
 {
+    if (!ctx->check_running) return;
     int now = atomic_fetch_add_explicit(&ctx->running, delta, memory_order_relaxed) + delta;
     int max = atomic_load_explicit(&ctx->running_max, memory_order_relaxed);
     while (now > max &&
@@ -275,7 +283,7 @@ loom_status loom__exec_run(loom_ctx *ctx, loom__worker *w, loom__exec *x, void *
     if (st == LOOM_OK) {
         st = x->k->run(call);
         const int64_t flops = loom__kcall_flops(call);
-        if (flops) atomic_fetch_add_explicit(&ctx->flops, flops, memory_order_relaxed);
+        if (flops) atomic_fetch_add_explicit(&my_count(ctx, w)->flops, flops, memory_order_relaxed);
         if (prof || ctx->trace) {
             const int64_t b = loom__trace_now();
             if (prof) {
@@ -397,7 +405,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
         if (st != LOOM_OK) return fail(t, st);
     }
     if (!t->grad_fn) loom__node_release_inputs(t); /* else backward needs them */
-    atomic_fetch_add_explicit(&t->ctx->nodes_run, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&my_count(t->ctx, w)->nodes_run, 1, memory_order_relaxed);
     atomic_store_explicit(&t->state, LOOM__READY, memory_order_release);
     return LOOM_OK;
 }

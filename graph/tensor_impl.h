@@ -119,6 +119,13 @@ struct loom__scope {
 };
 
 /* The context. Defined here so that graph/ and ops/ share it. */
+/* A worker's counters (loom_ctx.wcount): 64 bytes, so that two workers'
+ * counters never share a cache line. */
+typedef struct loom__wcount {
+    _Atomic int64_t nodes_run, flops;
+    char pad[64 - 2 * sizeof(int64_t)];
+} loom__wcount;
+
 struct loom_ctx {
     loom__mem mem;
     int num_threads;
@@ -133,9 +140,18 @@ struct loom_ctx {
     uint64_t epoch; /* for graph walks */
     int no_grad_depth; /* > 0: ops record no gradient information */
     _Atomic int64_t live_tensors;
-    _Atomic int64_t nodes_run;
+    /* Nodes run and their FLOPs (loom_ctx_stats), one slot per worker on a
+     * cache line of its own (slot 0 also for the serial path, which runs on
+     * the caller, worker 0's thread): a shared counter bumped by every node
+     * bounced its line between the cores, and took the read-mostly fields
+     * beside it along (graph/eval.c). nwcount = max(1, num_workers). */
+    loom__wcount *wcount;
+    int nwcount;
     /* Threads running nodes on the scheduler now (workers and their teams),
-     * and the most at any time since creation (graph/eval.c). */
+     * and the most at any time: counted only while check_running is set
+     * (the test of the core budget's bound; two shared atomics per node
+     * otherwise cost every node a cache miss). graph/eval.c. */
+    bool check_running;
     _Atomic int running, running_max;
     /* Kernel time, calls and FLOPs per op are counted while set: by
      * loom_profile_start .. stop, or from creation with LOOM_PROFILE (the
@@ -150,7 +166,6 @@ struct loom_ctx {
     int wide_width;
     /* The capture in progress (loom_graph_capture_begin .. end), or NULL. */
     struct loom__capture *capture;
-    _Atomic int64_t flops; /* every node's, since creation (loom_ctx_stats) */
     /* The pool's workers span NUMA nodes (loom__ctx_pool_ready); nodes sent
      * to their home node, and nodes that ran away from it (loom_ctx_stats).
      * wide_home: every NUMA node has as many tokens, so a wide node runs on

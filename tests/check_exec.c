@@ -550,6 +550,7 @@ END_TEST
 START_TEST(test_core_budget_bound)
 {
     loom_ctx *ctx = workers_ctx(4, 4);
+    ctx->check_running = true;
     loom_manual_seed(ctx, 8);
     uint64_t s = 11;
     for (int rep = 0; rep < 3; rep++) {
