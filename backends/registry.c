@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "backends/ref/ref.h"
@@ -192,6 +193,25 @@ int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall
         if (f > most) most = f;
     }
     return most;
+}
+
+bool loom__registry_onednn_conv(char *buf, size_t size)
+{
+#ifdef LOOM_HAVE_ONEDNN
+    static const char *const layout[] = {"auto (blocked; 1x1 on plain data stays plain)", "plain (NCHW)",
+                                         "blocked"};
+    const int l = loom__onednn_conv_layout(), a = loom__onednn_conv_algo();
+    const char *algo = a == LOOM__ONEDNN_ALGO_DIRECT     ? "direct"
+                       : a == LOOM__ONEDNN_ALGO_WINOGRAD ? "winograd (3x3 stride 1, where oneDNN has it)"
+                       : loom__onednn_isa_avx512()       ? "auto (Winograd for 3x3 stride-1 layers with enough tiles)"
+                                                         : "auto (direct: no AVX-512, so no Winograd kernels)";
+    snprintf(buf, size, "layout %s, algorithm %s", layout[l >= 0 && l < 3 ? l : 0], algo);
+    return true;
+#else
+    (void)buf;
+    (void)size;
+    return false;
+#endif
 }
 
 const char *loom__registry_onednn_isa(void)

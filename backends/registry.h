@@ -5,6 +5,9 @@
 #ifndef LOOM_BACKENDS_REGISTRY_H
 #define LOOM_BACKENDS_REGISTRY_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "backends/kernel.h"
 
 /* Backend choice of a context. */
@@ -39,6 +42,11 @@ int64_t loom__registry_aux_floats(loom__backend_choice choice, const loom__kcall
 /* oneDNN's JIT ISA on this CPU ("avx512_core", ...), or NULL when built
  * without oneDNN; for loom info. */
 const char *loom__registry_onednn_isa(void);
+
+/* The convolution policies in force (LOOM_ONEDNN_CONV_LAYOUT and _ALGO, or
+ * their defaults) and what auto picks on this CPU, for loom info, written
+ * to buf (snprintf's truncation); false when built without oneDNN. */
+bool loom__registry_onednn_conv(char *buf, size_t size);
 
 /* The op's name ("add"), for messages. */
 const char *loom__op_name(loom__op op);

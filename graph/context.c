@@ -292,10 +292,13 @@ char *loom_ctx_describe(loom_ctx *ctx)
         return NULL;
     }
     const char *isa = loom__registry_onednn_isa();
+    char conv[256] = "";
+    if (!loom__registry_onednn_conv(conv, sizeof conv)) conv[0] = 0;
     char head[1024];
     int hn = snprintf(head, sizeof head,
                       "Loom %s\n"
                       "build:    oneDNN %s%s%s%s, hwloc %s, OpenMP %s, portable kernels %s\n"
+                      "%s%s%s"
                       "context:  %d threads, %d worker%s (%s), backend %s\n\n",
                       loom_version(),
 #ifdef LOOM_HAVE_ONEDNN
@@ -314,7 +317,7 @@ char *loom_ctx_describe(loom_ctx *ctx)
 #else
                       "no",
 #endif
-                      kernel_isa(), ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
+                      kernel_isa(), conv[0] ? "convs:    oneDNN " : "", conv, conv[0] ? "\n" : "", ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
                       ctx->num_workers == 1 ? "scheduler off: nodes in order, each with every thread"
                                             : "work-stealing scheduler, core budget = the threads",
                       loom_ctx_backend(ctx));

@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include "graph/autograd_impl.h"
+#ifdef LOOM_HAVE_ONEDNN
+#include "backends/onednn/onednn.h"
+#endif
 #include "graph/capture.h"
 #include "loom/graph.h"
 #include "graph/eval.h"
@@ -200,6 +203,20 @@ START_TEST(test_worker_options)
     ck_assert_msg(strstr(text, "Loom 0.1.0") && strstr(text, "3 workers (work-stealing scheduler") && strstr(text, "workers: 3"),
                   "%s", text);
     free(text);
+#ifdef LOOM_HAVE_ONEDNN
+    /* ... and the convolution policies in force. */
+    const int algo = loom__onednn_conv_algo();
+    loom__onednn_set_conv_algo(LOOM__ONEDNN_ALGO_DIRECT);
+    text = loom_ctx_describe(ctx);
+    ck_assert_msg(text && strstr(text, "convs:    oneDNN layout ") && strstr(text, ", algorithm direct\n"), "%s", text);
+    free(text);
+    loom__onednn_set_conv_algo(LOOM__ONEDNN_ALGO_AUTO);
+    text = loom_ctx_describe(ctx);
+    ck_assert_msg(text && strstr(text, loom__onednn_isa_avx512() ? "algorithm auto (Winograd" : "algorithm auto (direct"),
+                  "%s", text);
+    free(text);
+    loom__onednn_set_conv_algo(algo);
+#endif
     loom_ctx_free(ctx);
     unsetenv("LOOM_NUM_WORKERS");
 }
