@@ -257,23 +257,32 @@ loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_
     sg->nodes = calloc(n, sizeof *sg->nodes);
     int64_t *off = malloc(sizeof *off * (n + 1));
     int *indeg = malloc(sizeof *indeg * n);
-    if (!sg->nodes || !off || !indeg || loom__order_edges(order, n, epoch, indeg, off, &sg->succ) != LOOM_OK) {
+    int64_t *scratch = malloc(sizeof *scratch * (2 * n + 2));
+    bool *alone = malloc(sizeof *alone * (n ? n : 1));
+    if (!sg->nodes || !off || !indeg || !scratch || !alone ||
+        loom__order_edges(order, n, epoch, indeg, off, &sg->succ) != LOOM_OK) {
         free(sg->nodes);
         free(off);
         free(indeg);
+        free(scratch);
+        free(alone);
         goto nomem;
     }
+    loom__dag_alone(n, off, sg->succ, scratch, alone);
     for (size_t i = 0; i < n; i++) {
         cnode *c = &sg->nodes[i];
         c->d.succ_begin = off[i];
         c->d.succ_end = off[i + 1];
         c->indeg = indeg[i];
-        c->want = loom__node_want(order[i], cap->ctx->num_threads);
+        /* As the eager run plans it (graph/exec.c, loom__dag_alone). */
+        c->want = loom__node_want_alone(order[i], cap->ctx->num_threads, alone[i]);
         c->d.wide = c->want > 1;
         c->out_buf = -1;
     }
     free(off);
     free(indeg);
+    free(scratch);
+    free(alone);
     cap->nsegs++;
     cact *a = new_action(cap, ACT_SEGMENT);
     if (!a) goto nomem_seg;

@@ -186,15 +186,22 @@ static int64_t node_cost(const loom_tensor *t)
  * inside). A deterministic function of the node, so that exact-width
  * kernels always run at the same width. */
 #define NODE_GRAIN ((int64_t)1 << 18)
-int loom__node_want(const loom_tensor *t, int max)
+int loom__node_want_alone(const loom_tensor *t, int max, bool alone)
 {
     if (t->node.op == LOOM_OP_HOST_CALL) return 1; /* one thread calling out (MPI) */
     /* A hooked backward keeps comm_reserve cores for its host calls
      * (graph/autograd_impl.h). */
     if (t->ctx->comm_reserve && max > 1) max -= t->ctx->comm_reserve;
+    /* Nothing can run beside it: every core, as with the scheduler off
+     * (the kernels' own grains still size their teams). A view runs no
+     * kernel: it stays narrow, so it does not move the chain to a team
+     * master and back. */
+    if (alone && !is_view_op(t->node.op) && loom__numel(t->ndim, t->shape) > 0) return max;
     int64_t want = 1 + node_cost(t) / NODE_GRAIN;
     return want < max ? (int)want : max;
 }
+
+int loom__node_want(const loom_tensor *t, int max) { return loom__node_want_alone(t, max, false); }
 
 /* Threads running nodes now, and the most there ever were (the core
  * budget's bound, checked by tests/check_exec.c). */
@@ -363,7 +370,7 @@ loom_status loom__run_node(loom_tensor *t, loom__worker *w)
             .call = {.op = n->op, .attrs = &n->attrs, .n_in = n->n_in, .in = views, .budget = t->ctx->num_threads,
                      .out_layout = t->ctx->keep_blocked && whole_4d(t) ? &out_layout : NULL},
             .mem = s->mem,
-            .want = w ? loom__node_want(t, loom__worker_cores_total(w)) : 1,
+            .want = w ? loom__node_want_alone(t, loom__worker_cores_total(w), t->alone) : 1,
         };
         view_of(t, &x.call.out);
         /* Blocked inputs go to a kernel that takes them as they are, else

@@ -126,6 +126,16 @@ int loom__dag_route(const loom__dag *g, loom__dag_node *s, int numa, const struc
  * once per node, by a worker of NUMA node `numa`. */
 int loom__dag_master(const loom__dag *g, loom__dag_node *s, int numa, const struct loom__pool *pool);
 
+/* Which of the n nodes of an evaluation (in a topological order, with
+ * their consumers in succ[off[i] .. off[i+1]) as loom__order_edges makes
+ * them) nothing else of it can run beside: every other node is its
+ * ancestor or its descendant. Such a node gets every token of its domain
+ * (as with the scheduler off): nothing else could use them, and a node
+ * that plans 2 threads would otherwise leave the rest idle. A property of
+ * the DAG alone, so widths, and oneDNN's bits, stay the same run after
+ * run. O(n + edges); scratch is 2n + 2 ints, caller-provided. */
+void loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, int64_t *scratch, bool *alone);
+
 /* Runs the DAG from its roots (the nodes with pending == 0) until every
  * node ran or one failed. */
 loom_status loom__dag_run(struct loom__pool *pool, const loom__dag *dag, void *const *roots, int64_t nroots);
@@ -142,6 +152,10 @@ loom_status loom__run_node(loom_tensor *t, struct loom__worker *w);
  * max - comm_reserve while a hooked backward keeps cores for host calls,
  * which use 1. */
 int loom__node_want(const loom_tensor *t, int max);
+/* The same for a node that nothing else of its evaluation can run beside
+ * when `alone` (loom__dag_alone): then every one of the max threads, if
+ * it runs a kernel at all. */
+int loom__node_want_alone(const loom_tensor *t, int max, bool alone);
 
 /* Decides whether a walk goes from tensor `from` to its input `in`: true to
  * follow; false to skip it, or to stop the walk with *status set. */

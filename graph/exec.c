@@ -162,6 +162,45 @@ static loom_status dag_task(loom__worker *w, void *task, void *user)
     return LOOM_OK;
 }
 
+void loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, int64_t *scratch, bool *alone)
+{
+    /* In a topological order, node i is alone iff every node before it is
+     * its ancestor and every node after it its descendant. The first holds
+     * iff the prefix [0, i] has one sink (a node with no consumer inside
+     * it), node i: a sink of [0, i) reaches i only by an edge to it. Node
+     * j stops being a prefix sink at its first consumer, so the prefix
+     * [0, i] has i + 1 - #{j : first_succ[j] <= i} sinks. Symmetrically the
+     * suffix [i, n) has one source, i: a node j > i has a producer in the
+     * suffix iff its last producer is at i or later. */
+    int64_t *by_first = scratch, *by_last = scratch + n + 1; /* counts per index */
+    for (size_t i = 0; i <= n; i++) by_first[i] = by_last[i] = 0;
+    for (size_t j = 0; j < n; j++) {
+        int64_t first = (int64_t)n;
+        for (int64_t k = off[j]; k < off[j + 1]; k++) {
+            if (succ[k] < first) first = succ[k];
+            if ((int64_t)j > by_last[succ[k] + 1] - 1) by_last[succ[k] + 1] = (int64_t)j + 1; /* last producer + 1 */
+        }
+        by_first[first]++;
+    }
+    /* by_last[s + 1] holds s's last producer + 1 (0: none); turn it into
+     * counts per last producer, in place from the end (s > producer). */
+    for (size_t s = 0; s < n; s++) alone[s] = false;
+    int64_t done = 0; /* #{j : first_succ[j] <= i} */
+    for (size_t i = 0; i < n; i++) {
+        done += by_first[i];
+        alone[i] = (int64_t)i + 1 - done == 1;
+    }
+    /* Counts of nodes by their last producer: reuse by_first. */
+    for (size_t i = 0; i <= n; i++) by_first[i] = 0;
+    for (size_t s = 0; s < n; s++)
+        if (by_last[s + 1] > 0) by_first[by_last[s + 1] - 1]++;
+    int64_t with_producer = 0; /* #{j >= i : last_producer[j] >= i} */
+    for (size_t i = n; i-- > 0;) {
+        with_producer += by_first[i];
+        if ((int64_t)(n - i) - with_producer != 1) alone[i] = false;
+    }
+}
+
 loom_status loom__dag_run(loom__pool *pool, const loom__dag *dag, void *const *roots, int64_t nroots)
 {
     return loom__pool_run(pool, roots, nroots, dag_task, (void *)dag);
@@ -258,17 +297,21 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
     int64_t *off = malloc(sizeof *off * (n + 1));
     int *indeg = malloc(sizeof *indeg * n);
     void **roots = malloc(sizeof *roots * n);
+    int64_t *scratch = malloc(sizeof *scratch * (2 * n + 2));
+    bool *alone = malloc(sizeof *alone * n);
     loom_status st = LOOM_OK;
-    if (!nodes || !off || !indeg || !roots) {
+    if (!nodes || !off || !indeg || !roots || !scratch || !alone) {
         st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
         goto out;
     }
     if ((st = loom__order_edges(order, n, ctx->epoch, indeg, off, &succ)) != LOOM_OK) goto out;
+    loom__dag_alone(n, off, succ, scratch, alone);
     int64_t nroots = 0;
     for (size_t i = 0; i < n; i++) {
         exec_node *x = &nodes[i];
         x->t = order[i];
-        x->d.wide = loom__node_want(order[i], ctx->num_threads) > 1;
+        order[i]->alone = alone[i];
+        x->d.wide = loom__node_want_alone(order[i], ctx->num_threads, alone[i]) > 1;
         x->d.host = order[i]->node.op == LOOM_OP_HOST_CALL;
         x->d.routed = false;
         x->d.home = -1;
@@ -293,5 +336,7 @@ out:
     free(off);
     free(indeg);
     free(roots);
+    free(scratch);
+    free(alone);
     return st;
 }

@@ -95,6 +95,7 @@ struct loom_tensor {
 
     uint64_t mark;    /* graph walks: the epoch that last visited it */
     int64_t exec_idx; /* during a parallel evaluation: its index in the order */
+    bool alone;       /* ... and whether nothing of it can run beside it (loom__dag_alone) */
 
     /* Scope membership (user-thread only). scope == NULL: detached/unowned. */
     loom__scope *scope;
