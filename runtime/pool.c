@@ -390,12 +390,23 @@ static void execute(loom__worker *w, void *task)
         notify(p, w, 0, false); /* the batch is done: wake the caller if it sleeps */
 }
 
+/* The level worker w is bound at: the pool's, except that the first
+ * worker of a NUMA node, which may be its team master (the DAG executor
+ * pins wide nodes to it), is bound to no less than the node's cores: its
+ * OpenMP team inherits its affinity, and a master bound to one core
+ * would pile its whole team onto that core. */
+static loom__bind_level bind_level(const loom__pool *p, int w)
+{
+    const bool master = loom__pool_numa_worker(p, p->workers[w].numa) == w;
+    return master && (p->bind == LOOM__BIND_L3 || p->bind == LOOM__BIND_CORE) ? LOOM__BIND_NUMA : p->bind;
+}
+
 static void *worker_main(void *arg)
 {
     loom__worker *w = arg;
     loom__pool *p = w->pool;
     int cores[MAX_WORKERS];
-    int nc = loom__topology_bind_cores(p->topo, p->worker_core, p->n, w->index, p->bind, cores);
+    int nc = loom__topology_bind_cores(p->topo, p->worker_core, p->n, w->index, bind_level(p, w->index), cores);
     if (nc > 0)
         w->bind = loom__topology_bind_thread(p->topo, cores, nc, w->bind_msg, sizeof w->bind_msg);
     else {
@@ -841,7 +852,7 @@ size_t loom__pool_describe(const loom__pool *p, char *buf, size_t size)
     len += strlen(head);
     for (int w = 0; w < p->n; w++) {
         char line[512], set[256] = "";
-        int nc = w == 0 ? 0 : loom__topology_bind_cores(p->topo, p->worker_core, p->n, w, p->bind, cores);
+        int nc = w == 0 ? 0 : loom__topology_bind_cores(p->topo, p->worker_core, p->n, w, bind_level(p, w), cores);
         size_t sl = 0;
         for (int i = 0; i < nc && sl < sizeof set; i++) {
             int k = snprintf(set + sl, sizeof set - sl, "%s%d", i ? "," : "", cores[i]);

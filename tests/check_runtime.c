@@ -908,6 +908,27 @@ START_TEST(test_pool_create_destroy)
 }
 END_TEST
 
+#ifdef LOOM_HAVE_HWLOC
+/* A NUMA node's first worker may be its team master, whose OpenMP team
+ * inherits its affinity: bound to one core, the team would share that
+ * core. It binds to its node's cores even under core (or L3) binding. */
+START_TEST(test_pool_master_binding)
+{
+    loom__topology *topo = loom__topology_create(&(loom__topology_options){.synthetic = "pack:2 [numa] core:2 pu:1"});
+    ck_assert_ptr_nonnull(topo);
+    loom__pool *p = loom__pool_create(topo, &(loom__pool_options){.num_workers = 4, .bind = LOOM__BIND_CORE});
+    ck_assert_ptr_nonnull(p);
+    char buf[4096];
+    loom__pool_describe(p, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "worker 1: not bound to cores 1:") && strstr(buf, "worker 2: not bound to cores 2,3:") &&
+                      strstr(buf, "worker 3: not bound to cores 3:"),
+                  "%s", buf);
+    loom__pool_free(p);
+    loom__topology_free(topo);
+}
+END_TEST
+#endif
+
 START_TEST(test_pool_options)
 {
     ck_assert_ptr_null(loom__pool_create(NULL, &(loom__pool_options){.num_workers = -1}));
@@ -1227,6 +1248,9 @@ Suite *loom_suite_runtime(void)
     tcase_add_test(tc, test_pool_parking);
     tcase_add_test(tc, test_pool_one_root_wakes_nobody);
     tcase_add_test(tc, test_pool_create_destroy);
+#ifdef LOOM_HAVE_HWLOC
+    tcase_add_test(tc, test_pool_master_binding);
+#endif
     tcase_add_test(tc, test_pool_options);
     return s;
 }
