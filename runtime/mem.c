@@ -53,7 +53,7 @@ void loom__mem_init(loom__mem *mem, const loom_allocator *a)
     atomic_init(&mem->bound_blocks, 0);
     atomic_init(&mem->out_bytes, 0);
     atomic_init(&mem->out_peak, 0);
-    atomic_flag_clear(&mem->lock);
+    atomic_init(&mem->lock, false);
     mem->cache_limit = LOOM__MEM_CACHE_AUTO;
     mem->cache_floor = LOOM__MEM_CACHE_FLOOR;
 }
@@ -64,13 +64,32 @@ void loom__mem_set_binder(loom__mem *mem, loom__mem_bind_fn fn, void *user)
     mem->bind_user = user;
 }
 
-static void lock(loom__mem *mem)
+static inline void cpu_pause(void)
 {
-    while (atomic_flag_test_and_set_explicit(&mem->lock, memory_order_acquire)) {
-    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
 }
 
-static void unlock(loom__mem *mem) { atomic_flag_clear_explicit(&mem->lock, memory_order_release); }
+static void lock(loom__mem *mem)
+{
+    while (atomic_exchange_explicit(&mem->lock, true, memory_order_acquire))
+        while (atomic_load_explicit(&mem->lock, memory_order_relaxed)) cpu_pause();
+}
+
+static void unlock(loom__mem *mem) { atomic_store_explicit(&mem->lock, false, memory_order_release); }
+
+/* Under the lock: *v += d, and *peak raised to it (no other writer). */
+static int64_t add_locked(_Atomic int64_t *v, _Atomic int64_t *peak, int64_t d)
+{
+    const int64_t now = atomic_load_explicit(v, memory_order_relaxed) + d;
+    atomic_store_explicit(v, now, memory_order_relaxed);
+    if (peak && now > atomic_load_explicit(peak, memory_order_relaxed))
+        atomic_store_explicit(peak, now, memory_order_relaxed);
+    return now;
+}
 
 #define POW2_MAX_SHIFT (MIN_CLASS_SHIFT + LOOM__MEM_POW2_CLASSES - 1) /* 128 KiB */
 
@@ -105,26 +124,22 @@ static size_t class_bytes(unsigned c)
 /* The bytes a block holds: its class's, or its size if too big to cache. */
 static size_t held_bytes(const header *h) { return h->cls != NO_CLASS ? class_bytes(h->cls) : h->size; }
 
-static void raise_peak(_Atomic int64_t *peak, int64_t now)
-{
-    int64_t p = atomic_load_explicit(peak, memory_order_relaxed);
-    while (now > p && !atomic_compare_exchange_weak_explicit(peak, &p, now, memory_order_relaxed, memory_order_relaxed)) {
-    }
-}
-
 static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
 {
     unsigned cls = size_class(size ? size : 1);
     const int d = domain % LOOM__MEM_DOMAINS;
+    const int64_t held = cls != NO_CLASS ? (int64_t)class_bytes(cls) : (int64_t)size; /* held_bytes */
     void *p = NULL;
     if (cls != NO_CLASS) {
         lock(mem);
         mem->class_used[d][cls] = ++mem->clock;
         p = mem->free_list[d][cls];
-        if (p) {
+        if (p) { /* counted under the same lock */
             mem->free_list[d][cls] = *(void **)p;
             mem->free_count[d][cls]--;
             mem->cached_bytes -= class_bytes(cls);
+            add_locked(&mem->out_bytes, &mem->out_peak, held);
+            if (counted) add_locked(&mem->live_bytes, &mem->peak_bytes, (int64_t)size);
         }
         unlock(mem);
     }
@@ -133,6 +148,10 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
         if (bytes > SIZE_MAX - LOOM__ALIGN - sizeof(header)) return NULL;
         char *raw = mem->alloc.alloc(bytes + LOOM__ALIGN + sizeof(header), mem->alloc.user);
         if (!raw) return NULL;
+        lock(mem);
+        add_locked(&mem->out_bytes, &mem->out_peak, held);
+        if (counted) add_locked(&mem->live_bytes, &mem->peak_bytes, (int64_t)size);
+        unlock(mem);
         uintptr_t a = (uintptr_t)(raw + sizeof(header));
         a = (a + LOOM__ALIGN - 1) & ~(uintptr_t)(LOOM__ALIGN - 1);
         p = (void *)a;
@@ -148,12 +167,6 @@ static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
     header *h = (header *)p - 1;
     h->size = size;
     h->counted = counted;
-    const int64_t held = (int64_t)held_bytes(h);
-    raise_peak(&mem->out_peak, atomic_fetch_add_explicit(&mem->out_bytes, held, memory_order_relaxed) + held);
-    if (counted) {
-        raise_peak(&mem->peak_bytes,
-                   atomic_fetch_add_explicit(&mem->live_bytes, (int64_t)size, memory_order_relaxed) + (int64_t)size);
-    }
     return p;
 }
 
@@ -228,14 +241,15 @@ static void block_free(loom__mem *mem, void *p)
 {
     if (!p) return;
     header *h = (header *)p - 1;
-    if (h->counted) atomic_fetch_sub_explicit(&mem->live_bytes, (int64_t)h->size, memory_order_relaxed);
     const int64_t held = (int64_t)held_bytes(h);
-    const int64_t out = atomic_fetch_sub_explicit(&mem->out_bytes, held, memory_order_relaxed) - held;
     unsigned cls = h->cls;
     const int d = h->domain % LOOM__MEM_DOMAINS;
     void *evicted = NULL;
+    lock(mem);
+    if (h->counted) add_locked(&mem->live_bytes, NULL, -(int64_t)h->size);
+    const int64_t out = add_locked(&mem->out_bytes, NULL, -held);
+    if (cls == NO_CLASS) unlock(mem);
     if (cls != NO_CLASS) {
-        lock(mem);
         const size_t cb = class_bytes(cls);
         bool keep;
         if (cb <= 4096 && mem->free_count[d][cls] >= LOOM__MEM_SMALL_BLOCKS) {

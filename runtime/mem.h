@@ -54,15 +54,21 @@ typedef int (*loom__mem_bind_fn)(void *ptr, size_t len, int domain, void *user);
 #define LOOM__MEM_BIND_MIN ((size_t)64 << 10)
 typedef struct loom__mem {
     loom_allocator alloc;
+    /* The counts below are written under the lock only (relaxed stores,
+     * no read-modify-write), so that an allocation touches one contended
+     * line, the lock's, rather than five; anyone may read them. */
     _Atomic int64_t live_bytes; /* data blocks only */
     _Atomic int64_t peak_bytes;
-    _Atomic int64_t bound_blocks; /* fresh blocks the binder bound */
+    _Atomic int64_t bound_blocks; /* fresh blocks the binder bound (atomic RMW) */
     /* Blocks handed out and not yet freed, data or not, counted by the
      * bytes of their size class (what they hold), and the most ever: the
      * automatic cache limit's measure. */
     _Atomic int64_t out_bytes;
     _Atomic int64_t out_peak;
-    atomic_flag lock; /* guards the free lists; held for a few instructions */
+    /* Guards the free lists and the counts; held for a few instructions.
+     * Test-and-test-and-set with a pause: waiters spin on a shared copy of
+     * the line instead of bouncing it with atomic exchanges. */
+    atomic_bool lock;
     void *free_list[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     int free_count[LOOM__MEM_DOMAINS][LOOM__MEM_CLASSES];
     size_t cached_bytes; /* in all free lists */
