@@ -257,18 +257,16 @@ loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_
     sg->nodes = calloc(n, sizeof *sg->nodes);
     int64_t *off = malloc(sizeof *off * (n + 1));
     int *indeg = malloc(sizeof *indeg * n);
-    int64_t *scratch = malloc(sizeof *scratch * (2 * n + 2));
     bool *alone = malloc(sizeof *alone * (n ? n : 1));
-    if (!sg->nodes || !off || !indeg || !scratch || !alone ||
-        loom__order_edges(order, n, epoch, indeg, off, &sg->succ) != LOOM_OK) {
+    if (!sg->nodes || !off || !indeg || !alone || loom__order_edges(order, n, epoch, indeg, off, &sg->succ) != LOOM_OK ||
+        !loom__dag_alone(n, off, sg->succ, alone)) {
         free(sg->nodes);
+        free(sg->succ);
         free(off);
         free(indeg);
-        free(scratch);
         free(alone);
         goto nomem;
     }
-    loom__dag_alone(n, off, sg->succ, scratch, alone);
     for (size_t i = 0; i < n; i++) {
         cnode *c = &sg->nodes[i];
         c->d.succ_begin = off[i];
@@ -281,7 +279,6 @@ loom_status loom__capture_segment(loom__capture *cap, loom_tensor **order, size_
     }
     free(off);
     free(indeg);
-    free(scratch);
     free(alone);
     cap->nsegs++;
     cact *a = new_action(cap, ACT_SEGMENT);

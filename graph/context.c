@@ -130,8 +130,9 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     loom__mem_init(&mem, o.allocator);
     loom_ctx *ctx = loom__mem_alloc(&mem, sizeof *ctx);
     loom__scope *root = ctx ? loom__mem_alloc(&mem, sizeof *root) : NULL;
-    const int nwcount = workers < threads ? (workers > 1 ? workers : 1) : threads;
-    loom__wcount *wcount = root ? loom__mem_alloc(&mem, sizeof *wcount * (size_t)nwcount) : NULL;
+    /* More workers than threads would run more threads than Loom was given. */
+    const int nworkers = workers < threads ? workers : threads;
+    loom__wcount *wcount = root ? loom__mem_alloc(&mem, sizeof *wcount * (size_t)nworkers) : NULL;
     if (!wcount) {
         loom__mem_free(&mem, root);
         loom__mem_free(&mem, ctx);
@@ -145,12 +146,10 @@ loom_ctx *loom_ctx_create(const loom_ctx_options *opts)
     loom__mem_init(&ctx->mem, o.allocator);
     ctx->mem.cache_limit = cache;
     ctx->num_threads = threads;
-    /* More workers than threads would run more threads than Loom was given. */
-    ctx->num_workers = workers < threads ? workers : threads;
+    ctx->num_workers = nworkers;
     ctx->kernel_threads = threads; /* the serial loop's width (one worker) */
     ctx->wcount = wcount;
-    ctx->nwcount = nwcount;
-    for (int i = 0; i < nwcount; i++) {
+    for (int i = 0; i < nworkers; i++) {
         atomic_init(&wcount[i].nodes_run, 0);
         atomic_init(&wcount[i].flops, 0);
     }
@@ -234,7 +233,7 @@ void loom_ctx_get_stats(const loom_ctx *ctx, loom_ctx_stats *out)
     out->peak_bytes = atomic_load_explicit(&ctx->mem.peak_bytes, memory_order_relaxed);
     out->cached_bytes = (int64_t)loom__mem_cached_bytes((loom__mem *)&ctx->mem);
     out->nodes_run = out->flops = 0;
-    for (int i = 0; i < ctx->nwcount; i++) {
+    for (int i = 0; i < ctx->num_workers; i++) {
         out->nodes_run += atomic_load_explicit(&ctx->wcount[i].nodes_run, memory_order_relaxed);
         out->flops += atomic_load_explicit(&ctx->wcount[i].flops, memory_order_relaxed);
     }
@@ -292,8 +291,8 @@ char *loom_ctx_describe(loom_ctx *ctx)
         return NULL;
     }
     const char *isa = loom__registry_onednn_isa();
-    char conv[256] = "";
-    if (!loom__registry_onednn_conv(conv, sizeof conv)) conv[0] = 0;
+    char conv[256] = ""; /* stays empty without oneDNN */
+    loom__registry_onednn_conv(conv, sizeof conv);
     char head[1024];
     int hn = snprintf(head, sizeof head,
                       "Loom %s\n"
@@ -317,7 +316,8 @@ char *loom_ctx_describe(loom_ctx *ctx)
 #else
                       "no",
 #endif
-                      kernel_isa(), conv[0] ? "convs:    oneDNN " : "", conv, conv[0] ? "\n" : "", ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
+                      kernel_isa(), conv[0] ? "convs:    oneDNN " : "", conv, conv[0] ? "\n" : "",
+                      ctx->num_threads, ctx->num_workers, ctx->num_workers == 1 ? "" : "s",
                       ctx->num_workers == 1 ? "scheduler off: nodes in order, each with every thread"
                                             : "work-stealing scheduler, core budget = the threads",
                       loom_ctx_backend(ctx));

@@ -203,15 +203,16 @@ int loom__node_want_alone(const loom_tensor *t, int max, bool alone)
 
 int loom__node_want(const loom_tensor *t, int max) { return loom__node_want_alone(t, max, false); }
 
-/* Threads running nodes now, and the most there ever were (the core
- * budget's bound, checked by tests/check_exec.c). */
 /* The counters of the worker running a node (w NULL: the serial path, on
  * the caller's thread: slot 0, as worker 0 is the caller). */
 static loom__wcount *my_count(loom_ctx *ctx, const loom__worker *w)
 {
-    return &ctx->wcount[w ? loom__worker_index(w) % ctx->nwcount : 0];
+    /* Modulo: a test may give the context a pool of more workers. */
+    return &ctx->wcount[w ? loom__worker_index(w) % ctx->num_workers : 0];
 }
 
+/* Threads running nodes now, and the most there ever were (the core
+ * budget's bound, checked by tests/check_exec.c). */
 static void count_running(loom_ctx *ctx, int delta)
 {
     if (!ctx->check_running) return;

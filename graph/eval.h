@@ -133,8 +133,8 @@ int loom__dag_master(const loom__dag *g, loom__dag_node *s, int numa, const stru
  * (as with the scheduler off): nothing else could use them, and a node
  * that plans 2 threads would otherwise leave the rest idle. A property of
  * the DAG alone, so widths, and oneDNN's bits, stay the same run after
- * run. O(n + edges); scratch is 2n + 2 ints, caller-provided. */
-void loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, int64_t *scratch, bool *alone);
+ * run. O(n + edges); false when out of memory (no message set). */
+bool loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, bool *alone);
 
 /* Runs the DAG from its roots (the nodes with pending == 0) until every
  * node ran or one failed. */

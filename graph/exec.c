@@ -96,7 +96,7 @@ int loom__dag_master(const loom__dag *g, loom__dag_node *s, int numa, const loom
 static bool is_master(const loom__dag *g, const loom__worker *w)
 {
     const int i = loom__worker_index(w);
-    return i == 0 || (g->wide_home && loom__pool_numa_worker(loom__worker_pool(w), loom__worker_numa(w)) == i);
+    return i == 0 || (g->wide_home && loom__pool_numa_first(loom__worker_pool(w), i));
 }
 
 /* Where a host call goes: the first worker that is no team master (worker
@@ -104,10 +104,8 @@ static bool is_master(const loom__dag *g, const loom__worker *w)
 static int host_worker(const loom__dag *g, const loom__pool *p)
 {
     const int n = loom__pool_size(p);
-    for (int i = 1; i < n && g->wide_home; i++) {
-        const int numa = loom__topology_core_numa(loom__pool_topology(p), loom__pool_worker_core(p, i));
-        if (loom__pool_numa_worker(p, numa) != i) return i;
-    }
+    for (int i = 1; i < n && g->wide_home; i++)
+        if (!loom__pool_numa_first(p, i)) return i;
     return n > 1 ? 1 : 0;
 }
 
@@ -162,43 +160,50 @@ static loom_status dag_task(loom__worker *w, void *task, void *user)
     return LOOM_OK;
 }
 
-void loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, int64_t *scratch, bool *alone)
+bool loom__dag_alone(size_t n, const int64_t *off, const int64_t *succ, bool *alone)
 {
     /* In a topological order, node i is alone iff every node before it is
      * its ancestor and every node after it its descendant. The first holds
      * iff the prefix [0, i] has one sink (a node with no consumer inside
      * it), node i: a sink of [0, i) reaches i only by an edge to it. Node
      * j stops being a prefix sink at its first consumer, so the prefix
-     * [0, i] has i + 1 - #{j : first_succ[j] <= i} sinks. Symmetrically the
-     * suffix [i, n) has one source, i: a node j > i has a producer in the
-     * suffix iff its last producer is at i or later. */
-    int64_t *by_first = scratch, *by_last = scratch + n + 1; /* counts per index */
-    for (size_t i = 0; i <= n; i++) by_first[i] = by_last[i] = 0;
+     * [0, i] has i + 1 - #{j : first consumer of j <= i} sinks.
+     * Symmetrically the suffix [i, n) has one source, i: it has
+     * n - i - #{j : last producer of j >= i} sources (a node's producers
+     * come before it). Both counts come from tallies per index. */
+    int64_t *by_first = calloc(n + 1, sizeof *by_first); /* nodes by first consumer (n: none) */
+    int64_t *last = malloc(sizeof *last * (n ? n : 1));   /* each node's last producer (-1: none) */
+    if (!by_first || !last) {
+        free(by_first);
+        free(last);
+        return false;
+    }
+    for (size_t s = 0; s < n; s++) last[s] = -1;
     for (size_t j = 0; j < n; j++) {
         int64_t first = (int64_t)n;
         for (int64_t k = off[j]; k < off[j + 1]; k++) {
             if (succ[k] < first) first = succ[k];
-            if ((int64_t)j > by_last[succ[k] + 1] - 1) by_last[succ[k] + 1] = (int64_t)j + 1; /* last producer + 1 */
+            last[succ[k]] = (int64_t)j; /* j ascends: the last one wins */
         }
         by_first[first]++;
     }
-    /* by_last[s + 1] holds s's last producer + 1 (0: none); turn it into
-     * counts per last producer, in place from the end (s > producer). */
-    for (size_t s = 0; s < n; s++) alone[s] = false;
-    int64_t done = 0; /* #{j : first_succ[j] <= i} */
+    int64_t done = 0;
     for (size_t i = 0; i < n; i++) {
         done += by_first[i];
         alone[i] = (int64_t)i + 1 - done == 1;
     }
-    /* Counts of nodes by their last producer: reuse by_first. */
-    for (size_t i = 0; i <= n; i++) by_first[i] = 0;
+    int64_t *by_last = by_first; /* reused: nodes by last producer */
+    for (size_t i = 0; i <= n; i++) by_last[i] = 0;
     for (size_t s = 0; s < n; s++)
-        if (by_last[s + 1] > 0) by_first[by_last[s + 1] - 1]++;
-    int64_t with_producer = 0; /* #{j >= i : last_producer[j] >= i} */
+        if (last[s] >= 0) by_last[last[s]]++;
+    int64_t with_producer = 0;
     for (size_t i = n; i-- > 0;) {
-        with_producer += by_first[i];
+        with_producer += by_last[i];
         if ((int64_t)(n - i) - with_producer != 1) alone[i] = false;
     }
+    free(by_first);
+    free(last);
+    return true;
 }
 
 loom_status loom__dag_run(loom__pool *pool, const loom__dag *dag, void *const *roots, int64_t nroots)
@@ -297,15 +302,17 @@ loom_status loom__run_parallel(loom_ctx *ctx, loom_tensor **order, size_t n)
     int64_t *off = malloc(sizeof *off * (n + 1));
     int *indeg = malloc(sizeof *indeg * n);
     void **roots = malloc(sizeof *roots * n);
-    int64_t *scratch = malloc(sizeof *scratch * (2 * n + 2));
     bool *alone = malloc(sizeof *alone * n);
     loom_status st = LOOM_OK;
-    if (!nodes || !off || !indeg || !roots || !scratch || !alone) {
+    if (!nodes || !off || !indeg || !roots || !alone) {
         st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
         goto out;
     }
     if ((st = loom__order_edges(order, n, ctx->epoch, indeg, off, &succ)) != LOOM_OK) goto out;
-    loom__dag_alone(n, off, succ, scratch, alone);
+    if (!loom__dag_alone(n, off, succ, alone)) {
+        st = loom__set_error(LOOM_ERR_NOMEM, "eval: out of memory scheduling the graph");
+        goto out;
+    }
     int64_t nroots = 0;
     for (size_t i = 0; i < n; i++) {
         exec_node *x = &nodes[i];
@@ -336,7 +343,6 @@ out:
     free(off);
     free(indeg);
     free(roots);
-    free(scratch);
     free(alone);
     return st;
 }

@@ -145,9 +145,8 @@ struct loom_ctx {
      * cache line of its own (slot 0 also for the serial path, which runs on
      * the caller, worker 0's thread): a shared counter bumped by every node
      * bounced its line between the cores, and took the read-mostly fields
-     * beside it along (graph/eval.c). nwcount = max(1, num_workers). */
+     * beside it along (graph/eval.c). num_workers of them. */
     loom__wcount *wcount;
-    int nwcount;
     /* Threads running nodes on the scheduler now (workers and their teams),
      * and the most at any time: counted only while check_running is set
      * (the test of the core budget's bound; two shared atomics per node

@@ -122,13 +122,13 @@ static size_t class_bytes(unsigned c)
 }
 
 /* The bytes a block holds: its class's, or its size if too big to cache. */
-static size_t held_bytes(const header *h) { return h->cls != NO_CLASS ? class_bytes(h->cls) : h->size; }
+static size_t held_bytes(unsigned cls, size_t size) { return cls != NO_CLASS ? class_bytes(cls) : size; }
 
 static void *block_alloc(loom__mem *mem, size_t size, bool counted, int domain)
 {
     unsigned cls = size_class(size ? size : 1);
     const int d = domain % LOOM__MEM_DOMAINS;
-    const int64_t held = cls != NO_CLASS ? (int64_t)class_bytes(cls) : (int64_t)size; /* held_bytes */
+    const int64_t held = (int64_t)held_bytes(cls, size);
     void *p = NULL;
     if (cls != NO_CLASS) {
         lock(mem);
@@ -241,20 +241,16 @@ static void block_free(loom__mem *mem, void *p)
 {
     if (!p) return;
     header *h = (header *)p - 1;
-    const int64_t held = (int64_t)held_bytes(h);
-    unsigned cls = h->cls;
+    const unsigned cls = h->cls;
     const int d = h->domain % LOOM__MEM_DOMAINS;
     void *evicted = NULL;
+    bool keep = false;
     lock(mem);
     if (h->counted) add_locked(&mem->live_bytes, NULL, -(int64_t)h->size);
-    const int64_t out = add_locked(&mem->out_bytes, NULL, -held);
-    if (cls == NO_CLASS) unlock(mem);
+    const int64_t out = add_locked(&mem->out_bytes, NULL, -(int64_t)held_bytes(cls, h->size));
     if (cls != NO_CLASS) {
         const size_t cb = class_bytes(cls);
-        bool keep;
-        if (cb <= 4096 && mem->free_count[d][cls] >= LOOM__MEM_SMALL_BLOCKS) {
-            keep = false;
-        } else {
+        if (cb > 4096 || mem->free_count[d][cls] < LOOM__MEM_SMALL_BLOCKS) {
             const int64_t need = over_limit(mem, out, cb);
             keep = need <= 0 || evict_older(mem, d, cls, need, &evicted);
         }
@@ -263,13 +259,11 @@ static void block_free(loom__mem *mem, void *p)
             mem->free_list[d][cls] = p;
             mem->free_count[d][cls]++;
             mem->cached_bytes += cb;
-            p = NULL;
         }
-        unlock(mem);
-        free_chain(mem, evicted);
-        if (!p) return;
     }
-    mem->alloc.free(h->raw, mem->alloc.user);
+    unlock(mem);
+    free_chain(mem, evicted);
+    if (!keep) mem->alloc.free(h->raw, mem->alloc.user);
 }
 
 void loom__mem_drain(loom__mem *mem)

@@ -220,11 +220,10 @@ static bool ring_pop(task_ring *r, void **out)
 
 /* ---- Parking ---------------------------------------------------------- */
 
-/* Any task visible anywhere that w may run?  Called after the sleeper's
- * seq_cst fence. */
-static bool work_visible(loom__pool *p, const loom__worker *w)
+/* Any task visible in a deque or overflow queue (w's pinned queue is
+ * park's own check)?  Called after the sleeper's seq_cst fence. */
+static bool work_visible(loom__pool *p)
 {
-    if (ring_size(&w->pinned) > 0) return true;
     for (int i = 0; i < p->n; i++) {
         loom__worker *v = &p->workers[i];
         if (loom__deque_size(v->deque) > 0 || ring_size(&v->ovf) > 0)
@@ -273,8 +272,8 @@ static void park(loom__worker *w, bool busy)
     /* Its own pinned tasks keep it up even when busy: nobody else runs
      * them (the check comes after the fence, so a pin published before
      * the spawner's notify saw no sleeper is seen here). */
-    bool go = ring_size(&w->pinned) > 0 || (!busy && work_visible(p, w)) || atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
-              (caller && atomic_load_explicit(&p->outstanding, memory_order_relaxed) == 0);
+    bool go = ring_size(&w->pinned) > 0 || (!busy && work_visible(p)) ||
+              atomic_load_explicit(&p->shutdown, memory_order_relaxed) || (caller && atomic_load_explicit(&p->outstanding, memory_order_relaxed) == 0);
     int64_t t0 = 0, t1 = 0; /* the parked interval, for the observer */
     if (!go) {
         pthread_mutex_lock(&p->park_mu);
@@ -397,8 +396,7 @@ static void execute(loom__worker *w, void *task)
  * would pile its whole team onto that core. */
 static loom__bind_level bind_level(const loom__pool *p, int w)
 {
-    const bool master = loom__pool_numa_worker(p, p->workers[w].numa) == w;
-    return master && (p->bind == LOOM__BIND_L3 || p->bind == LOOM__BIND_CORE) ? LOOM__BIND_NUMA : p->bind;
+    return loom__pool_numa_first(p, w) && (p->bind == LOOM__BIND_L3 || p->bind == LOOM__BIND_CORE) ? LOOM__BIND_NUMA : p->bind;
 }
 
 static void *worker_main(void *arg)
@@ -503,6 +501,11 @@ int loom__pool_numa_domains(const loom__pool *pool)
         count += !seen;
     }
     return count;
+}
+
+bool loom__pool_numa_first(const loom__pool *pool, int w)
+{
+    return loom__pool_numa_worker(pool, pool->workers[w].numa) == w;
 }
 
 bool loom__pool_numa_balanced(const loom__pool *pool)

@@ -186,6 +186,9 @@ int loom__pool_size(const loom__pool *pool);
  * NUMA nodes have workers. */
 int loom__pool_numa_worker(const loom__pool *pool, int numa);
 int loom__pool_numa_domains(const loom__pool *pool);
+/* Whether worker w is the first of its NUMA node (its team master when
+ * wide nodes go to their home node). */
+bool loom__pool_numa_first(const loom__pool *pool, int w);
 /* Whether every NUMA node with workers has as many core tokens as the
  * others: then a node's team is as wide on one as on another. */
 bool loom__pool_numa_balanced(const loom__pool *pool);
